@@ -1,0 +1,185 @@
+"""Frozen lifecycle values: `SlotSpec`, `SeedState`, `SlotState`, `LifecycleState` (LIFECYCLE.md §2).
+
+Plain Python scalars only, so states hash, compare and serialise exactly. Each class checks
+its invariants on construction (and so on every `attrs.evolve`); `to_dict` / `from_dict`
+round-trip through JSON types, enums by name.
+"""
+
+from typing import Any
+
+import attrs
+
+from esper.core.alpha import Curve
+from esper.core.catalogue import TOPOLOGIES
+from esper.core.errors import LifecycleError
+from esper.core.stages import COOLING, HAS_MODULE, Stage
+
+MAX_HISTORY = 7  # GERMINATED, TRAINING, BLENDING, PROBATIONARY, CULLED, EMBARGOED, RESETTING
+
+
+@attrs.frozen
+class SlotSpec:
+    """Where a host offers a slot: features of `dim` channels/width with `feature_shape` per sample."""
+
+    name: str
+    index: int
+    position: int
+    dim: int
+    feature_shape: tuple[int, ...] = attrs.field(converter=tuple)
+
+
+def _fail(owner: str, message: str) -> None:
+    raise LifecycleError(f"invalid {owner}: {message}")
+
+
+@attrs.frozen(kw_only=True)
+class SeedState:
+    seed_id: str
+    slot_id: str
+    blueprint: str
+    blueprint_index: int
+    dim: int
+    n_params: int
+    tempo: int
+    curve: Curve = attrs.field(converter=Curve)
+    stage: Stage = attrs.field(converter=Stage)
+    previous_stage: Stage = attrs.field(converter=Stage)
+    epochs_in_stage: int = 0
+    previous_epochs_in_stage: int = 0
+    age: int = 0
+    germinated_epoch: int
+    acc_at_germination: float
+    acc_at_stage_start: float
+    ramp_step: int = 0
+    alpha: float = 0.0
+    contribution: float | None = None
+    shadow_gain: float | None = None
+    grad_ratio: float | None = None
+    seed_finite: bool = True
+    cull_reason: str | None = None
+    history: tuple[tuple[Stage, int], ...] = attrs.field(
+        converter=lambda h: tuple((Stage(s), int(e)) for s, e in h)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        who = f"seed {self.seed_id}"
+        if self.stage == Stage.DORMANT:
+            _fail(who, "a seed is never DORMANT (the slot holds None)")
+        if not 0.0 <= self.alpha <= 1.0:
+            _fail(who, f"alpha {self.alpha} outside [0, 1]")
+        if self.stage in (Stage.PROBATIONARY, Stage.FOSSILIZED) and self.alpha != 1.0:
+            _fail(who, f"alpha must be 1 in {self.stage}, got {self.alpha}")
+        if self.stage not in (Stage.BLENDING, Stage.PROBATIONARY, Stage.FOSSILIZED) and self.alpha:
+            _fail(who, f"alpha must be 0 in {self.stage}, got {self.alpha}")
+        if (self.cull_reason is not None) != (self.stage in COOLING):
+            _fail(who, f"cull_reason {self.cull_reason!r} does not match stage {self.stage}")
+        if not 0 <= self.epochs_in_stage <= self.age:
+            _fail(who, f"epochs_in_stage {self.epochs_in_stage} not in [0, age={self.age}]")
+        if not 1 <= len(self.history) <= MAX_HISTORY or self.history[-1][0] != self.stage:
+            _fail(who, f"history {self.history} does not end in {self.stage}")
+
+    @property
+    def has_module(self) -> bool:
+        return self.stage in HAS_MODULE
+
+    def to_dict(self) -> dict[str, Any]:
+        out = attrs.asdict(self, recurse=False)
+        for key in ("curve", "stage", "previous_stage"):
+            out[key] = out[key].name
+        out["history"] = [[stage.name, epoch] for stage, epoch in self.history]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SeedState":
+        try:
+            values = dict(data)
+            values["curve"] = Curve[values["curve"]]
+            for key in ("stage", "previous_stage"):
+                values[key] = Stage[values[key]]
+            values["history"] = [(Stage[s], e) for s, e in values["history"]]
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LifecycleError(f"bad seed record: {exc!r}") from exc
+
+
+@attrs.frozen(kw_only=True)
+class SlotState:
+    slot_id: str
+    index: int
+    dim: int
+    enabled: bool = True
+    seed: SeedState | None = None
+    germinations: int = 0
+    culls: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        who = f"slot {self.slot_id}"
+        if self.seed is not None:
+            if not self.enabled:
+                _fail(who, "a disabled slot is always DORMANT")
+            if self.seed.slot_id != self.slot_id or self.seed.dim != self.dim:
+                _fail(who, f"holds seed {self.seed.seed_id} of another slot or dim")
+        if min(self.germinations, self.culls) < 0:
+            _fail(who, "counters must be >= 0")
+
+    @property
+    def stage(self) -> Stage:
+        return self.seed.stage if self.seed is not None else Stage.DORMANT
+
+    def to_dict(self) -> dict[str, Any]:
+        out = attrs.asdict(self, recurse=False)
+        out["seed"] = self.seed.to_dict() if self.seed is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SlotState":
+        try:
+            values = dict(data)
+            if values.get("seed") is not None:
+                values["seed"] = SeedState.from_dict(values["seed"])
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise LifecycleError(f"bad slot record: {exc!r}") from exc
+
+
+@attrs.frozen(kw_only=True)
+class LifecycleState:
+    topology: str
+    slots: tuple[SlotState, ...] = attrs.field(converter=tuple)
+    epoch: int = 0
+    next_serial: int = 0
+    val_acc: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            _fail("lifecycle state", f"topology {self.topology!r} not in {TOPOLOGIES}")
+        if not any(s.enabled for s in self.slots):
+            _fail("lifecycle state", "needs at least one enabled slot")
+        if [s.index for s in self.slots] != list(range(len(self.slots))):
+            _fail("lifecycle state", "slots must be in host order with index == position")
+        if len({s.slot_id for s in self.slots}) != len(self.slots):
+            _fail("lifecycle state", "slot ids must be unique")
+
+    @property
+    def germinations(self) -> int:
+        return sum(s.germinations for s in self.slots)
+
+    def slot(self, slot_id: str) -> SlotState:
+        for s in self.slots:
+            if s.slot_id == slot_id:
+                return s
+        raise LifecycleError(f"no slot {slot_id!r}; slots are {[s.slot_id for s in self.slots]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = attrs.asdict(self, recurse=False)
+        out["slots"] = [s.to_dict() for s in self.slots]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LifecycleState":
+        try:
+            values = dict(data)
+            values["slots"] = [SlotState.from_dict(s) for s in values["slots"]]
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LifecycleError(f"bad lifecycle record: {exc!r}") from exc
