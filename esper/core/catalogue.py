@@ -30,7 +30,7 @@ def _positive(dim: int) -> bool:
     return dim >= 1
 
 
-def _reduced(c: int) -> int:
+def reduced_width(c: int) -> int:
     """SE reduction r and bottleneck width b: max(4, C // 4)."""
     return max(4, c // 4)
 
@@ -39,9 +39,9 @@ def _cnn_entries() -> tuple[BlueprintSpec, ...]:
     formulas: list[tuple[str, Callable[[int], int]]] = [
         ("noop", lambda c: 0),
         ("norm", lambda c: 2 * c + 1),
-        ("attention", lambda c: 2 * c * _reduced(c)),
+        ("attention", lambda c: 2 * c * reduced_width(c)),
         ("depthwise", lambda c: c * c + 11 * c),
-        ("bottleneck", lambda c: 2 * c * _reduced(c) + 9 * _reduced(c) ** 2 + 2 * _reduced(c)),
+        ("bottleneck", lambda c: 2 * c * reduced_width(c) + 9 * reduced_width(c) ** 2 + 2 * reduced_width(c)),
         ("conv_light", lambda c: 9 * c * c + 2 * c),
         ("conv_heavy", lambda c: 18 * c * c + 4 * c),
     ]

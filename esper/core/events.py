@@ -99,3 +99,262 @@ class ActionRejected(Event):
     kind: ClassVar[str] = "controller.action_rejected"
     action: Any
     reason: str
+
+
+# --- telemetry vocabulary (RUNTIME.md §4.3) -----------------------------------------------------
+# Wire names, levels, severities and the JSON codec live in `esper.core.wire`; these classes are
+# only the values. Fields whose meaning is free-form JSON (a resolved config, a data source
+# record, per-head statistics) are plain dicts so the schema can grow without a new class.
+
+
+@attrs.frozen(kw_only=True)
+class SlotStatus:
+    """One slot as the epoch line and metrics.csv show it (not an event on its own)."""
+
+    slot: str
+    stage: Stage
+    blueprint: str | None = None
+    seed_id: str | None = None
+    alpha: float = 0.0
+    contribution: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RunStarted(Event):
+    kind: ClassVar[str] = "run.start"
+    task: str
+    controller: str
+    seed: int
+    epochs: int
+    device: str
+    precision: str
+    host_params: int
+    flops_per_sample: float | None = None
+    episodes: int | None = None
+    config: dict[str, Any] = attrs.field(factory=dict)
+    data_source: dict[str, Any] = attrs.field(factory=dict)
+    versions: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class RunResumed(Event):
+    kind: ClassVar[str] = "run.resume"
+    checkpoint: str
+    from_epoch: int
+    from_seq: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class RunEnded(Event):
+    kind: ClassVar[str] = "run.end"
+    status: str  # ok | aborted | interrupted | error
+    epochs: int
+    final_val_acc: float | None
+    final_val_loss: float | None
+    best_val_acc: float | None
+    best_val_loss: float | None
+    best_epoch: int | None
+    params: int
+    seed_params: int
+    seeds_germinated: int
+    seeds_fossilized: int
+    seeds_culled: int
+    rollbacks: int
+    wall_s: float
+    dropped: int = 0
+    run_dir: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class EpochMetrics(Event):
+    kind: ClassVar[str] = "epoch.metrics"
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    params: int
+    seed_params: int
+    lr_host: float
+    action: str
+    reason: str
+    epoch_s: float
+    samples_per_s: float
+    episode: int = 0
+    val_ppl: float | None = None
+    live_seeds: int = 0
+    fossilized: int = 0
+    rollback: bool = False
+    recompiles: int = 0
+    slots: tuple[SlotStatus, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class SeedMetrics(Event):
+    kind: ClassVar[str] = "seed.metrics"
+    epoch: int
+    slot: str
+    seed_id: str
+    stage: Stage
+    alpha: float
+    epochs_in_stage: int
+    age: int
+    grad_ratio: float | None = None
+    contribution: float | None = None
+    shadow_gain: float | None = None
+    total_gain: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class HostStabilised(Event):
+    kind: ClassVar[str] = "host.stabilised"
+    epoch: int
+    val_loss: float
+    stable_count: int
+
+
+@attrs.frozen(kw_only=True)
+class HostDestabilised(Event):
+    kind: ClassVar[str] = "host.destabilised"
+    epoch: int
+    reason: str  # learning_resumed | structure_changed
+
+
+@attrs.frozen(kw_only=True)
+class InputMissing(Event):
+    kind: ClassVar[str] = "controller.input_missing"
+    epoch: int
+    slot: str
+    input: str
+
+
+@attrs.frozen(kw_only=True)
+class GovernorAnomaly(Event):
+    kind: ClassVar[str] = "governor.anomaly"
+    epoch: int
+    loss: float
+    mean: float
+    std: float
+    threshold: float
+    consecutive: int
+
+
+@attrs.frozen(kw_only=True)
+class GovernorRollback(Event):
+    kind: ClassVar[str] = "governor.rollback"
+    epoch: int
+    reason: str
+    loss: float
+    anomalies: int  # the anomaly count before the reset
+    snapshot_epoch: int
+    culled: tuple[str, ...]
+    rollbacks: int  # k of max_rollbacks, this one included
+    max_rollbacks: int
+    lr_factor: float
+
+
+@attrs.frozen(kw_only=True)
+class GovernorAbort(Event):
+    kind: ClassVar[str] = "governor.abort"
+    epoch: int
+    reason: str
+    rollbacks: int
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointSaved(Event):
+    kind: ClassVar[str] = "checkpoint.saved"
+    path: str
+    epoch: int | None
+    update: int | None = None
+    bytes: int
+    seconds: float
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointLoaded(Event):
+    kind: ClassVar[str] = "checkpoint.loaded"
+    path: str
+    epoch: int | None
+    update: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TelemetryDropped(Event):
+    kind: ClassVar[str] = "telemetry.dropped"
+    total: int
+    since_last: int
+    per_backend: dict[str, int] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class TelemetryWarning(Event):
+    """A warning about the run's own machinery (a detached backend, a skipped write)."""
+
+    kind: ClassVar[str] = "telemetry.warning"
+    source: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class PPOUpdate(Event):
+    """One PPO update (RL.md §9); the long tail of per-head statistics goes in `heads`/`extra`."""
+
+    kind: ClassVar[str] = "ppo.update"
+    update: int
+    episodes: int
+    env_steps: int
+    lr: float
+    entropy_coef: float
+    loss: float
+    policy_loss: float
+    value_loss: float
+    entropy: float
+    approx_kl: float
+    clip_frac: float
+    explained_variance: float
+    grad_norm: float
+    early_stopped: bool
+    wall_s: float
+    heads: dict[str, dict[str, float]] = attrs.field(factory=dict)
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class DiagGradients(Event):
+    kind: ClassVar[str] = "diag.gradients"
+    epoch: int
+    groups: dict[str, float]  # optimizer group -> RMS grad norm
+    layers: dict[str, float] = attrs.field(factory=dict)  # diagnostic profile and above
+
+
+@attrs.frozen(kw_only=True)
+class DiagSharpness(Event):
+    kind: ClassVar[str] = "diag.sharpness"
+    epoch: int
+    sharpness: float
+    directions: int
+    seconds: float
+
+
+@attrs.frozen(kw_only=True)
+class DiagPerClass(Event):
+    kind: ClassVar[str] = "diag.per_class"
+    epoch: int
+    accuracy: tuple[float, ...]
+
+
+@attrs.frozen(kw_only=True)
+class DiagConfusion(Event):
+    kind: ClassVar[str] = "diag.confusion"
+    epoch: int
+    matrix: tuple[tuple[int, ...], ...]
+
+
+@attrs.frozen(kw_only=True)
+class DiagSkipped(Event):
+    kind: ClassVar[str] = "diag.skipped"
+    epoch: int
+    name: str
+    expected_s: float
+    budget_s: float

@@ -1,0 +1,1 @@
+"""Model definitions of the pure core: hosts, blueprints, the policy network (nn.Module classes)."""

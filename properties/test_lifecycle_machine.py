@@ -1,0 +1,226 @@
+"""LIFECYCLE.md §11 P1–P3, P5, P6, P15, P16: a Hypothesis state machine drives random
+measurements, masked and unmasked actions, governor rollbacks and direct `transition` calls
+through the pure lifecycle, and checks it against `lifecycle_reference.RefModel` and the
+invariants after every step."""
+
+import copy
+import json
+
+import attrs
+import pytest
+from hypothesis import event
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from lifecycle_reference import RefModel
+
+from esper.core import lifecycle
+from esper.core.actions import FactoredAction, Op
+from esper.core.config import min_span
+from esper.core.errors import IllegalActionError, IllegalTransition
+from esper.core.events import ActionRejected, SeedRetired, StageChanged
+from esper.core.legality import masks
+from esper.core.measurements import EpochMeasurements
+from esper.core.seed import LifecycleState
+from esper.core.stages import EDGES, Stage
+from esper.testing import strategies as es
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    @initialize(setup=es.rules_and_state())
+    def start(self, setup):
+        self.rules, self.state = setup
+        self.lenient = attrs.evolve(self.rules, config=attrs.evolve(self.rules.config, strict=False))
+        self.ref = RefModel.from_state(self.rules, self.state)
+        self.snapshot: tuple[LifecycleState, RefModel] | None = None
+        self.fossils: dict[str, str] = {}  # slot -> seed id, once fossilized
+
+    # -- rules ----------------------------------------------------------------
+    # Rules are picked uniformly; a rollback culls every live seed, so it shares a rule with
+    # the ordinary boundary at 1 in 8, or seeds would rarely live long enough to fossilize.
+    @rule(data=st.data(), masked=st.sampled_from([True, True, True, False]),
+          rollback=st.sampled_from([False] * 7 + [True]))
+    def boundary(self, data, masked, rollback):
+        if rollback and self.snapshot is not None:
+            self._governor_rollback(data, masked)
+            return
+        m = data.draw(es.epoch_measurements(self.state))
+        view = lifecycle.record(self.state, m)
+        self._check_record(self.state, view)
+        self.ref.record(m)
+        self._respond(view, data, masked)
+
+    @rule()
+    def take_snapshot(self):
+        self.snapshot = (self.state, copy.deepcopy(self.ref))
+
+    def _governor_rollback(self, data, masked):
+        snap_state, snap_ref = self.snapshot
+        m = data.draw(es.epoch_measurements(self.state))
+        view, events = lifecycle.rollback(snap_state, self.state, m, self.rules)
+        recorded = lifecycle.record(attrs.evolve(snap_state, epoch=m.epoch - 1),
+                                    EpochMeasurements(epoch=m.epoch, val_acc=m.val_acc))
+        self.ref.rollback_to(snap_ref, m)
+        for e in events:
+            if isinstance(e, StageChanged):
+                assert e.to_stage == Stage.CULLED and e.reason == "governor_rollback"
+        self._check_events(events, recorded)
+        self._respond(view, data, masked)
+
+    @rule(data=st.data())
+    def direct_transition(self, data):
+        occupied = [s for s in self.state.slots if s.seed is not None]
+        if not occupied:
+            return
+        seed = data.draw(st.sampled_from(occupied)).seed
+        to = data.draw(st.sampled_from(list(Stage)))
+        reason = "action" if to == Stage.CULLED else "test"
+        before = seed
+        if (seed.stage, to) in EDGES:
+            moved, events = lifecycle.transition(seed, to, reason=reason, epoch=self.state.epoch,
+                                                 val_acc=0.5, config=self.rules.config)
+            assert (moved is None) == (to == Stage.DORMANT)
+            assert moved is None or (moved.stage == to and moved.epochs_in_stage == 0)
+            assert isinstance(events[0], StageChanged)
+        else:
+            with pytest.raises(IllegalTransition):
+                lifecycle.transition(seed, to, reason=reason, epoch=self.state.epoch,
+                                     val_acc=0.5, config=self.rules.config)
+        assert seed == before  # never mutated
+
+    # -- one boundary's response ------------------------------------------------
+    def _respond(self, view: LifecycleState, data, masked: bool) -> None:
+        n = len(view.slots)
+        action = data.draw(es.legal_actions(view, self.rules) if masked
+                           else es.any_actions(self.rules, n))
+        frozen_view = json.dumps(view.to_dict(), sort_keys=True)
+        allowed = masks(view, self.rules).allows(action)
+        assert allowed == self.ref.accepts(action), f"masks and reference disagree on {action}"
+        if masked:
+            assert allowed, f"legal_actions drew a masked-out action {action}"
+
+        new, events = lifecycle.apply_action(view, action, self.lenient)
+        assert any(isinstance(e, ActionRejected) for e in events) == (not allowed)
+        if self.rules.config.strict and not allowed:
+            with pytest.raises(IllegalActionError):
+                lifecycle.act(view, action, self.rules)
+        again = lifecycle.apply_action(view, action, self.lenient)
+        assert again == (new, events), "equal inputs must give equal outputs"
+        assert json.dumps(view.to_dict(), sort_keys=True) == frozen_view, "input was mutated"
+
+        self.ref.act(action)
+        self.ref.advance()
+        self._check_events(events, view)
+        self._check_step(view, new, action, allowed)
+        self.state = new
+
+    # -- checks -------------------------------------------------------------------
+    def _check_record(self, before: LifecycleState, view: LifecycleState) -> None:
+        for old, new in zip(before.slots, view.slots, strict=True):
+            if old.seed is not None:
+                assert new.seed.age == old.seed.age + 1
+                assert new.seed.epochs_in_stage == old.seed.epochs_in_stage + 1
+                assert new.stage == old.stage
+
+    def _check_events(self, events, view: LifecycleState) -> None:
+        dwell_seen: dict[str, int] = {}
+        cfg = self.rules.config
+        cooling_dwell = {Stage.CULLED: cfg.cull_dwell, Stage.EMBARGOED: cfg.embargo_dwell,
+                         Stage.RESETTING: cfg.reset_dwell}
+        for e in events:
+            if isinstance(e, StageChanged):
+                assert (e.from_stage, e.to_stage) in EDGES, f"illegal edge {e}"
+                event(f"edge {EDGES[(e.from_stage, e.to_stage)]}")  # coverage, in the statistics
+                if e.from_stage != Stage.GERMINATED and e.from_stage != Stage.DORMANT:
+                    old = next(s.seed for s in view.slots if s.slot_id == e.slot)
+                    dwell_seen.setdefault(e.seed_id, old.epochs_in_stage)
+                    assert e.previous_epochs_in_stage == dwell_seen[e.seed_id]
+                if e.from_stage in cooling_dwell:  # P5: each cooling stage lasts exactly its dwell
+                    assert e.previous_epochs_in_stage == cooling_dwell[e.from_stage]
+            if isinstance(e, SeedRetired):
+                stages = [s for s, _ in e.history]
+                assert stages[-4:] == [Stage.CULLED, Stage.EMBARGOED, Stage.RESETTING, Stage.DORMANT]
+
+    def _check_step(self, view, new, action, allowed) -> None:
+        cfg = self.rules.config
+        for ref_slot, old, slot in zip(self.ref.slots, view.slots, new.slots, strict=True):
+            assert slot.stage.name == ref_slot.stage, f"{slot.slot_id}: {slot.stage} vs ref {ref_slot.stage}"
+            assert (slot.germinations, slot.culls) == (ref_slot.germinations, ref_slot.culls)
+            seed = slot.seed
+            if seed is None:
+                continue
+            ref_seed = ref_slot.seed
+            assert (seed.epochs_in_stage, seed.age, seed.ramp_step) == (
+                ref_seed.eis, ref_seed.age, ref_seed.ramp)
+            assert seed.cull_reason == ref_seed.cull_reason
+            assert seed.alpha == pytest.approx(self.ref.expected_alpha(ref_slot), abs=1e-12)
+            assert 0.0 <= seed.alpha <= 1.0
+            assert seed.stage != Stage.GERMINATED
+            if seed.stage not in (Stage.BLENDING, Stage.PROBATIONARY, Stage.FOSSILIZED):
+                assert seed.alpha == 0.0
+            if seed.stage in (Stage.PROBATIONARY, Stage.FOSSILIZED):
+                assert seed.alpha == 1.0
+            same = old.seed is not None and old.seed.seed_id == seed.seed_id
+            if same and old.stage == seed.stage == Stage.BLENDING:
+                assert seed.alpha >= old.seed.alpha, "alpha must not decrease while BLENDING"
+            if not same or old.stage != seed.stage:
+                assert seed.epochs_in_stage == 0, "epochs_in_stage resets on each transition"
+            if seed.stage == Stage.PROBATIONARY:
+                assert seed.epochs_in_stage <= cfg.max_probation_epochs
+            if seed.stage == Stage.TRAINING:
+                assert seed.epochs_in_stage <= cfg.max_training_epochs
+        fossilizable = masks(view, self.rules).slot[Op.FOSSILIZE]
+        for slot in view.slots:  # FOSSILIZE is never legal before min_span
+            if slot.seed is not None and fossilizable[slot.index]:
+                assert slot.seed.age >= min_span(cfg, slot.seed.tempo)
+        for slot in new.slots:
+            if slot.stage == Stage.FOSSILIZED:
+                self.fossils.setdefault(slot.slot_id, slot.seed.seed_id)
+        assert new.next_serial == self.ref.serial
+
+    @invariant()
+    def fossilized_is_absorbing(self):
+        if not hasattr(self, "state"):
+            return
+        for slot_id, seed_id in self.fossils.items():
+            slot = self.state.slot(slot_id)
+            assert slot.stage == Stage.FOSSILIZED and slot.seed.seed_id == seed_id
+
+    @invariant()
+    def round_trips_through_json(self):
+        if hasattr(self, "state"):
+            data = json.loads(json.dumps(self.state.to_dict()))
+            assert LifecycleState.from_dict(data) == self.state
+
+    @invariant()
+    def accounting_matches_formulas(self):
+        if hasattr(self, "state"):
+            counts = lifecycle.param_counts(self.state, host_params=1000)
+            live = sum(s.seed.n_params for s in self.state.slots
+                       if s.stage in (Stage.TRAINING, Stage.BLENDING, Stage.PROBATIONARY))
+            assert counts.live == live and counts.total == 1000 + live + counts.fossilized
+
+
+TestLifecycleMachine = LifecycleMachine.TestCase
+
+
+def test_masked_controller_never_raises_over_long_episodes():
+    """P6: a controller that only picks masked actions runs 200 boundaries in strict mode."""
+    from hypothesis import given, settings
+
+    @settings(max_examples=10)
+    @given(es.rules_and_state(), st.data())
+    def run(setup, data):
+        rules, state = setup
+        rules = attrs.evolve(rules, config=attrs.evolve(rules.config, strict=True))
+        for _ in range(200):
+            view = lifecycle.record(state, data.draw(es.epoch_measurements(state)))
+            allowed = masks(view, rules).allowed_actions()
+            action = allowed[data.draw(st.integers(0, len(allowed) - 1))]
+            state, _ = lifecycle.apply_action(view, action, rules)
+
+    run()
+
+
+def test_action_strategy_covers_every_op():
+    ops = {FactoredAction(op).op for op in range(4)}
+    assert len(ops) == 4
