@@ -1,0 +1,62 @@
+"""Telemetry (RUNTIME.md §4): the per-run hub, its backends and the run directory.
+
+The event values and their wire form live in the pure core (`esper.core.events`,
+`esper.core.wire`); this package stamps, queues and writes them. The TensorBoard backend is
+imported lazily (`esper.shell.telemetry.tensorboard`) because its extra is optional.
+"""
+
+import os
+from typing import TextIO
+
+from esper.core.wire import Level, Profile
+from esper.shell.telemetry.console import ConsoleBackend, done_line, epoch_line, print_summary
+from esper.shell.telemetry.hub import Backend, Record, TelemetryHub
+from esper.shell.telemetry.jsonl import JsonlBackend, read_records
+from esper.shell.telemetry.rundir import (
+    MetricsCsv,
+    RunDirectory,
+    RunDirectoryError,
+    atomic_write_json,
+    make_run_id,
+)
+
+__all__ = [
+    "Backend", "ConsoleBackend", "JsonlBackend", "Level", "MetricsCsv", "Profile", "Record",
+    "RunDirectory", "RunDirectoryError", "TelemetryHub", "atomic_write_json", "done_line",
+    "epoch_line", "make_run_id", "open_hub", "print_summary", "read_records",
+]
+
+
+def open_hub(
+    run_id: str,
+    run_dir: RunDirectory | None,
+    *,
+    level: Level | str = Level.NORMAL,
+    profile: Profile | str = Profile.STANDARD,
+    console: bool = True,
+    progress: bool | None = None,
+    console_file: TextIO | None = None,
+    tensorboard: bool = False,
+    events_copy: str | os.PathLike[str] | None = None,
+    env: int = 0,
+    start_seq: int = 0,
+    stderr: TextIO | None = None,
+) -> TelemetryHub:
+    """A hub wired as the CLI flags ask (§4.6). At level `off` it has no backend at all, so no
+    `events.jsonl` is created; results files are the run directory's business either way."""
+    level = Level.parse(level)
+    hub = TelemetryHub(run_id, level=level, profile=profile, env=env, start_seq=start_seq, stderr=stderr)
+    if level == Level.OFF:
+        return hub
+    if run_dir is not None:
+        hub.attach(run_dir.events_backend())
+    if events_copy is not None:
+        hub.attach(JsonlBackend(events_copy, name=f"events:{os.fspath(events_copy)}"))
+    if console:
+        hub.attach(ConsoleBackend(file=console_file, progress=progress))
+    if tensorboard:
+        from esper.shell.telemetry.tensorboard import TensorBoardBackend  # optional extra
+
+        log_dir = run_dir.tensorboard_dir if run_dir is not None else f"runs/{run_id}/tb"
+        hub.attach(TensorBoardBackend(log_dir))
+    return hub

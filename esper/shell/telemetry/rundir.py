@@ -1,0 +1,208 @@
+"""The run directory (RUNTIME.md §4.6): layout, atomic results files and `metrics.csv`.
+
+```
+runs/<run_id>/  config.json  summary.json  events.jsonl  metrics.csv  checkpoints/  tb/
+```
+`config.json` and `summary.json` are replaced atomically (temp file, fsync, `os.replace`,
+fsync of the directory), so a reader sees the old or the new file, never a torn one.
+`metrics.csv` is a result, not telemetry: the trainer appends a row per epoch at every
+level, `off` included, so it is written directly rather than through the hub's level filter.
+"""
+
+import csv
+import io
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from esper.core.events import EpochMetrics, SlotStatus
+from esper.core.summary import RunSummary
+from esper.core.wire import to_wire
+from esper.shell.telemetry.jsonl import JsonlBackend, write_line
+
+METRICS_COLUMNS = (
+    "episode", "env", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "params",
+    "seed_params", "live_seeds", "fossilized", "action", "reason", "rollback", "epoch_s",
+)
+SLOT_COLUMNS = ("stage", "blueprint", "alpha", "contrib")
+
+
+class RunDirectoryError(Exception):
+    """The run directory cannot be used as asked (exists without resume, or is missing)."""
+
+
+def make_run_id(task: str, controller: str, seed: int, now: datetime | None = None) -> str:
+    """`<task>-<controller>-s<seed>-<UTC yyyymmddThhmmssZ>-<4 hex>` (§4.2)."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{task}-{controller}-s{seed}-{stamp}-{secrets.token_hex(2)}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Replace `path` with `data` so that a crash leaves the old file or the new, never a mix."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    # Exact floats: config.json must reproduce the run it came from (§6.3).
+    text = json.dumps(to_wire(obj, digits=None), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def metrics_row(event: EpochMetrics, env: int = 0) -> dict[str, Any]:
+    """The `metrics.csv` row of one epoch (§4.6), per-slot columns last."""
+    row: dict[str, Any] = {name: env if name == "env" else getattr(event, name) for name in METRICS_COLUMNS}
+    for slot in event.slots:
+        row.update(_slot_cells(slot))
+    return row
+
+
+def _slot_cells(slot: SlotStatus) -> dict[str, Any]:
+    return {
+        f"{slot.slot}_stage": slot.stage.name, f"{slot.slot}_blueprint": slot.blueprint,
+        f"{slot.slot}_alpha": slot.alpha, f"{slot.slot}_contrib": slot.contribution,
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return str(to_wire(value))  # 7 significant digits, nan/inf spelled out, as in the JSONL
+    return str(value)
+
+
+class MetricsCsv:
+    """Append-only CSV whose header is fixed by the first row (or by the existing file on resume).
+
+    A later row with a column the header lacks raises: a silently dropped column would be a
+    wrong result file, and enabled slots never change within a run.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.header: tuple[str, ...] | None = self._existing_header()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _existing_header(self) -> tuple[str, ...] | None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return None
+        with open(self.path, newline="", encoding="utf-8") as f:
+            return tuple(next(csv.reader(f)))
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        if self.header is None:
+            self.header = tuple(row)
+            self._write([*self.header])
+        if extra := [k for k in row if k not in self.header]:
+            raise ValueError(f"{self.path}: columns {extra} are not in the header")
+        self._write([_cell(row.get(name)) for name in self.header])
+
+    def _write(self, cells: list[str]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(cells)
+        write_line(self._fd, buf.getvalue().encode("utf-8"))  # one write per row: no torn rows
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.fsync(fd)
+            os.close(fd)
+
+
+def _has_content(path: Path) -> bool:
+    """Anything but empty folders (a run that died before writing a file left only `checkpoints/`)."""
+    if not path.exists():
+        return False
+    return not path.is_dir() or any(not p.is_dir() for p in path.rglob("*"))
+
+
+class RunDirectory:
+    """`runs/<run_id>/`: refuses to reuse a non-empty directory unless resuming."""
+
+    def __init__(self, path: str | os.PathLike[str], *, resume: bool = False) -> None:
+        self.path = Path(path)
+        if resume and not self.path.is_dir():
+            raise RunDirectoryError(f"cannot resume: {self.path} is not a run directory")
+        if not resume and _has_content(self.path):
+            raise RunDirectoryError(
+                f"{self.path} exists and is not empty; pass --resume {self.path} to continue it "
+                "or choose another --out"
+            )
+        self.resume = resume
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self._metrics: MetricsCsv | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tb"
+
+    def write_config(self, config: Mapping[str, Any]) -> Path:
+        return atomic_write_json(self.config_path, dict(config))
+
+    def read_config(self) -> dict[str, Any]:
+        return json.loads(self.config_path.read_text(encoding="utf-8"))
+
+    def write_summary(self, summary: RunSummary) -> Path:
+        return atomic_write_json(self.summary_path, summary.to_dict())
+
+    def read_summary(self) -> RunSummary:
+        return RunSummary.from_dict(json.loads(self.summary_path.read_text(encoding="utf-8")))
+
+    def events_backend(self) -> JsonlBackend:
+        """The JSONL backend on `events.jsonl` (not created at level `off`: call this only above it)."""
+        return JsonlBackend(self.events_path, name="events.jsonl")
+
+    def append_metrics(self, event: EpochMetrics, *, env: int = 0) -> None:
+        if self._metrics is None:
+            self._metrics = MetricsCsv(self.metrics_path)
+        self._metrics.append(metrics_row(event, env))
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
