@@ -69,9 +69,12 @@ def alpha_curve(curve: Tensor, u: Tensor, steepness: float = DEFAULT_STEEPNESS) 
     s = steepness
     linear = uc
     cosine = torch.sin(uc * (math.pi / 2)) ** 2
-    lower = torch.minimum(uc, 1.0 - uc)  # symmetric half, as in curve_value
+    upper = uc > 0.5
+    # Evaluate the increasing half only, as in curve_value. `where`, not `minimum`: at the tie
+    # u = ½ minimum splits the gradient between u and 1 − u, which cancel to a zero slope.
+    lower = torch.where(upper, 1.0 - uc, uc)
     half = torch.sinh(lower * (s / 2)) / (2 * torch.cosh((lower - 0.5) * (s / 2)) * math.sinh(s / 4))
-    sigmoid = torch.where(uc > 0.5, 1.0 - half, half)
+    sigmoid = torch.where(upper, 1.0 - half, half)
     # Compare with plain ints: dynamo cannot trace Tensor == IntEnum.
     is_linear, is_cosine = curve == int(Curve.LINEAR), curve == int(Curve.COSINE)
     value = torch.where(is_linear, linear, torch.where(is_cosine, cosine, sigmoid))

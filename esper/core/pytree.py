@@ -1,0 +1,66 @@
+"""Register frozen attrs classes as pytrees, so `torch.func` transforms (and, where the
+`jax` extra is installed, `jax.tree_util`) walk core states alike.
+
+Fields marked `static_field()` are structure, not data: they travel in the pytree context
+(compared for equality, never traced or batched). Every other field is a child.
+
+    @register_pytree
+    @attrs.frozen
+    class Normaliser:
+        mean: Tensor
+        var: Tensor
+        count: Tensor
+        clip: float = static_field(default=5.0)
+"""
+
+from typing import Any, TypeVar
+
+import attrs
+import torch.utils._pytree as torch_pytree
+
+T = TypeVar("T")
+_STATIC = "esper.pytree.static"
+
+
+def static_field(**kwargs: Any) -> Any:
+    """An attrs field kept out of the pytree's children (a Python constant, not data)."""
+    metadata = {**kwargs.pop("metadata", {}), _STATIC: True}
+    return attrs.field(metadata=metadata, **kwargs)
+
+
+def _split(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    fields = attrs.fields(cls)
+    children = tuple(f.name for f in fields if not f.metadata.get(_STATIC))
+    static = tuple(f.name for f in fields if f.metadata.get(_STATIC))
+    return children, static
+
+
+def register_pytree(cls: type[T]) -> type[T]:
+    """Class decorator: register an attrs class with torch's pytree (and jax's, if importable)."""
+    children, static = _split(cls)
+
+    def flatten(obj: Any) -> tuple[list[Any], tuple[Any, ...]]:
+        return [getattr(obj, n) for n in children], tuple(getattr(obj, n) for n in static)
+
+    def unflatten(values: Any, context: tuple[Any, ...]) -> Any:
+        return cls(**dict(zip(children, values, strict=True)), **dict(zip(static, context, strict=True)))
+
+    def flatten_with_keys(obj: Any) -> tuple[list[tuple[Any, Any]], tuple[Any, ...]]:
+        values, context = flatten(obj)
+        return [(torch_pytree.GetAttrKey(n), v) for n, v in zip(children, values, strict=True)], context
+
+    torch_pytree.register_pytree_node(
+        cls, flatten, unflatten,
+        serialized_type_name=f"{cls.__module__}.{cls.__qualname__}",
+        flatten_with_keys_fn=flatten_with_keys,
+    )
+    _register_with_jax(cls, flatten, unflatten)
+    return cls
+
+
+def _register_with_jax(cls: type, flatten: Any, unflatten: Any) -> None:
+    try:  # JAX is an optional extra; the core never requires it.
+        import jax.tree_util
+    except ImportError:
+        return
+    jax.tree_util.register_pytree_node(cls, flatten, lambda ctx, values: unflatten(values, ctx))
