@@ -13,19 +13,25 @@ from esper.core.stages import Stage
 
 CFG = LifecycleConfig()
 maybe = st.one_of(st.none(), st.floats(-1.0, 10.0))
+maybe_ratio = st.one_of(st.none(), st.floats(0.0, 10.0))
+PATH = {Stage.TRAINING: (Stage.GERMINATED, Stage.TRAINING),
+        Stage.BLENDING: (Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING),
+        Stage.PROBATIONARY: (Stage.GERMINATED, Stage.TRAINING, Stage.BLENDING, Stage.PROBATIONARY)}
 
 
 def _slot(stage: Stage, eis: int, **fields) -> SlotState:
     alpha = 1.0 if stage == Stage.PROBATIONARY else fields.pop("alpha", 0.0)
+    tempo = fields.pop("tempo", 5)
+    ramp = {Stage.TRAINING: 0, Stage.PROBATIONARY: tempo}.get(stage, fields.pop("ramp_step", 1))
     seed = SeedState(seed_id="s#0", slot_id="s", blueprint="norm", blueprint_index=1, dim=8,
-                     n_params=17, tempo=fields.pop("tempo", 5), curve=Curve.SIGMOID, stage=stage,
+                     n_params=17, tempo=tempo, ramp_step=ramp, curve=Curve.SIGMOID, stage=stage,
                      previous_stage=Stage.TRAINING, epochs_in_stage=eis, age=eis + 10,
                      germinated_epoch=0, acc_at_germination=0.0, acc_at_stage_start=0.0,
-                     alpha=alpha, history=((stage, 0),), **fields)
+                     alpha=alpha, history=tuple((s, 0) for s in PATH[stage]), **fields)
     return SlotState(slot_id="s", index=0, dim=8, seed=seed)
 
 
-@given(st.integers(0, 8), st.integers(0, 3), maybe, st.floats(0, 5), maybe, st.floats(0, 1))
+@given(st.integers(0, 8), st.integers(0, 3), maybe_ratio, st.floats(0, 5), maybe, st.floats(0, 1))
 def test_g2_monotone(eis, d_eis, ratio, d_ratio, gain, d_gain):
     base = _slot(Stage.TRAINING, eis, grad_ratio=ratio, shadow_gain=gain)
     better = _slot(Stage.TRAINING, eis + d_eis,

@@ -5,6 +5,7 @@ its invariants on construction (and so on every `attrs.evolve`); `to_dict` / `fr
 round-trip through JSON types, enums by name.
 """
 
+import itertools
 from typing import Any
 
 import attrs
@@ -12,7 +13,7 @@ import attrs
 from esper.core.alpha import Curve
 from esper.core.catalogue import TOPOLOGIES
 from esper.core.errors import LifecycleError
-from esper.core.stages import COOLING, HAS_MODULE, Stage
+from esper.core.stages import COOLING, EDGES, HAS_MODULE, Stage
 
 MAX_HISTORY = 7  # GERMINATED, TRAINING, BLENDING, PROBATIONARY, CULLED, EMBARGOED, RESETTING
 
@@ -75,8 +76,27 @@ class SeedState:
             _fail(who, f"cull_reason {self.cull_reason!r} does not match stage {self.stage}")
         if not 0 <= self.epochs_in_stage <= self.age:
             _fail(who, f"epochs_in_stage {self.epochs_in_stage} not in [0, age={self.age}]")
-        if not 1 <= len(self.history) <= MAX_HISTORY or self.history[-1][0] != self.stage:
-            _fail(who, f"history {self.history} does not end in {self.stage}")
+        if self.blueprint == "noop":
+            _fail(who, "noop is never germinated")
+        if self.grad_ratio is not None and not self.grad_ratio >= 0.0:
+            _fail(who, f"grad_ratio {self.grad_ratio} must be >= 0")
+        if not self.ramp_step_fits():
+            _fail(who, f"ramp_step {self.ramp_step} impossible in {self.stage} with tempo {self.tempo}")
+        self._check_history(who)
+
+    def ramp_step_fits(self) -> bool:
+        if self.stage == Stage.BLENDING:
+            return 1 <= self.ramp_step <= self.tempo
+        if self.stage in (Stage.PROBATIONARY, Stage.FOSSILIZED):
+            return self.ramp_step == self.tempo
+        return self.ramp_step == 0
+
+    def _check_history(self, who: str) -> None:
+        stages = [stage for stage, _ in self.history]
+        if not 1 <= len(stages) <= MAX_HISTORY or stages[0] != Stage.GERMINATED or stages[-1] != self.stage:
+            _fail(who, f"history {stages} must start GERMINATED and end in {self.stage}")
+        if any((a, b) not in EDGES for a, b in itertools.pairwise(stages)):
+            _fail(who, f"history {stages} holds a step that is not a legal edge")
 
     @property
     def has_module(self) -> bool:
