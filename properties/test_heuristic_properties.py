@@ -1,0 +1,138 @@
+"""Heuristic and governor properties (RUNTIME.md §10 items 2, 5).
+
+For random reachable lifecycle views, tracker states, configs and penalties: every action
+`decide` returns is allowed by the masks (and accepted by the lifecycle), it never fossilizes
+a seed with negative total gain, never germinates while `concurrent_seeds` seeds are live, and
+is deterministic and pure. Heuristic-driven episodes (with governor rollbacks) keep `observe`
+consistent with the lifecycle. Governor: OK never comes from a non-finite loss, and the window
+never exceeds its size.
+"""
+
+import copy
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from esper.core import lifecycle
+from esper.core.actions import Op
+from esper.core.events import ActionRejected
+from esper.core.governor import GovernorConfig, GovernorState, check
+from esper.core.heuristic import HeuristicConfig, HeuristicState, decide, decision_view, observe
+from esper.core.legality import masks
+from esper.core.signals import TrackerState
+from esper.core.stages import LIVE
+from esper.testing.strategies import epoch_measurements, reachable_views, rules_and_state
+
+DEFAULT = HeuristicConfig()
+heuristic_configs = st.builds(
+    HeuristicConfig,
+    concurrent_seeds=st.integers(1, 3),
+    max_seeds=st.sampled_from([0, 0, 1, 3]),
+    min_germinate_epoch=st.sampled_from([0, 1, 5]),
+    plateau_epochs=st.integers(0, 4),
+    margin=st.integers(0, 3),
+)
+# Mostly latched and on a plateau, so germination is actually tried.
+trackers = st.builds(TrackerState, epoch=st.integers(0, 60), latched=st.sampled_from([True, True, False]),
+                     plateau_epochs=st.integers(0, 6), stable_count=st.integers(0, 5))
+
+
+@st.composite
+def heuristic_states(draw: st.DrawFn, topology: str) -> HeuristicState:
+    rotation = DEFAULT.rotation_for(topology)
+    names = draw(st.lists(st.sampled_from(rotation), unique=True))
+    return HeuristicState(topology=topology, pointer=draw(st.integers(0, len(rotation))),
+                          penalties=[(n, draw(st.floats(0.1, 3.0))) for n in names])
+
+
+@st.composite
+def decisions(draw: st.DrawFn):
+    rules, view = draw(reachable_views(max_steps=30))
+    horizon = view.epoch + draw(st.integers(0, 40))
+    hview = decision_view(view, draw(trackers), masks(view, rules), horizon, rules)
+    cfg = draw(st.one_of(st.just(DEFAULT), heuristic_configs))
+    return rules, view, hview, draw(heuristic_states(view.topology)), cfg
+
+
+ACTION_REASONS = {"contributes", "dependency_without_gain", "blend_hurts", "shadow_hurts", "plateau"}
+
+
+def assert_sensible(rules, view, hview, cfg, action, reason) -> None:
+    """Allowed by the masks and accepted by the lifecycle; no FOSSILIZE at negative total gain;
+    no GERMINATE while `concurrent_seeds` seeds are live."""
+    assert hview.masks.allows(action), (action, reason)
+    _, events = lifecycle.apply_action(view, action, rules)  # strict rules raise on refusal
+    assert not any(isinstance(e, ActionRejected) for e in events)
+    if action.op == Op.FOSSILIZE:
+        slot = next(s for s in hview.slots if s.index == action.slot)
+        assert slot.total_gain is not None and slot.total_gain >= 0.0
+    if sum(s.stage in LIVE for s in hview.slots) >= cfg.concurrent_seeds:
+        assert action.op != Op.GERMINATE
+    assert (action.op != Op.WAIT) == (reason in ACTION_REASONS), (action, reason)
+
+
+@given(decisions())
+def test_decide_issues_only_allowed_and_sensible_actions(case):
+    rules, view, hview, state, cfg = case
+    _, action, reason = decide(state, hview, cfg)
+    assert_sensible(rules, view, hview, cfg, action, reason)
+
+
+@given(decisions())
+def test_decide_is_deterministic_and_pure(case):
+    _, _, hview, state, cfg = case
+    before = copy.deepcopy((hview, state, cfg))
+    first = decide(state, hview, cfg)
+    assert decide(state, hview, cfg) == first
+    assert (hview, state, cfg) == before
+    assert first[0] == state
+
+
+@given(st.data())
+def test_heuristic_driven_episodes_stay_consistent(data):
+    """Drive the lifecycle with the heuristic for a whole episode; rollbacks now and then."""
+    rules, state = data.draw(rules_and_state())
+    heuristic = HeuristicState(topology=state.topology)
+    snapshot = (state, heuristic)
+    horizon = data.draw(st.integers(10, 40))
+    cfg = data.draw(st.one_of(st.just(DEFAULT), heuristic_configs))
+    for _ in range(horizon):
+        m = data.draw(epoch_measurements(state))
+        rollback_events: tuple = ()
+        if data.draw(st.integers(0, 9)) == 0:  # a governor PANIC: restore both, cull the live seeds
+            view, rollback_events = lifecycle.rollback(snapshot[0], state, m, rules)
+            heuristic = snapshot[1]
+        else:
+            view = lifecycle.record(state, m)
+        hview = decision_view(view, data.draw(trackers), masks(view, rules), horizon, rules)
+        _, action, reason = decide(heuristic, hview, cfg)
+        assert_sensible(rules, view, hview, cfg, action, reason)
+        state, events = lifecycle.apply_action(view, action, rules)
+        penalties = heuristic.penalties
+        heuristic = observe(heuristic, rollback_events, view.epoch, cfg)
+        assert heuristic.penalties == penalties  # governor_rollback culls cost nothing
+        heuristic = observe(heuristic, events, view.epoch, cfg)  # never meets an unknown seed
+        live_ids = {s.seed.seed_id for s in state.slots if s.seed is not None and s.stage in LIVE}
+        assert {seed_id for seed_id, _ in heuristic.live_seeds} == live_ids
+        if data.draw(st.booleans()):
+            snapshot = (state, heuristic)
+
+
+losses = st.one_of(st.floats(0.0, 20.0), st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+                   st.floats(allow_nan=True, allow_infinity=True))
+
+
+@given(st.integers(1, 8), st.integers(0, 20), st.lists(st.tuples(losses, losses), max_size=60))
+def test_governor_ok_only_on_finite_losses_and_window_bounded(warmup, extra, sequence):
+    cfg = GovernorConfig(random_guess_loss=2.302585, warmup=warmup, window=warmup + extra)
+    state = GovernorState()
+    for train_loss, val_loss in sequence:
+        before = state
+        state, verdict = check(state, train_loss, val_loss, cfg)
+        assert len(state.window) <= cfg.window
+        if verdict.is_ok:
+            assert train_loss == train_loss and val_loss == val_loss  # not NaN
+            assert abs(train_loss) != float("inf") and abs(val_loss) != float("inf")
+            assert state.window[-1] == val_loss and state.consecutive == 0
+        else:
+            assert state.window == before.window  # anomalies and panics append nothing
