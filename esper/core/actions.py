@@ -69,7 +69,7 @@ class FactoredAction:
     def __str__(self) -> str:
         fields = ("slot", "blueprint", "tempo")
         used = [f"{n}={getattr(self, n)}" for n, u in zip(fields, RELEVANCE[self.op][1:], strict=True) if u]
-        return f"{self.op.name}({', '.join(used)})"
+        return f"{self.op.name}({', '.join(used)})" if used else self.op.name
 
 
 Row = tuple[bool, ...]

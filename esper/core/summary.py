@@ -76,15 +76,15 @@ class RunSummary:
         return cls(**values)
 
 
-def summarize_seeds(events: Iterable[ev.Event]) -> tuple[SeedRecord, ...]:
+def summarize_seeds(events: Iterable[ev.Event], start: Iterable[SeedRecord] = ()) -> tuple[SeedRecord, ...]:
     """Fold lifecycle events into one record per seed, in germination order.
 
     Reads SeedGerminated (birth), StageChanged (last stage), SeedMetrics (last measured
     contribution of a live seed), SeedFossilized and SeedCulled (fate, end epoch, the
     contribution measured before the end). Other events are ignored, so a whole run's event
-    stream can be passed as is.
+    stream can be passed as is. `start` continues an earlier fold (a resumed run's records).
     """
-    records: dict[str, SeedRecord] = {}
+    records: dict[str, SeedRecord] = {r.seed_id: r for r in start}
     for event in events:
         records = _fold(records, event)
     return tuple(records.values())

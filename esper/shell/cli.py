@@ -1,28 +1,108 @@
-"""`esper-run`: the command-line entry point.
+"""`esper-run`: train, evaluate, tasks (RUNTIME.md §6).
 
-User errors print one line on stderr and exit 2; no traceback.
+User errors print one line on stderr (`esper-run: error: <what>`) and exit 2; a diverged run
+exits 1; Ctrl-C exits 130. `--debug` (or ESPER_DEBUG=1) shows tracebacks.
 """
 
 import argparse
+import os
 import sys
+import traceback
+from typing import Any, NoReturn
 
-USAGE_ERROR = 2
+from esper import __version__
+from esper.core.errors import ConfigError, HostConfigError, LifecycleError, UnknownBlueprintError
+from esper.shell.checkpoint import CheckpointError
+from esper.shell.data.errors import DataError
+from esper.shell.run_config import FLAGS, load_config_file, resolve
+from esper.shell.telemetry import RunDirectoryError
+
+USAGE_ERROR, RUNTIME_ERROR, INTERRUPTED = 2, 1, 130
+USER_ERRORS = (ConfigError, HostConfigError, UnknownBlueprintError, DataError, CheckpointError,
+               RunDirectoryError, LifecycleError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+        print(f"esper-run: error: {message}; see '{self.prog} --help'", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="esper-run", description="Grow neural networks while they train.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("train", help="grow a network on a task (arrives with the epoch engine)")
+    parser = _Parser(prog="esper-run", description="Grow neural networks while they train.")
+    parser.add_argument("--version", action="version", version=f"esper {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also ESPER_DEBUG=1)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    train = commands.add_parser("train", help="grow a network on a task")
+    train.add_argument("--config", help="TOML file, or a run's config.json")
+    train.add_argument("--out", help="run directory (default runs/<run_id>)")
+    train.add_argument("--resume", metavar="RUN_DIR|CKPT", help="continue a run to its configured total")
+    for flag in FLAGS:
+        kwargs: dict[str, Any] = {"dest": flag.key, "default": argparse.SUPPRESS, "help": flag.help}
+        if flag.parse is None:
+            train.add_argument(*flag.options, action="store_const", const=flag.value, **kwargs)
+        else:
+            train.add_argument(*flag.options, type=flag.parse, choices=flag.choices, **kwargs)
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's checkpoint on the held-out split")
+    evaluate.add_argument("target", metavar="RUN_DIR|CKPT")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    commands.add_parser("tasks", help="list task presets and whether their data is present")
     return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from esper.shell.run import train  # heavy imports only for the command that needs them
+
+    flags = {flag.key: getattr(args, flag.key) for flag in FLAGS if hasattr(args, flag.key)}
+    file_values = load_config_file(args.config) if args.config else {}
+    cfg = resolve(file_values, flags)
+    train(cfg, out=args.out, resume=args.resume)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from esper.shell.evaluate import evaluate
+
+    evaluate(args.target, data_dir=args.data_dir, device=args.device, as_json=args.json)
+    return 0
+
+
+def _tasks(_args: argparse.Namespace) -> int:
+    from esper.shell.evaluate import list_tasks
+
+    list_tasks()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    debug = args.debug or os.environ.get("ESPER_DEBUG") == "1"
     if args.command is None:
         _parser().print_help()
         return 0
-    print(f"esper-run: '{args.command}' is not available yet in this version", file=sys.stderr)
-    return USAGE_ERROR
+    command = {"train": _train, "evaluate": _evaluate, "tasks": _tasks}[args.command]
+    try:
+        return command(args)
+    except USER_ERRORS as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"esper-run: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("esper-run: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as exc:
+        from esper.shell.trainer import TrainingDiverged
+
+        if debug:
+            traceback.print_exc()
+        with open("error.txt", "w", encoding="utf-8") as f:
+            traceback.print_exc(file=f)
+        kind = "" if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: "
+        print(f"esper-run: {kind}{exc}; traceback in error.txt", file=sys.stderr)
+        return RUNTIME_ERROR
 
 
 if __name__ == "__main__":

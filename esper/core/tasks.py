@@ -1,0 +1,146 @@
+"""Task presets (RUNTIME.md §5.1): what each task trains on, with which host, batch and optimizer.
+
+Plain frozen values, no I/O. The loaders that fill a preset with data live in `esper.shell.data`;
+the host of a preset is `esper.core.nets.hosts.host_for(preset.host, generator)`.
+"""
+
+import math
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from esper.core.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_TASK",
+    "TASKS",
+    "TaskPreset",
+    "UnknownTaskError",
+    "random_guess_loss",
+    "task_preset",
+]
+
+DEFAULT_TASK = "synth-images"
+MODALITIES = ("images", "text")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+class UnknownTaskError(ConfigError):
+    """A task name that is not a preset; the message lists the known ones."""
+
+
+def random_guess_loss(n_classes: int) -> float:
+    """Cross-entropy of a uniform guess over `n_classes` (the governor's RG; ln 10 = 2.303)."""
+    return math.log(n_classes)
+
+
+def _optional_floats(value: Any) -> tuple[float, ...] | None:
+    return None if value is None else tuple(float(v) for v in value)
+
+
+@attrs.frozen(kw_only=True)
+class TaskPreset:
+    """One row of RUNTIME.md §5.1. Sizes count images, stories or windows (`size_unit`);
+    `train_size=None` means the source's whole train split."""
+
+    name: str
+    host: str  # preset name for esper.core.nets.hosts.host_for
+    topology: str  # "cnn" | "transformer" (catalogue topology)
+    modality: str  # "images" | "text"
+    input_shape: tuple[int, ...] = attrs.field(converter=tuple)  # (C, H, W) or (block,)
+    n_classes: int  # classes, or the vocabulary for text (GPT-2's for tinystories)
+    train_size: int | None
+    heldout_size: int
+    size_unit: str  # "images" | "stories" | "windows"
+    batch_size: int
+    eval_batch_size: int  # 1,000 images or 64 windows (RUNTIME.md §2.3)
+    epochs: int
+    train_batches_per_epoch: int | None  # None = a full pass over the train split
+    optimizer: str
+    host_lr: float
+    seed_lr: float
+    weight_decay: float
+    momentum: float = 0.9  # SGD only
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.95), converter=tuple)  # AdamW only
+    grad_clip: float | None = None  # global grad-norm clip (LM presets: 1.0)
+    augment_padding: int = 0  # random-crop padding in pixels; 0 = no augmentation
+    hflip: bool = False
+    plateau_gain: float
+    # None for synth-images: measured on its generated train split and recorded in the data source.
+    mean: tuple[float, ...] | None = attrs.field(default=None, converter=_optional_floats)
+    std: tuple[float, ...] | None = attrs.field(default=None, converter=_optional_floats)
+
+    def __attrs_post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"task {self.name}: modality {self.modality!r} not in {MODALITIES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"task {self.name}: optimizer {self.optimizer!r} not in {OPTIMIZERS}")
+        if (self.mean is None) != (self.std is None):
+            raise ConfigError(f"task {self.name}: mean and std must be given together")
+        if self.augment_padding < 0 or self.batch_size < 1 or self.heldout_size < 1:
+            raise ConfigError(f"task {self.name}: sizes and padding must be positive")
+
+    @property
+    def random_guess_loss(self) -> float:
+        """ln(classes or vocab): 2.303 for ten classes, 5.545 for bytes, 10.825 for GPT-2."""
+        return random_guess_loss(self.n_classes)
+
+    @property
+    def block_size(self) -> int | None:
+        """Tokens per window input for text tasks (windows hold block + 1 tokens); None for images."""
+        return self.input_shape[0] if self.modality == "text" else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self, recurse=False, value_serializer=lambda _i, _a, v: (
+            list(v) if isinstance(v, tuple) else v))
+
+
+_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+# Image presets share the optimizer row of RUNTIME.md §2.2: SGD momentum 0.9, wd 5e-4, lr 0.01.
+_IMAGE_COMMON: dict[str, Any] = {
+    "topology": "cnn", "modality": "images", "n_classes": 10, "size_unit": "images", "batch_size": 128,
+    "eval_batch_size": 1000, "train_batches_per_epoch": None, "optimizer": "sgd", "host_lr": 0.01,
+    "seed_lr": 0.01, "weight_decay": 5e-4, "hflip": True, "plateau_gain": 0.005,
+}
+# LM presets: AdamW β (0.9, 0.95), wd 0.1, grad-norm clip 1.0, no augmentation.
+_TEXT_COMMON: dict[str, Any] = {
+    "topology": "transformer", "modality": "text", "batch_size": 32, "eval_batch_size": 64,
+    "optimizer": "adamw", "weight_decay": 0.1, "grad_clip": 1.0, "plateau_gain": 0.002,
+}
+
+TASKS: Mapping[str, TaskPreset] = MappingProxyType({
+    "synth-images": TaskPreset(
+        name="synth-images", host="cifar10", input_shape=(3, 32, 32), train_size=8_000,
+        heldout_size=2_000, epochs=40, augment_padding=4, **_IMAGE_COMMON),
+    "synth-stories": TaskPreset(
+        name="synth-stories", host="synth-stories", input_shape=(128,), n_classes=256,
+        train_size=20_000, heldout_size=2_000, size_unit="stories", epochs=30,
+        train_batches_per_epoch=100, host_lr=1e-3, seed_lr=1e-3, **_TEXT_COMMON),
+    "fashion-mnist": TaskPreset(
+        name="fashion-mnist", host="fashion-mnist", input_shape=(1, 28, 28), train_size=60_000,
+        heldout_size=10_000, epochs=30, augment_padding=2, mean=(0.2860,), std=(0.3530,),
+        **_IMAGE_COMMON),
+    "cifar10": TaskPreset(
+        name="cifar10", host="cifar10", input_shape=(3, 32, 32), train_size=50_000,
+        heldout_size=10_000, epochs=50, augment_padding=4, mean=_CIFAR_MEAN, std=_CIFAR_STD,
+        **_IMAGE_COMMON),
+    "cifar10-deep": TaskPreset(
+        name="cifar10-deep", host="cifar10-deep", input_shape=(3, 32, 32), train_size=50_000,
+        heldout_size=10_000, epochs=50, augment_padding=4, mean=_CIFAR_MEAN, std=_CIFAR_STD,
+        **_IMAGE_COMMON),
+    "tinystories": TaskPreset(
+        name="tinystories", host="tinystories", input_shape=(256,), n_classes=50_257,
+        train_size=None, heldout_size=4_096, size_unit="windows", epochs=30,
+        train_batches_per_epoch=500, host_lr=3e-4, seed_lr=3e-4, **_TEXT_COMMON),
+})
+
+
+def task_preset(name: str) -> TaskPreset:
+    """The preset called `name`; an unknown name raises `UnknownTaskError` listing the known ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None

@@ -1,0 +1,145 @@
+"""One epoch of training and one validation pass, with every gate input the lifecycle asked for
+(RUNTIME.md §2.3–§2.4). Everything accumulates on the device; the caller fetches it once.
+
+Train: a fresh permutation, last partial batch dropped; after `backward` and before the step,
+the squared gradient norms of the host and of each measured seed are added on the device
+(`grad_ratio`'s S terms, LIFECYCLE.md §3.2). Validation: eval mode, every held-out sample once,
+all variants of the measurement plan (the real model, each α→0 ablation, each α→1 shadow) in
+one batched pass per batch; train mode is restored even if validation raises.
+"""
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from esper.core.measurements import MeasurementPlan
+from esper.shell.data.taskdata import TaskData
+from esper.shell.model import MorphogeneticModel
+
+# Split the tiled variant batch above this many samples (images) or windows (text), §2.4.
+MAX_TILED = {"images": 4_000, "text": 256}
+
+
+@attrs.define
+class TrainSums:
+    """Device accumulators of one training epoch."""
+
+    loss: Tensor
+    correct: Tensor
+    count: Tensor
+    host_sq: Tensor
+    seed_sq: dict[str, Tensor]
+    batches: int = 0
+
+
+def _sq_norm(tensors: list[Tensor], like: Tensor) -> Tensor:
+    """Σ‖g‖² over tensors (missing gradients count as zero)."""
+    grads = [t.grad for t in tensors if t.grad is not None]
+    if not grads:
+        return like.new_zeros(())
+    return torch.stack(torch._foreach_norm(grads)).float().pow(2).sum()
+
+
+def loss_and_correct(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Summed cross-entropy and correct count per sample (images) or per token (text)."""
+    flat_logits = logits.reshape(-1, logits.shape[-1]).float()
+    flat_targets = targets.reshape(-1)
+    loss = F.cross_entropy(flat_logits, flat_targets, reduction="sum")
+    correct = (flat_logits.argmax(-1) == flat_targets).sum()
+    return loss, correct, flat_targets.numel()
+
+
+def train_epoch(
+    model: MorphogeneticModel, optimizer: torch.optim.Optimizer, data: TaskData, *,
+    batch_size: int, data_gen: torch.Generator, augment_gen: torch.Generator,
+    measured: Sequence[str], max_batches: int | None = None, grad_clip: float | None = None,
+) -> TrainSums:
+    """Train every parameter group for one epoch; `measured` slots get gradient sums."""
+    model.train()
+    device = next(model.parameters()).device
+    zero = torch.zeros((), device=device)
+    sums = TrainSums(zero.clone(), zero.clone(), zero.clone(), zero.clone(),
+                     {slot: zero.clone() for slot in measured})
+    host_params = list(model.host.parameters())
+    seed_params = {slot: list(model.slot(slot).module.parameters()) for slot in measured}
+    for index in data.train_batches(batch_size, data_gen, max_batches=max_batches):
+        x, y = data.batch("train", index)
+        logits = model(data.prepare_batch(x, True, augment_gen))
+        loss_sum, correct, n = loss_and_correct(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        (loss_sum / n).backward()
+        sums.host_sq += _sq_norm(host_params, zero)
+        for slot, params in seed_params.items():
+            sums.seed_sq[slot] += _sq_norm(params, zero)
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        sums.loss += loss_sum.detach()
+        sums.correct += correct
+        sums.count += n
+        sums.batches += 1
+    return sums
+
+
+def seeds_finite(model: MorphogeneticModel, sums: TrainSums) -> dict[str, Tensor]:
+    """Per measured slot: the epoch's seed gradient sum and every seed parameter are finite."""
+    out = {}
+    for slot, sq in sums.seed_sq.items():
+        params = list(model.slot(slot).module.parameters())
+        params_ok = torch.stack([torch.isfinite(p).all() for p in params]).all()
+        out[slot] = torch.isfinite(sq) & params_ok
+    return out
+
+
+def plan_variants(plan: MeasurementPlan) -> tuple[list[dict[str, float]], dict[tuple[str, str], int]]:
+    """The variant list (index 0 = the real model) and where each slot's ablation/shadow sits."""
+    variants: list[dict[str, float]] = [{}]
+    where: dict[tuple[str, str], int] = {}
+    for slot in plan.slots:
+        if slot.contribution:
+            where[(slot.slot_id, "ablate")] = len(variants)
+            variants.append({slot.slot_id: 0.0})
+        if slot.shadow_gain:
+            where[(slot.slot_id, "shadow")] = len(variants)
+            variants.append({slot.slot_id: 1.0})
+    return variants, where
+
+
+@attrs.define
+class ValidationSums:
+    loss: Tensor  # [V] summed cross-entropy per variant
+    correct: Tensor  # [V]
+    count: int
+
+
+def _chunks(data: TaskData, batch_size: int, n_variants: int) -> Iterator[slice]:
+    limit = max(1, MAX_TILED[data.preset.modality] // n_variants)
+    for block in data.heldout_batches(batch_size):
+        for start in range(block.start, block.stop, limit):
+            yield slice(start, min(start + limit, block.stop))
+
+
+def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mapping[str, float]], *,
+             batch_size: int) -> ValidationSums:
+    """Loss and accuracy of every variant over the full held-out split, in eval mode."""
+    device = next(model.parameters()).device
+    n = len(variants)
+    loss, correct, count = torch.zeros(n, device=device), torch.zeros(n, device=device), 0
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for index in _chunks(data, batch_size, n):
+                x, y = data.batch("heldout", index)
+                logits = model.forward_variants(data.prepare_batch(x, False), variants)
+                flat = logits.reshape(n, -1, logits.shape[-1]).float()
+                targets = y.reshape(-1).repeat(n)
+                per = F.cross_entropy(flat.reshape(-1, flat.shape[-1]), targets, reduction="none")
+                loss += per.reshape(n, -1).sum(1)
+                correct += (flat.argmax(-1) == y.reshape(1, -1)).sum(1)
+                count += y.numel()
+    finally:
+        model.train()
+    return ValidationSums(loss, correct, count)

@@ -1,0 +1,59 @@
+"""`esper-run evaluate` and `esper-run tasks`."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from esper.core.nets.hosts import host_for
+from esper.core.tasks import TASKS
+from esper.shell.checkpoint import load_model_checkpoint
+from esper.shell.data.errors import DataError
+from esper.shell.data.loading import load_task
+from esper.shell.epoch import validate
+from esper.shell.run import resolve_device
+from esper.shell.run_checkpoint import load_run_checkpoint
+
+
+def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -> dict[str, object]:
+    """Rebuild the model of a checkpoint (run dir → newest) and evaluate it on the full held-out split."""
+    path, data = load_run_checkpoint(Path(target))
+    config = {k: v for section in data["run"]["config"].values() for k, v in section.items()}
+    dev = resolve_device(device)
+    task = load_task(config["task"], device=dev, data_dir=data_dir or config.get("data_dir"),
+                     data_seed=config.get("data_seed", 0), val_size=config.get("val_size"),
+                     tokenizer=config.get("tokenizer", "auto"))
+    loaded = load_model_checkpoint(data["model"], device=dev)
+    sums = validate(loaded.model, task, [{}], batch_size=task.preset.eval_batch_size)
+    counts = loaded.model.param_counts()
+    result = {
+        "checkpoint": str(path), "task": config["task"], "epoch": data["progress"]["epoch"],
+        "val_acc": float(sums.correct[0]) / sums.count, "val_loss": float(sums.loss[0]) / sums.count,
+        "params": counts.total, "host_params": counts.host, "seed_params": counts.live + counts.fossilized,
+        "slots": [{"slot": s.slot_id, "stage": s.stage.name, "blueprint": s.seed.blueprint if s.seed else None,
+                   "params": s.seed.n_params if s.seed else 0} for s in loaded.state.slots],
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['task']} epoch {result['epoch']}: val {100 * result['val_acc']:.2f}% "
+              f"loss {result['val_loss']:.4f}  params {result['params']:,}")
+        for slot in result["slots"]:
+            print(f"  {slot['slot']:<8} {slot['stage']:<13} {slot['blueprint'] or '-':<12} {slot['params']:,}")
+    return result
+
+
+def list_tasks() -> None:
+    """Every preset: topology, host parameters, default epochs, data found or how to get it."""
+    for name, preset in TASKS.items():
+        host = host_for(preset.host, torch.Generator())
+        params = sum(p.numel() for p in host.parameters())
+        if preset.name.startswith("synth-"):
+            found = "generated in-process"
+        else:
+            try:
+                load_task(name, device="cpu", train_size=1, val_size=1)
+                found = "data found"
+            except DataError as exc:
+                found = f"missing: {exc}"
+        print(f"{name:<14} {preset.topology:<12} {params:>12,} params  {preset.epochs:>3} epochs  {found}")

@@ -1,0 +1,119 @@
+"""Run checkpoints (RUNTIME.md §7): everything needed to continue a run exactly.
+
+    format "esper.run", schema_version 1, versions, run {run_id, controller, config, data_source},
+    progress {epoch, seq}, model (the "esper.model/1" checkpoint), controller {tracker, heuristic,
+    lr_factor, records, history}, governor {state, snapshot}, rng {torch, data, augment}
+
+Written atomically (temp file, fsync, rename, fsync dir); loaded with weights_only=True.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esper import __version__
+from esper.core import heuristic, signals
+from esper.core.governor import GovernorState
+from esper.core.summary import SeedRecord
+from esper.shell.checkpoint import (
+    CheckpointError,
+    load_model_checkpoint,
+    load_optimizer_state,
+    model_checkpoint,
+    read_checkpoint,
+    write_atomic,
+)
+from esper.shell.telemetry.rundir import atomic_write_json
+from esper.shell.trainer import Trainer
+
+FORMAT, SCHEMA_VERSION = "esper.run", 1
+
+
+def versions() -> dict[str, str]:
+    return {"esper": __version__, "torch": str(torch.__version__), "python": sys.version.split()[0]}
+
+
+def run_payload(trainer: Trainer, *, run_id: str, config: dict[str, Any], data_source: dict[str, Any],
+                seq: int) -> dict[str, Any]:
+    return {
+        "format": FORMAT, "schema_version": SCHEMA_VERSION, "versions": versions(),
+        "run": {"run_id": run_id, "controller": trainer.cfg.controller, "config": config,
+                "data_source": data_source},
+        "progress": {"epoch": trainer.epoch, "seq": seq},
+        "model": model_checkpoint(trainer.model, trainer.state, trainer.optimizer),
+        "controller": {"tracker": trainer.tracker.to_dict(), "heuristic": trainer.heuristic.to_dict(),
+                       "lr_factor": trainer.lr_factor, "records": [r.to_dict() for r in trainer.records],
+                       "history": [list(h) for h in trainer.history]},
+        "governor": {"state": trainer.governor.to_dict(), "snapshot": trainer.snapshot},
+        "rng": {"torch": torch.get_rng_state(), "data": trainer.data_gen.get_state(),
+                "augment": trainer.augment_gen.get_state()},
+    }
+
+
+def save_run_checkpoint(folder: Path, name: str, payload: dict[str, Any], keep: int) -> Path:
+    """Write `<folder>/<name>.pt` atomically, point `latest.json` at it, keep the newest `keep`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.tmp.*"):
+        stale.unlink(missing_ok=True)
+    path = write_atomic(folder / f"{name}.pt", payload)
+    atomic_write_json(folder / "latest.json", {"checkpoint": path.name, "epoch": payload["progress"]["epoch"]})
+    periodic = sorted(folder.glob("epoch-*.pt"))
+    for old in periodic[:-keep] if keep > 0 else periodic:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def resolve_checkpoint(target: Path) -> Path:
+    """A checkpoint file, or a run directory's newest complete one (latest.json)."""
+    if target.is_dir():
+        latest = target / "checkpoints" / "latest.json"
+        if not latest.exists():
+            raise CheckpointError(f"checkpoint not found: {target} has no checkpoints/latest.json")
+        try:
+            name = json.loads(latest.read_text(encoding="utf-8"))["checkpoint"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"{latest} is corrupt ({exc})") from exc
+        target = latest.parent / name
+    if not target.exists():
+        raise CheckpointError(f"checkpoint not found: {target}")
+    return target
+
+
+def load_run_checkpoint(target: Path) -> tuple[Path, dict[str, Any]]:
+    path = resolve_checkpoint(target)
+    data = read_checkpoint(path)
+    if data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an esper run checkpoint")
+    if not isinstance(data.get("schema_version"), int) or data["schema_version"] > SCHEMA_VERSION:
+        raise CheckpointError(f"{path} has schema {data.get('schema_version')}; this esper reads <= {SCHEMA_VERSION}")
+    return path, data
+
+
+def restore_trainer(trainer: Trainer, data: dict[str, Any]) -> None:
+    """Put a freshly built trainer (same config) into the checkpoint's exact state."""
+    try:
+        loaded = load_model_checkpoint(data["model"], lifecycle=trainer.lifecycle_cfg, device=trainer.device)
+        trainer.model, trainer.state = loaded.model, loaded.state
+        trainer.optimizer = trainer._new_optimizer()
+        load_optimizer_state(trainer.optimizer, loaded.optimizer_state)
+        controller = data["controller"]
+        trainer.tracker = signals.TrackerState.from_dict(controller["tracker"])
+        trainer.heuristic = heuristic.HeuristicState.from_dict(controller["heuristic"])
+        trainer.lr_factor = float(controller["lr_factor"])
+        trainer.records = tuple(SeedRecord.from_dict(r) for r in controller["records"])
+        trainer.history = [tuple(h) for h in controller["history"]]
+        trainer.governor = GovernorState.from_dict(data["governor"]["state"])
+        trainer.snapshot = data["governor"]["snapshot"]
+        torch.set_rng_state(data["rng"]["torch"])
+        trainer.data_gen.set_state(data["rng"]["data"])
+        trainer.augment_gen.set_state(data["rng"]["augment"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint does not match this run ({type(exc).__name__}: {exc})") from exc
+
+
+def checkpoint_size(path: Path) -> int:
+    return os.path.getsize(path)

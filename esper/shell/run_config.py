@@ -1,0 +1,248 @@
+"""The resolved run configuration and the one declarative flag table (RUNTIME.md §6.2–§6.3).
+
+Precedence: built-in defaults < task preset < `--config FILE` (TOML or a run's config.json)
+< flags. A key left at None means "the task preset decides" and is filled by
+`with_preset`. Every `train` flag maps to exactly one config key (tests check each).
+"""
+
+import difflib
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from esper.core.errors import ConfigError
+
+CONTROLLERS = ("heuristic", "static")
+SECTIONS = ("train", "data", "optim", "heuristic", "governor", "telemetry", "checkpoint")
+
+
+def _section(name: str) -> dict[str, str]:
+    return {"section": name}
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    # [train]
+    task: str = attrs.field(default="synth-images", metadata=_section("train"))
+    controller: str = attrs.field(default="heuristic", metadata=_section("train"))
+    epochs: int | None = attrs.field(default=None, metadata=_section("train"))
+    seed: int = attrs.field(default=0, metadata=_section("train"))
+    device: str = attrs.field(default="auto", metadata=_section("train"))
+    slots: tuple[str, ...] | None = attrs.field(default=None, metadata=_section("train"))
+    max_seeds: int = attrs.field(default=0, metadata=_section("train"))
+    static_seeds: tuple[str, ...] = attrs.field(default=(), metadata=_section("train"))
+    precision: str = attrs.field(default="auto", metadata=_section("train"))
+    compile: str = attrs.field(default="auto", metadata=_section("train"))
+    deterministic: bool | None = attrs.field(default=None, metadata=_section("train"))
+    # [data]
+    data_dir: str | None = attrs.field(default=None, metadata=_section("data"))
+    data_seed: int = attrs.field(default=0, metadata=_section("data"))
+    train_size: int | None = attrs.field(default=None, metadata=_section("data"))
+    val_size: int | None = attrs.field(default=None, metadata=_section("data"))
+    train_batches: int | None = attrs.field(default=None, metadata=_section("data"))
+    tokenizer: str = attrs.field(default="auto", metadata=_section("data"))
+    # [optim]
+    batch_size: int | None = attrs.field(default=None, metadata=_section("optim"))
+    optimizer: str | None = attrs.field(default=None, metadata=_section("optim"))
+    host_lr: float | None = attrs.field(default=None, metadata=_section("optim"))
+    seed_lr: float | None = attrs.field(default=None, metadata=_section("optim"))
+    host_width: int | None = attrs.field(default=None, metadata=_section("optim"))
+    # [heuristic]
+    plateau_epochs: int = attrs.field(default=3, metadata=_section("heuristic"))
+    min_germinate_epoch: int = attrs.field(default=5, metadata=_section("heuristic"))
+    # [governor]
+    governor: bool = attrs.field(default=True, metadata=_section("governor"))
+    max_rollbacks: int = attrs.field(default=3, metadata=_section("governor"))
+    # [telemetry]
+    telemetry_level: str = attrs.field(default="normal", metadata=_section("telemetry"))
+    profile: str = attrs.field(default="standard", metadata=_section("telemetry"))
+    events: str | None = attrs.field(default=None, metadata=_section("telemetry"))
+    tensorboard: bool = attrs.field(default=False, metadata=_section("telemetry"))
+    progress: bool = attrs.field(default=True, metadata=_section("telemetry"))
+    # [checkpoint]
+    checkpoint_every: int = attrs.field(default=5, metadata=_section("checkpoint"))
+    keep_checkpoints: int = attrs.field(default=3, metadata=_section("checkpoint"))
+    report: bool = attrs.field(default=True, metadata=_section("checkpoint"))
+
+    def __attrs_post_init__(self) -> None:
+        for message in _violations(self):
+            raise ConfigError(message)
+
+    def to_sections(self) -> dict[str, dict[str, Any]]:
+        """`{section: {key: value}}` with JSON types: config.json, and a valid `--config`."""
+        out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+        for f in attrs.fields(RunConfig):
+            value = getattr(self, f.name)
+            out[f.metadata["section"]][f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def _violations(c: RunConfig) -> list[str]:
+    def positive(name: str) -> tuple[bool, str]:
+        value = getattr(c, name)
+        return value is None or value >= 1, f"{name} must be >= 1, got {value}"
+
+    def non_negative(name: str) -> tuple[bool, str]:
+        value = getattr(c, name)
+        return value >= 0, f"{name} must be >= 0, got {value}"
+
+    def one_of(name: str, choices: tuple[Any, ...]) -> tuple[bool, str]:
+        value = getattr(c, name)
+        return value in choices, f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}"
+
+    rules = [
+        one_of("controller", CONTROLLERS),
+        one_of("precision", ("auto", "fp32", "bf16")),
+        one_of("compile", ("auto", "on", "off")),
+        one_of("tokenizer", ("auto", "gpt2", "bpe")),
+        one_of("optimizer", (None, "sgd", "adamw")),
+        one_of("telemetry_level", ("off", "minimal", "normal", "debug")),
+        one_of("profile", ("minimal", "standard", "diagnostic", "research")),
+        *(positive(n) for n in ("epochs", "train_size", "val_size", "train_batches", "batch_size",
+                                "host_width", "checkpoint_every", "keep_checkpoints")),
+        *(non_negative(n) for n in ("seed", "data_seed", "max_seeds", "max_rollbacks",
+                                    "plateau_epochs", "min_germinate_epoch")),
+        (c.host_lr is None or c.host_lr > 0, f"host_lr must be > 0, got {c.host_lr}"),
+        (c.seed_lr is None or c.seed_lr > 0, f"seed_lr must be > 0, got {c.seed_lr}"),
+        (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"),
+         f"device must be auto, cpu, cuda or cuda:N; got {c.device!r}"),
+        (not c.static_seeds or c.controller == "static",
+         "static_seeds (--static-seeds) needs --controller static"),
+        (all(s.count(":") == 1 for s in c.static_seeds),
+         f"static_seeds entries must be SLOT:BLUEPRINT, got {list(c.static_seeds)}"),
+    ]
+    return [message for ok, message in rules if not ok]
+
+
+# --- the flag table -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class Flag:
+    """One `train` flag: its option strings, the config key it sets, how to parse it."""
+
+    options: tuple[str, ...]
+    key: str
+    parse: Callable[[str], Any] | None  # None: a boolean switch
+    help: str
+    choices: tuple[str, ...] | None = None
+    value: Any = True  # what a switch stores
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag(("--task",), "task", str, "task preset (esper-run tasks lists them)"),
+    Flag(("--controller",), "controller", str, "growth controller", CONTROLLERS),
+    Flag(("--epochs",), "epochs", int, "total epochs (also on resume); default: the preset's"),
+    Flag(("--seed",), "seed", int, "run seed (weights, data order, augmentation)"),
+    Flag(("--device",), "device", str, "auto, cpu, cuda or cuda:N"),
+    Flag(("--slots",), "slots", _csv, "comma-separated slots to enable; default: all host slots"),
+    Flag(("--max-seeds",), "max_seeds", int, "germinations allowed per run (0 = unlimited)"),
+    Flag(("--static-seeds",), "static_seeds", _csv, "SLOT:BLUEPRINT,... fossils from epoch 0 (static only)"),
+    Flag(("--precision",), "precision", str, "autocast", ("auto", "fp32", "bf16")),
+    Flag(("--compile",), "compile", str, "torch.compile the train step", ("auto", "on", "off")),
+    Flag(("--deterministic",), "deterministic", None, "deterministic algorithms (default on CPU)"),
+    Flag(("--no-deterministic",), "deterministic", None, "allow non-deterministic kernels", value=False),
+    Flag(("--data-dir",), "data_dir", str, "directory holding the dataset files"),
+    Flag(("--data-seed",), "data_seed", int, "seed of the generated tasks (independent of --seed)"),
+    Flag(("--train-size",), "train_size", int, "use the first N training samples"),
+    Flag(("--val-size",), "val_size", int, "use N held-out samples (marks the run as a subset)"),
+    Flag(("--train-batches",), "train_batches", int, "cap training batches per epoch"),
+    Flag(("--tokenizer",), "tokenizer", str, "text tokenizer", ("auto", "gpt2", "bpe")),
+    Flag(("--batch-size",), "batch_size", int, "training batch size; default: the preset's"),
+    Flag(("--optimizer",), "optimizer", str, "optimizer kind; default: the preset's", ("sgd", "adamw")),
+    Flag(("--host-lr",), "host_lr", float, "host learning rate; default: the preset's"),
+    Flag(("--seed-lr",), "seed_lr", float, "seed learning rate; default: the preset's"),
+    Flag(("--host-width",), "host_width", int, "CNN base channels / transformer width"),
+    Flag(("--plateau-epochs",), "plateau_epochs", int, "heuristic: plateau epochs before germinating"),
+    Flag(("--min-germinate-epoch",), "min_germinate_epoch", int, "heuristic: first epoch it may germinate"),
+    Flag(("--no-governor",), "governor", None, "disable the divergence governor", value=False),
+    Flag(("--max-rollbacks",), "max_rollbacks", int, "governor rollbacks before giving up"),
+    Flag(("--telemetry-level",), "telemetry_level", str, "what is emitted",
+         ("off", "minimal", "normal", "debug")),
+    Flag(("--profile",), "profile", str, "what is computed",
+         ("minimal", "standard", "diagnostic", "research")),
+    Flag(("--events",), "events", str, "also append the JSONL events to PATH"),
+    Flag(("--tensorboard",), "tensorboard", None, "write TensorBoard scalars (extra esper[tensorboard])"),
+    Flag(("--no-progress",), "progress", None, "no live progress display", value=False),
+    Flag(("--checkpoint-every",), "checkpoint_every", int, "epochs between checkpoints"),
+    Flag(("--keep-checkpoints",), "keep_checkpoints", int, "periodic checkpoints kept"),
+    Flag(("--no-report",), "report", None, "do not draw the report at run end", value=False),
+)
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in attrs.fields(RunConfig))
+
+
+def _closest(key: str, known: tuple[str, ...]) -> str:
+    match = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _accepted_types(key: str) -> tuple[type, ...]:
+    hint = typing.get_type_hints(RunConfig)[key]
+    options = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
+    return tuple(typing.get_origin(t) or t for t in options)
+
+
+def _matches(t: type, value: Any) -> bool:
+    if t is type(None) or t is bool:
+        return value is None if t is type(None) else isinstance(value, bool)
+    if isinstance(value, bool):  # bool is an int subclass; `epochs = true` is a type error
+        return False
+    if t is float:
+        return isinstance(value, int | float)
+    return isinstance(value, t)
+
+
+def _typed(key: str, value: Any, where: str) -> Any:
+    """Check a file value against the field's annotation; lists become tuples, ints may be floats."""
+    if isinstance(value, list):
+        value = tuple(value)
+    accepted = _accepted_types(key)
+    ok = any(_matches(t, value) for t in accepted)
+    if not ok:
+        names = " or ".join(t.__name__ for t in accepted if t is not type(None))
+        raise ConfigError(f"{where}: {key} must be {names}, got {value!r}")
+    return float(value) if float in accepted and int not in accepted and value is not None else value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Flat `{key: value}` from a TOML file or a run's config.json (sections as in to_sections)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise ConfigError(f"{path.name}: not valid {kind} ({exc})") from exc
+    sections = data.get("config", data) if path.suffix == ".json" else data
+    known = field_names()
+    flat: dict[str, Any] = {}
+    for section, table in sections.items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            if path.suffix == ".json" and section not in SECTIONS:
+                continue  # config.json also carries data source and versions
+            raise ConfigError(f"{path.name}: unknown table [{section}]{_closest(section, SECTIONS)}")
+        for key, value in table.items():
+            if key not in known or attrs.fields_dict(RunConfig)[key].metadata["section"] != section:
+                raise ConfigError(f"{path.name}: unknown key {section}.{key}{_closest(key, known)}")
+            flat[key] = _typed(key, value, path.name)
+    return flat
+
+
+def resolve(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> RunConfig:
+    """defaults < file < flags (the preset fills what is still None, in `with_preset`)."""
+    return RunConfig(**{**dict(file_values), **dict(flag_values)})

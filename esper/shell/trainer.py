@@ -1,0 +1,312 @@
+"""The epoch engine (RUNTIME.md §2.1): one `run_epoch` for every controller.
+
+    0  plan = measurement_plan(state)
+    1  train one epoch;  2  validate every variant of the plan in one pass per batch
+    3  fetch the epoch's numbers with one device→host copy
+    4  governor verdict; PANIC → restore the snapshot, and the view comes from lifecycle.rollback
+    5  tracker update; view = lifecycle.record(state, m)
+    6  masks, controller;  7  apply_action, model.sync_to, optimizer groups
+    8  heuristic.observe; tracker.structure_changed after a fossilization
+    9  OK → snapshot;  10  telemetry (the run loop writes metrics.csv and checkpoints)
+
+The trainer never decides a stage: the pure core does, and `sync_to` mirrors it.
+"""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from esper.core import governor, heuristic, lifecycle, signals
+from esper.core.actions import FactoredAction
+from esper.core.config import LifecycleConfig, Rules
+from esper.core.events import EpochMetrics, Event, GovernorAbort, GovernorRollback, SeedMetrics, SlotStatus
+from esper.core.gates import gradient_ratio
+from esper.core.legality import masks
+from esper.core.measurements import EpochMeasurements, SlotMeasurement
+from esper.core.nets.hosts import host_for
+from esper.core.seed import LifecycleState
+from esper.core.stages import LIVE, Stage
+from esper.core.summary import SeedRecord, summarize_seeds
+from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state, model_checkpoint
+from esper.shell.data.taskdata import TaskData
+from esper.shell.epoch import plan_variants, seeds_finite, train_epoch, validate
+from esper.shell.model import MorphogeneticModel, param_groups, sync_optimizer
+from esper.shell.run_config import RunConfig
+
+# Generator streams (RUNTIME.md §2.5): SeedSequence([seed, 0, k]).
+STREAM_DATA, STREAM_AUGMENT, STREAM_GLOBAL, STREAM_HOST = 2_000_001, 2_000_002, 2_000_004, 2_000_005
+
+
+class TrainingDiverged(RuntimeError):
+    """The governor panicked after its rollbacks were spent (exit 1)."""
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, 0, stream]).generate_state(1, np.uint64)[0])
+
+
+def _generator(seed: int, stream: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
+
+
+@attrs.frozen
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    action: FactoredAction
+    reason: str
+    rollback: bool
+    events: tuple[Event, ...]
+    metrics: EpochMetrics
+
+
+class Trainer:
+    """One run of `epochs` boundaries under the heuristic or static controller."""
+
+    def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device) -> None:
+        preset = data.preset
+        self.cfg, self.data, self.preset, self.device = cfg, data, preset, device
+        self.epochs = cfg.epochs or preset.epochs
+        self.batch_size = cfg.batch_size or preset.batch_size
+        self.max_batches = cfg.train_batches or preset.train_batches_per_epoch
+        torch.manual_seed(stream_seed(cfg.seed, STREAM_GLOBAL))  # dropout draws from the global RNG
+        self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
+        self.augment_gen = _generator(cfg.seed, STREAM_AUGMENT, device)
+        overrides = _host_overrides(data, cfg.host_width)
+        host = host_for(preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")), **overrides)
+        self.lifecycle_cfg = LifecycleConfig.for_horizon(self.epochs, max_seeds=cfg.max_seeds)
+        enabled = set(cfg.slots) if cfg.slots else None
+        self.model = MorphogeneticModel(host, run_seed=cfg.seed, lifecycle=self.lifecycle_cfg,
+                                        enabled=enabled).to(device)
+        self.rules: Rules = self.model.rules(self.lifecycle_cfg)
+        self.state: LifecycleState = lifecycle.initial_state(self.model.topology, host.slot_specs, enabled)
+        self.optimizer = self._new_optimizer()
+        self.lr_factor = 1.0
+        self.tracker_cfg = signals.TrackerConfig(plateau_min_gain=preset.plateau_gain)
+        self.tracker = signals.TrackerState()
+        self.heuristic_cfg = heuristic.HeuristicConfig(
+            max_seeds=cfg.max_seeds, min_germinate_epoch=cfg.min_germinate_epoch,
+            plateau_epochs=cfg.plateau_epochs)
+        self.heuristic = heuristic.HeuristicState(topology=self.model.topology)
+        self.governor_cfg = governor.GovernorConfig(random_guess_loss=data.random_guess_loss,
+                                                    max_rollbacks=cfg.max_rollbacks)
+        self.governor = governor.GovernorState()
+        self.records: tuple[SeedRecord, ...] = ()
+        self.history: list[tuple[int, float, float]] = []  # (epoch, val_acc, val_loss)
+        self.snapshot = self._take_snapshot()
+
+    # -- set-up helpers ------------------------------------------------------------------------
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        cfg, preset = self.cfg, self.preset
+        groups = param_groups(self.model, host_lr=cfg.host_lr or preset.host_lr,
+                              seed_lr=cfg.seed_lr or preset.seed_lr, weight_decay=preset.weight_decay)
+        if (cfg.optimizer or preset.optimizer) == "sgd":
+            return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=preset.momentum)
+        return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=preset.betas)
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def controller(self) -> Callable[..., tuple[heuristic.HeuristicState, FactoredAction, str]]:
+        return heuristic.decide if self.cfg.controller == "heuristic" else heuristic.static_decide
+
+    # -- the epoch ------------------------------------------------------------------------------
+
+    def run_epoch(self) -> EpochResult:
+        started = time.perf_counter()
+        epoch = self.state.epoch + 1
+        plan = lifecycle.measurement_plan(self.state)
+        measured = [p.slot_id for p in plan.slots if p.grad_ratio or p.finite]
+        sums = train_epoch(self.model, self.optimizer, self.data, batch_size=self.batch_size,
+                           data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
+                           max_batches=self.max_batches, grad_clip=self.preset.grad_clip)
+        finite = seeds_finite(self.model, sums)
+        variants, where = plan_variants(plan)
+        val = validate(self.model, self.data, variants, batch_size=self.preset.eval_batch_size)
+        numbers = self._fetch(sums, finite, val, measured)  # the one device→host copy
+        train_loss, train_acc = numbers["train_loss"], numbers["train_acc"]
+        val_loss, val_acc = numbers["val_loss"][0], numbers["val_acc"][0]
+        m = _measurements(epoch, plan, where, numbers)
+        self.governor, verdict = governor.check(self.governor, train_loss, val_loss, self.governor_cfg)
+        events: list[Event] = []
+        if verdict.is_anomaly:
+            events.append(verdict.anomaly_event(epoch, val_loss))
+        if verdict.kind == governor.VerdictKind.PANIC:
+            view, rollback_events = self._rollback(verdict, epoch, val_loss, val_acc)
+            events += rollback_events
+        else:
+            self.tracker, tracker_events = signals.update(
+                self.tracker, signals.EpochSignals(epoch=epoch, val_loss=val_loss, val_acc=val_acc,
+                                                   train_loss=train_loss, train_acc=train_acc),
+                self.tracker_cfg)
+            events += tracker_events
+            view = lifecycle.record(self.state, m)
+        action, reason, step_events = self._decide_and_apply(view)
+        events += step_events
+        if verdict.is_ok:
+            self.snapshot = self._take_snapshot()
+        self.history.append((epoch, val_acc, val_loss))
+        events += self._seed_metrics(view)
+        self.records = summarize_seeds(events, self.records)
+        metrics = self._epoch_metrics(epoch, numbers, action, reason, verdict, time.perf_counter() - started)
+        return EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, action, reason,
+                           verdict.kind == governor.VerdictKind.PANIC, tuple(events), metrics)
+
+    def _fetch(self, sums: Any, finite: dict[str, torch.Tensor], val: Any,
+               measured: list[str]) -> dict[str, Any]:
+        ratios = {}
+        for slot in measured:
+            n_params = self.model.slot(slot).n_params()
+            ratios[slot] = gradient_ratio(sums.seed_sq[slot], sums.host_sq, n_params, self.model.host_params)
+        parts = [sums.loss.reshape(1), sums.correct.reshape(1).float(), sums.count.reshape(1).float(),
+                 val.loss, val.correct.float()]
+        for slot in measured:
+            ratio, valid = ratios[slot]
+            parts += [ratio.reshape(1).float(), valid.reshape(1).float(), finite[slot].reshape(1).float()]
+        flat = torch.cat([p.reshape(-1).float() for p in parts]).tolist()
+        n_var = val.loss.numel()
+        count = max(flat[2], 1.0)
+        out: dict[str, Any] = {
+            "train_loss": flat[0] / count, "train_acc": flat[1] / count, "train_count": flat[2],
+            "val_loss": [x / val.count for x in flat[3:3 + n_var]],
+            "val_acc": [x / val.count for x in flat[3 + n_var:3 + 2 * n_var]],
+        }
+        rest = flat[3 + 2 * n_var:]
+        for k, slot in enumerate(measured):
+            ratio, valid, ok = rest[3 * k:3 * k + 3]
+            out[f"{slot}.grad_ratio"] = ratio if valid and np.isfinite(ratio) else None
+            out[f"{slot}.finite"] = bool(ok)
+        return out
+
+    def _decide_and_apply(self, view: LifecycleState) -> tuple[FactoredAction, str, list[Event]]:
+        legal = masks(view, self.rules)
+        dview = heuristic.decision_view(view, self.tracker, legal, self.epochs, self.rules)
+        self.heuristic, action, reason = self.controller(self.heuristic, dview, self.heuristic_cfg)
+        events: list[Event] = list(heuristic.input_missing_events(dview)) if reason == "input_missing" else []
+        self.state, step_events = lifecycle.apply_action(view, action, self.rules)
+        events += step_events
+        self.model.sync_to(self.state)
+        sync_optimizer(self.optimizer, self.model)
+        self.heuristic = heuristic.observe(self.heuristic, step_events, self.state.epoch, self.heuristic_cfg)
+        if any(s.stage == Stage.FOSSILIZED and s.seed.epochs_in_stage == 0 for s in self.state.slots):
+            self.tracker, changed = signals.structure_changed(self.tracker, "fossilized")
+            events += changed
+        return action, reason, events
+
+    # -- governor snapshot and rollback ---------------------------------------------------------
+
+    def _take_snapshot(self) -> dict[str, Any]:
+        return {"model": model_checkpoint(self.model, self.state, self.optimizer),
+                "tracker": self.tracker.to_dict(), "heuristic": self.heuristic.to_dict(),
+                "lr_factor": self.lr_factor}
+
+    def _restore(self, snap: dict[str, Any]) -> LifecycleState:
+        loaded = load_model_checkpoint(snap["model"], lifecycle=self.lifecycle_cfg, device=self.device)
+        self.model = loaded.model
+        self.optimizer = self._new_optimizer()
+        load_optimizer_state(self.optimizer, loaded.optimizer_state)
+        self.tracker = signals.TrackerState.from_dict(snap["tracker"])
+        self.heuristic = heuristic.HeuristicState.from_dict(snap["heuristic"])
+        return loaded.state
+
+    def _rollback(self, verdict: governor.Verdict, epoch: int, val_loss: float,
+                  val_acc: float) -> tuple[LifecycleState, list[Event]]:
+        if governor.rollbacks_exhausted(self.governor, self.governor_cfg) or not self.cfg.governor:
+            self.abort_event = GovernorAbort(epoch=epoch, reason=verdict.reason or "panic",
+                                             rollbacks=self.governor.rollbacks)
+            raise TrainingDiverged(
+                f"training diverged: governor panic {self.governor.rollbacks + 1} "
+                f"({verdict.reason} val loss, epoch {epoch}) after {self.governor.rollbacks} rollbacks")
+        snapshot_state = self._restore(self.snapshot)
+        self.governor = governor.record_rollback(self.governor)
+        self.lr_factor *= self.governor_cfg.lr_factor_on_rollback
+        for group in self.optimizer.param_groups:
+            group["lr"] *= self.governor_cfg.lr_factor_on_rollback
+        blank = EpochMeasurements(epoch=epoch, val_acc=val_acc if np.isfinite(val_acc) else 0.0)
+        view, events = lifecycle.rollback(snapshot_state, self.state, blank, self.rules)
+        self.model.sync_to(view)
+        sync_optimizer(self.optimizer, self.model)
+        self.heuristic = heuristic.observe(self.heuristic, events, epoch, self.heuristic_cfg)
+        self.tracker, changed = signals.structure_changed(self.tracker, "rollback", epoch=epoch)
+        culled = tuple(e.seed_id for e in events if getattr(e, "reason", None) == "governor_rollback"
+                       and e.kind == "seed.culled")
+        rollback = GovernorRollback(epoch=epoch, reason=verdict.reason or "panic", loss=val_loss,
+                                    anomalies=verdict.consecutive, snapshot_epoch=snapshot_state.epoch,
+                                    culled=culled, rollbacks=self.governor.rollbacks,
+                                    max_rollbacks=self.governor_cfg.max_rollbacks, lr_factor=self.lr_factor)
+        return view, [rollback, *events, *changed]
+
+    # -- telemetry values ------------------------------------------------------------------------
+
+    def _seed_metrics(self, view: LifecycleState) -> list[Event]:
+        out: list[Event] = []
+        for slot in view.slots:
+            seed = slot.seed
+            if seed is None or seed.stage not in (*LIVE, Stage.FOSSILIZED):
+                continue
+            out.append(SeedMetrics(epoch=view.epoch, slot=slot.slot_id, seed_id=seed.seed_id,
+                                   stage=seed.stage, alpha=seed.alpha, epochs_in_stage=seed.epochs_in_stage,
+                                   age=seed.age,
+                                   grad_ratio=seed.grad_ratio, contribution=seed.contribution,
+                                   shadow_gain=seed.shadow_gain,
+                                   total_gain=view.val_acc - seed.acc_at_germination))
+        return out
+
+    def _epoch_metrics(self, epoch: int, numbers: dict[str, Any], action: FactoredAction, reason: str,
+                       verdict: governor.Verdict, seconds: float) -> EpochMetrics:
+        counts = self.model.param_counts()
+        slots = tuple(SlotStatus(slot=s.slot_id, stage=s.stage,
+                                 blueprint=s.seed.blueprint if s.seed else None,
+                                 seed_id=s.seed.seed_id if s.seed else None,
+                                 alpha=s.seed.alpha if s.seed else 0.0,
+                                 contribution=s.seed.contribution if s.seed else None)
+                      for s in self.state.slots if s.enabled)
+        val_loss = numbers["val_loss"][0]
+        return EpochMetrics(
+            epoch=epoch, train_loss=numbers["train_loss"], train_acc=numbers["train_acc"], val_loss=val_loss,
+            val_acc=numbers["val_acc"][0], params=counts.total, seed_params=counts.live + counts.fossilized,
+            lr_host=self.optimizer.param_groups[0]["lr"], action=str(action), reason=reason,
+            epoch_s=seconds, samples_per_s=numbers["train_count"] / max(seconds, 1e-9),
+            val_ppl=float(np.exp(min(val_loss, 50.0))) if self.preset.modality == "text" else None,
+            live_seeds=sum(1 for s in self.state.slots if s.stage in LIVE),
+            fossilized=sum(1 for s in self.state.slots if s.stage == Stage.FOSSILIZED),
+            rollback=verdict.kind == governor.VerdictKind.PANIC, slots=slots)
+
+
+def _host_overrides(data: TaskData, width: int | None) -> dict[str, int]:
+    """--host-width, and for text the tokenizer's real vocabulary (8,192 for a local BPE)."""
+    out: dict[str, int] = {}
+    if data.preset.topology == "transformer":
+        out["vocab_size"] = data.n_classes
+    if width is not None:
+        out["width" if data.preset.topology == "cnn" else "d_model"] = width
+    return out
+
+
+def _measurements(epoch: int, plan: Any, where: dict[tuple[str, str], int],
+                  numbers: dict[str, Any]) -> EpochMeasurements:
+    acc = numbers["val_acc"]
+    slots = []
+    for p in plan.slots:
+        if not p.any:
+            continue
+        ablate, shadow = where.get((p.slot_id, "ablate")), where.get((p.slot_id, "shadow"))
+        slots.append(SlotMeasurement(
+            slot_id=p.slot_id,
+            contribution=acc[0] - acc[ablate] if ablate is not None else None,
+            shadow_gain=acc[shadow] - acc[0] if shadow is not None else None,
+            grad_ratio=numbers.get(f"{p.slot_id}.grad_ratio") if p.grad_ratio else None,
+            seed_finite=numbers.get(f"{p.slot_id}.finite", True),
+        ))
+    val_acc = acc[0] if np.isfinite(acc[0]) else 0.0
+    return EpochMeasurements(epoch=epoch, val_acc=val_acc, slots=tuple(slots))

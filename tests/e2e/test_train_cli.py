@@ -1,0 +1,100 @@
+"""`esper-run train` end to end on small synth-images runs: the run directory, user errors,
+and exact resume after SIGKILL."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from esper.shell.cli import main
+
+SMALL = ["--train-size", "512", "--val-size", "256", "--batch-size", "64", "--no-progress"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "esper.shell.cli", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_small_run_writes_the_run_directory(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "3", "--out", str(out), *SMALL, "--checkpoint-every", "2"]) == 0
+    for name in ("config.json", "events.jsonl", "metrics.csv", "summary.json", "checkpoints/final.pt",
+                 "checkpoints/epoch-0002.pt", "checkpoints/latest.json"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["epochs"] == 3 and summary["task"] == "synth-images"
+    assert summary["data_source"]["kind"] == "procedural"
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["train"]["epochs"] == 3 and config["data_source"]["n_train"] == 512
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    kinds = [json.loads(line)["event"] for line in (out / "events.jsonl").read_text().splitlines()]
+    assert kinds[0] == "run.start" and kinds[-1] == "run.end" and kinds.count("epoch.metrics") == 3
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--task", "nope"], "nope"),
+    (["--controller", "oracle"], "controller"),
+    (["--epochs", "0"], "epochs"),
+    (["--epochs", "many"], "epochs"),
+    (["--task", "fashion-mnist", "--data-dir", "/nonexistent"], "fashion-mnist"),
+])
+def test_user_errors_are_one_line_with_exit_2(tmp_path, args, needle):
+    result = _run("train", "--out", str(tmp_path / "r"), *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("esper-run: error:") and needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    result = _run("train", "--epochs", "1", "--out", str(out), *SMALL)
+    assert result.returncode == 2 and "not empty" in result.stderr
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def _final_tensors(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "final.pt", weights_only=True)["model"]["tensors"]
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    return [{k: v for k, v in r.items() if k != "epoch_s"} for r in rows]
+
+
+def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path):
+    # Long enough for the heuristic to germinate before the kill (C5 needs 11 epochs left).
+    args = ["--epochs", "16", *SMALL, "--checkpoint-every", "4", "--telemetry-level", "minimal",
+            "--min-germinate-epoch", "1", "--plateau-epochs", "0"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert _run("train", "--out", str(whole), *args).returncode == 0
+    child = subprocess.Popen([sys.executable, "-m", "esper.shell.cli", "train", "--out", str(killed), *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoints" / "epoch-0008.pt").exists():
+        assert child.poll() is None and time.monotonic() < deadline, "child ended before its checkpoint"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    resumed = _run("train", "--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _final_tensors(whole), _final_tensors(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(whole) == _metrics(killed)
+    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (whole, killed))
+    for s in (sa, sb):
+        s.pop("wall_s"), s.pop("run_id")
+    assert sa == sb
+    assert sa["seeds"] and sa["seeds"][0]["germinated_epoch"] < 8, "the kill must come after a germination"
