@@ -15,6 +15,7 @@ import copy
 import os
 import pickle
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -123,7 +124,9 @@ def _fsync_dir(folder: Path) -> None:
 def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """`torch.load(weights_only=True)`: plain data and tensors only; a pickled object is refused."""
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a legacy (non-zip) pickle warns before it is refused
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         blocked = [line for line in str(exc).splitlines() if "GLOBAL" in line]
         if blocked:  # weights_only met a class or function: refuse it, never run it
