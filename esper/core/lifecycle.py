@@ -250,6 +250,23 @@ def _germinate(view: LifecycleState, slot: SlotState, action: FactoredAction,
     return moved, (*events, _gate_event(probe), *more)
 
 
+def plant_fossil(state: LifecycleState, slot_id: str, blueprint: str, rules: Rules) -> tuple[LifecycleState, Events]:
+    """A seed that is part of the host from the start: FOSSILIZED at the current epoch, having
+    passed every stage on paper (history E1…E8 at one boundary). For static baselines with
+    fixed seeds (`--static-seeds`); G0 still decides whether the blueprint may go there."""
+    slot = state.slot(slot_id)
+    k = rules.catalogue.germinable_index(blueprint)
+    tempo_index = rules.config.tempo_choices.index(rules.config.default_tempo)
+    acted, events = act(state, FactoredAction.germinate(slot.index, k, tempo_index), rules)
+    seed = acted.slots[slot.index].seed
+    if seed is None or seed.stage != Stage.TRAINING:
+        raise LifecycleError(f"cannot plant {blueprint} in {slot_id}: {seed.cull_reason if seed else 'refused'}")
+    path = (Stage.TRAINING, Stage.BLENDING, Stage.PROBATIONARY, Stage.FOSSILIZED)
+    fossil = attrs.evolve(seed, stage=Stage.FOSSILIZED, previous_stage=Stage.PROBATIONARY, alpha=1.0,
+                          ramp_step=seed.tempo, history=(*seed.history, *((s, state.epoch) for s in path[1:])))
+    return _with_slot(acted, attrs.evolve(acted.slots[slot.index], seed=fossil)), events
+
+
 # --- advance ---------------------------------------------------------------------------------
 
 

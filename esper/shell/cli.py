@@ -14,7 +14,7 @@ from esper import __version__
 from esper.core.errors import ConfigError, HostConfigError, LifecycleError, UnknownBlueprintError
 from esper.shell.checkpoint import CheckpointError
 from esper.shell.data.errors import DataError
-from esper.shell.run_config import FLAGS, load_config_file, resolve
+from esper.shell.run_config import FLAGS, RunConfig, load_config_file, resolve
 from esper.shell.telemetry import RunDirectoryError
 
 USAGE_ERROR, RUNTIME_ERROR, INTERRUPTED = 2, 1, 130
@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(USAGE_ERROR)
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="esper-run", description="Grow neural networks while they train.")
     parser.add_argument("--version", action="version", version=f"esper {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also ESPER_DEBUG=1)")
@@ -52,13 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """defaults < --config file < flags (only the flags given on the command line)."""
+    flags = {flag.key: getattr(args, flag.key) for flag in FLAGS if hasattr(args, flag.key)}
+    file_values = load_config_file(args.config) if args.config else {}
+    return resolve(file_values, flags)
+
+
 def _train(args: argparse.Namespace) -> int:
     from esper.shell.run import train  # heavy imports only for the command that needs them
 
-    flags = {flag.key: getattr(args, flag.key) for flag in FLAGS if hasattr(args, flag.key)}
-    file_values = load_config_file(args.config) if args.config else {}
-    cfg = resolve(file_values, flags)
-    train(cfg, out=args.out, resume=args.resume)
+    train(config_from_args(args), out=args.out, resume=args.resume)
     return 0
 
 
@@ -77,10 +81,10 @@ def _tasks(_args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     debug = args.debug or os.environ.get("ESPER_DEBUG") == "1"
     if args.command is None:
-        _parser().print_help()
+        parser().print_help()
         return 0
     command = {"train": _train, "evaluate": _evaluate, "tasks": _tasks}[args.command]
     try:

@@ -43,6 +43,11 @@ def _sq_norm(tensors: list[Tensor], like: Tensor) -> Tensor:
     return torch.stack(torch._foreach_norm(grads)).float().pow(2).sum()
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """bf16 autocast for forward passes when asked; the loss is always computed in fp32."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def loss_and_correct(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, int]:
     """Summed cross-entropy and correct count per sample (images) or per token (text)."""
     flat_logits = logits.reshape(-1, logits.shape[-1]).float()
@@ -56,6 +61,7 @@ def train_epoch(
     model: MorphogeneticModel, optimizer: torch.optim.Optimizer, data: TaskData, *,
     batch_size: int, data_gen: torch.Generator, augment_gen: torch.Generator,
     measured: Sequence[str], max_batches: int | None = None, grad_clip: float | None = None,
+    autocast: torch.dtype | None = None,
 ) -> TrainSums:
     """Train every parameter group for one epoch; `measured` slots get gradient sums."""
     model.train()
@@ -67,7 +73,8 @@ def train_epoch(
     seed_params = {slot: list(model.slot(slot).module.parameters()) for slot in measured}
     for index in data.train_batches(batch_size, data_gen, max_batches=max_batches):
         x, y = data.batch("train", index)
-        logits = model(data.prepare_batch(x, True, augment_gen))
+        with _autocast(device, autocast):
+            logits = model(data.prepare_batch(x, True, augment_gen))
         loss_sum, correct, n = loss_and_correct(logits, y)
         optimizer.zero_grad(set_to_none=True)
         (loss_sum / n).backward()
@@ -123,7 +130,7 @@ def _chunks(data: TaskData, batch_size: int, n_variants: int) -> Iterator[slice]
 
 
 def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mapping[str, float]], *,
-             batch_size: int) -> ValidationSums:
+             batch_size: int, autocast: torch.dtype | None = None) -> ValidationSums:
     """Loss and accuracy of every variant over the full held-out split, in eval mode."""
     device = next(model.parameters()).device
     n = len(variants)
@@ -133,7 +140,8 @@ def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mappi
         with torch.inference_mode():
             for index in _chunks(data, batch_size, n):
                 x, y = data.batch("heldout", index)
-                logits = model.forward_variants(data.prepare_batch(x, False), variants)
+                with _autocast(device, autocast):
+                    logits = model.forward_variants(data.prepare_batch(x, False), variants)
                 flat = logits.reshape(n, -1, logits.shape[-1]).float()
                 targets = y.reshape(-1).repeat(n)
                 per = F.cross_entropy(flat.reshape(-1, flat.shape[-1]), targets, reduction="none")

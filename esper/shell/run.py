@@ -72,7 +72,8 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None) 
     hub = _hub(cfg, run_id, run_dir, start_seq=0)
     run = Run(cfg, run_id, run_dir, trainer, hub, record)
     hub.emit(RunStarted(task=cfg.task, controller=cfg.controller, seed=cfg.seed, epochs=trainer.epochs,
-                        device=str(device), precision="fp32", host_params=trainer.model.host_params,
+                        device=str(device), precision="bf16" if trainer.autocast else "fp32",
+                        host_params=trainer.model.host_params,
                         config=record["config"], data_source=record["data_source"], versions=record["versions"]))
     return _loop(run)
 

@@ -38,7 +38,6 @@ class RunConfig:
     max_seeds: int = attrs.field(default=0, metadata=_section("train"))
     static_seeds: tuple[str, ...] = attrs.field(default=(), metadata=_section("train"))
     precision: str = attrs.field(default="auto", metadata=_section("train"))
-    compile: str = attrs.field(default="auto", metadata=_section("train"))
     deterministic: bool | None = attrs.field(default=None, metadata=_section("train"))
     # [data]
     data_dir: str | None = attrs.field(default=None, metadata=_section("data"))
@@ -68,7 +67,6 @@ class RunConfig:
     # [checkpoint]
     checkpoint_every: int = attrs.field(default=5, metadata=_section("checkpoint"))
     keep_checkpoints: int = attrs.field(default=3, metadata=_section("checkpoint"))
-    report: bool = attrs.field(default=True, metadata=_section("checkpoint"))
 
     def __attrs_post_init__(self) -> None:
         for message in _violations(self):
@@ -99,7 +97,6 @@ def _violations(c: RunConfig) -> list[str]:
     rules = [
         one_of("controller", CONTROLLERS),
         one_of("precision", ("auto", "fp32", "bf16")),
-        one_of("compile", ("auto", "on", "off")),
         one_of("tokenizer", ("auto", "gpt2", "bpe")),
         one_of("optimizer", (None, "sgd", "adamw")),
         one_of("telemetry_level", ("off", "minimal", "normal", "debug")),
@@ -149,7 +146,6 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--max-seeds",), "max_seeds", int, "germinations allowed per run (0 = unlimited)"),
     Flag(("--static-seeds",), "static_seeds", _csv, "SLOT:BLUEPRINT,... fossils from epoch 0 (static only)"),
     Flag(("--precision",), "precision", str, "autocast", ("auto", "fp32", "bf16")),
-    Flag(("--compile",), "compile", str, "torch.compile the train step", ("auto", "on", "off")),
     Flag(("--deterministic",), "deterministic", None, "deterministic algorithms (default on CPU)"),
     Flag(("--no-deterministic",), "deterministic", None, "allow non-deterministic kernels", value=False),
     Flag(("--data-dir",), "data_dir", str, "directory holding the dataset files"),
@@ -176,7 +172,6 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--no-progress",), "progress", None, "no live progress display", value=False),
     Flag(("--checkpoint-every",), "checkpoint_every", int, "epochs between checkpoints"),
     Flag(("--keep-checkpoints",), "keep_checkpoints", int, "periodic checkpoints kept"),
-    Flag(("--no-report",), "report", None, "do not draw the report at run end", value=False),
 )
 
 

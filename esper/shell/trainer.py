@@ -12,6 +12,7 @@
 The trainer never decides a stage: the pure core does, and `sync_to` mirrors it.
 """
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +77,8 @@ class Trainer:
         self.epochs = cfg.epochs or preset.epochs
         self.batch_size = cfg.batch_size or preset.batch_size
         self.max_batches = cfg.train_batches or preset.train_batches_per_epoch
+        self.autocast = resolve_precision(cfg.precision, device)
+        self.deterministic = set_determinism(cfg.deterministic, device)
         torch.manual_seed(stream_seed(cfg.seed, STREAM_GLOBAL))  # dropout draws from the global RNG
         self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
         self.augment_gen = _generator(cfg.seed, STREAM_AUGMENT, device)
@@ -87,6 +90,10 @@ class Trainer:
                                         enabled=enabled).to(device)
         self.rules: Rules = self.model.rules(self.lifecycle_cfg)
         self.state: LifecycleState = lifecycle.initial_state(self.model.topology, host.slot_specs, enabled)
+        for entry in cfg.static_seeds:  # fixed seeds of a static baseline: fossils from epoch 0
+            slot_id, blueprint = entry.split(":")
+            self.state, _ = lifecycle.plant_fossil(self.state, slot_id, blueprint, self.rules)
+        self.model.sync_to(self.state)
         self.optimizer = self._new_optimizer()
         self.lr_factor = 1.0
         self.tracker_cfg = signals.TrackerConfig(plateau_min_gain=preset.plateau_gain)
@@ -100,7 +107,7 @@ class Trainer:
         self.governor = governor.GovernorState()
         self.records: tuple[SeedRecord, ...] = ()
         self.history: list[tuple[int, float, float]] = []  # (epoch, val_acc, val_loss)
-        self.snapshot = self._take_snapshot()
+        self.snapshot = self._take_snapshot() if cfg.governor else None
 
     # -- set-up helpers ------------------------------------------------------------------------
 
@@ -129,15 +136,19 @@ class Trainer:
         measured = [p.slot_id for p in plan.slots if p.grad_ratio or p.finite]
         sums = train_epoch(self.model, self.optimizer, self.data, batch_size=self.batch_size,
                            data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
-                           max_batches=self.max_batches, grad_clip=self.preset.grad_clip)
+                           max_batches=self.max_batches, grad_clip=self.preset.grad_clip, autocast=self.autocast)
         finite = seeds_finite(self.model, sums)
         variants, where = plan_variants(plan)
-        val = validate(self.model, self.data, variants, batch_size=self.preset.eval_batch_size)
+        val = validate(self.model, self.data, variants, batch_size=self.preset.eval_batch_size,
+                       autocast=self.autocast)
         numbers = self._fetch(sums, finite, val, measured)  # the one device→host copy
         train_loss, train_acc = numbers["train_loss"], numbers["train_acc"]
         val_loss, val_acc = numbers["val_loss"][0], numbers["val_acc"][0]
         m = _measurements(epoch, plan, where, numbers)
-        self.governor, verdict = governor.check(self.governor, train_loss, val_loss, self.governor_cfg)
+        if self.cfg.governor:
+            self.governor, verdict = governor.check(self.governor, train_loss, val_loss, self.governor_cfg)
+        else:
+            verdict = governor.Verdict.ok()
         events: list[Event] = []
         if verdict.is_anomaly:
             events.append(verdict.anomaly_event(epoch, val_loss))
@@ -153,7 +164,7 @@ class Trainer:
             view = lifecycle.record(self.state, m)
         action, reason, step_events = self._decide_and_apply(view)
         events += step_events
-        if verdict.is_ok:
+        if verdict.is_ok and self.cfg.governor:
             self.snapshot = self._take_snapshot()
         self.history.append((epoch, val_acc, val_loss))
         events += self._seed_metrics(view)
@@ -221,7 +232,7 @@ class Trainer:
 
     def _rollback(self, verdict: governor.Verdict, epoch: int, val_loss: float,
                   val_acc: float) -> tuple[LifecycleState, list[Event]]:
-        if governor.rollbacks_exhausted(self.governor, self.governor_cfg) or not self.cfg.governor:
+        if governor.rollbacks_exhausted(self.governor, self.governor_cfg):
             self.abort_event = GovernorAbort(epoch=epoch, reason=verdict.reason or "panic",
                                              rollbacks=self.governor.rollbacks)
             raise TrainingDiverged(
@@ -281,6 +292,27 @@ class Trainer:
             live_seeds=sum(1 for s in self.state.slots if s.stage in LIVE),
             fossilized=sum(1 for s in self.state.slots if s.stage == Stage.FOSSILIZED),
             rollback=verdict.kind == governor.VerdictKind.PANIC, slots=slots)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """None = fp32. `auto` is bf16 on CUDA where supported, fp32 elsewhere (RUNTIME.md §2.5)."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def set_determinism(requested: bool | None, device: torch.device) -> bool:
+    """Deterministic kernels: on by default on CPU, off on CUDA (RUNTIME.md §2.5)."""
+    deterministic = (device.type == "cpu") if requested is None else requested
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    torch.backends.cudnn.benchmark = not deterministic
+    if device.type == "cuda" and not deterministic:
+        torch.set_float32_matmul_precision("high")
+    return deterministic
 
 
 def _host_overrides(data: TaskData, width: int | None) -> dict[str, int]:

@@ -1,0 +1,107 @@
+"""RUNTIME.md §6.6: every `train` flag maps to one config key and a non-default value changes it;
+precedence is defaults < --config file < flags; a 1-epoch run reads every key it should."""
+
+import attrs
+import pytest
+import torch
+
+from esper.shell.cli import config_from_args, parser
+from esper.shell.run_config import FLAGS, RunConfig, field_names
+
+# A non-default command-line value per key, and the config value it must produce.
+VALUES = {
+    "task": ("fashion-mnist", "fashion-mnist"), "controller": ("static", "static"), "epochs": ("7", 7),
+    "seed": ("3", 3), "device": ("cpu", "cpu"), "slots": ("mid,late", ("mid", "late")),
+    "max_seeds": ("2", 2), "static_seeds": ("late:conv_light", ("late:conv_light",)),
+    "precision": ("bf16", "bf16"), "data_dir": ("/data", "/data"), "data_seed": ("5", 5),
+    "train_size": ("100", 100), "val_size": ("50", 50), "train_batches": ("9", 9), "tokenizer": ("bpe", "bpe"),
+    "batch_size": ("32", 32), "optimizer": ("adamw", "adamw"), "host_lr": ("0.5", 0.5), "seed_lr": ("0.25", 0.25),
+    "host_width": ("12", 12), "plateau_epochs": ("4", 4), "min_germinate_epoch": ("2", 2),
+    "max_rollbacks": ("1", 1), "telemetry_level": ("debug", "debug"), "profile": ("research", "research"),
+    "events": ("/tmp/e.jsonl", "/tmp/e.jsonl"), "checkpoint_every": ("2", 2), "keep_checkpoints": ("1", 1),
+}
+
+
+def _cfg(*argv: str) -> RunConfig:
+    return config_from_args(parser().parse_args(["train", *argv]))
+
+
+def test_every_config_key_has_exactly_the_flags_listed():
+    keys = {flag.key for flag in FLAGS}
+    assert keys == set(field_names())
+
+
+@pytest.mark.parametrize("flag", FLAGS, ids=lambda f: f.options[0])
+def test_each_flag_changes_its_key(flag):
+    default = getattr(RunConfig(), flag.key)
+    if flag.parse is None:
+        argv, expected = [flag.options[0]], flag.value
+    else:
+        text, expected = VALUES[flag.key]
+        argv = [flag.options[0], text]
+    if flag.key == "static_seeds":
+        argv += ["--controller", "static"]
+    cfg = _cfg(*argv)
+    assert getattr(cfg, flag.key) == expected != default
+    others = {k: getattr(cfg, k) for k in field_names() if k not in (flag.key, "controller")}
+    assert others == {k: getattr(RunConfig(), k) for k in others}, "a flag changed another key"
+
+
+def test_precedence_defaults_file_flags(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\nepochs = 9\nseed = 4\n[heuristic]\nplateau_epochs = 6\n")
+    cfg = _cfg("--config", str(toml), "--seed", "8")
+    assert (cfg.epochs, cfg.seed, cfg.plateau_epochs, cfg.max_seeds) == (9, 8, 6, 0)
+
+
+class Recording:
+    """A read-recording proxy of a RunConfig (§6.6 (b))."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        object.__setattr__(self, "_cfg", cfg)
+        object.__setattr__(self, "read", set())
+
+    def __getattr__(self, name: str):
+        if name in field_names():
+            self.read.add(name)
+        return getattr(self._cfg, name)
+
+
+# Keys the trainer does not read: the run loop, telemetry and data loading consume them (the e2e
+# and telemetry tests cover them).
+NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size", "tokenizer", "telemetry_level",
+                    "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
+                    "task"}
+
+
+@pytest.mark.parametrize("controller", ["heuristic", "static"])
+def test_a_one_epoch_run_reads_every_trainer_key(controller):
+    from esper.shell.data.loading import load_task
+    from esper.shell.trainer import Trainer
+
+    cfg = Recording(RunConfig(controller=controller, epochs=1, batch_size=64))
+    trainer = Trainer(cfg, load_task("synth-images", device="cpu", train_size=128, val_size=64),
+                      torch.device("cpu"))
+    trainer.run_epoch()
+    assert set(field_names()) - NOT_TRAINER_KEYS - cfg.read == set()
+
+
+def test_run_config_round_trips_through_its_sections():
+    cfg = RunConfig(epochs=3, slots=("mid",), host_lr=0.1)
+    flat = {k: v for section in cfg.to_sections().values() for k, v in section.items()}
+    assert attrs.evolve(RunConfig(), **{k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}) == cfg
+
+
+def test_static_seeds_are_fossils_from_epoch_zero():
+    from esper.core.stages import Stage
+    from esper.shell.data.loading import load_task
+    from esper.shell.trainer import Trainer
+
+    cfg = RunConfig(controller="static", epochs=1, batch_size=64, static_seeds=("late:conv_light",))
+    trainer = Trainer(cfg, load_task("synth-images", device="cpu", train_size=128, val_size=64), torch.device("cpu"))
+    late = trainer.state.slot("late")
+    assert late.stage == Stage.FOSSILIZED and late.seed.blueprint == "conv_light" and late.seed.alpha == 1.0
+    assert trainer.model.param_counts().fossilized == 9 * 32 * 32 + 2 * 32
+    assert "fossil:late" in [g["name"] for g in trainer.optimizer.param_groups]
+    result = trainer.run_epoch()
+    assert trainer.state.slot("late").stage == Stage.FOSSILIZED and result.reason == "static"
