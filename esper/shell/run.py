@@ -19,9 +19,12 @@ import torch
 
 from esper.core.errors import ConfigError
 from esper.core.events import CheckpointSaved, GovernorAbort, RunEnded, RunResumed, RunStarted
+from esper.core.nets.hosts import host_config
 from esper.core.summary import RunSummary
+from esper.core.tasks import task_preset
 from esper.shell.checkpoint import CheckpointError
 from esper.shell.data.loading import load_task
+from esper.shell.data.taskdata import TaskData
 from esper.shell.run_checkpoint import (
     load_run_checkpoint,
     restore_trainer,
@@ -35,6 +38,15 @@ from esper.shell.trainer import Trainer, TrainingDiverged
 
 RESUMABLE = ("epochs", "device", "precision", "telemetry_level", "profile", "events", "tensorboard",
              "progress", "checkpoint_every", "keep_checkpoints")
+
+
+def load_data(cfg: RunConfig, device: torch.device) -> TaskData:
+    """The task's data; text windows follow the host's block size when --host overrides it."""
+    block = None
+    if cfg.host is not None and task_preset(cfg.task).modality == "text":
+        block = getattr(host_config(cfg.host), "block_size", None)
+    return load_task(cfg.task, device=device, data_dir=cfg.data_dir, data_seed=cfg.data_seed,
+                     train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer, block_size=block)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,8 +73,7 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None) 
     if resume is not None:
         return _resume(cfg, Path(resume))
     device = resolve_device(cfg.device)
-    data = load_task(cfg.task, device=device, data_dir=cfg.data_dir, data_seed=cfg.data_seed,
-                     train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer)
+    data = load_data(cfg, device)
     run_id = make_run_id(cfg.task, cfg.controller, cfg.seed)
     run_dir = RunDirectory(out or f"runs/{run_id}")
     record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": data.source.to_dict(),
@@ -167,8 +178,7 @@ def _resume(flags: RunConfig, target: Path) -> RunSummary:
         raise ConfigError(f"--epochs {total} is below the {done} epochs already done")
     record = json.loads((run_dir_path / "config.json").read_text(encoding="utf-8"))
     device = resolve_device(cfg.device)
-    task_data = load_task(cfg.task, device=device, data_dir=cfg.data_dir, data_seed=cfg.data_seed,
-                          train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer)
+    task_data = load_data(cfg, device)
     trainer = Trainer(cfg, task_data, device)
     restore_trainer(trainer, data)
     if trainer.epoch >= trainer.epochs:

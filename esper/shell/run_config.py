@@ -32,6 +32,7 @@ class RunConfig:
     task: str = attrs.field(default="synth-images", metadata=_section("train"))
     controller: str = attrs.field(default="heuristic", metadata=_section("train"))
     epochs: int | None = attrs.field(default=None, metadata=_section("train"))
+    host: str | None = attrs.field(default=None, metadata=_section("train"))
     seed: int = attrs.field(default=0, metadata=_section("train"))
     device: str = attrs.field(default="auto", metadata=_section("train"))
     slots: tuple[str, ...] | None = attrs.field(default=None, metadata=_section("train"))
@@ -140,6 +141,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--task",), "task", str, "task preset (esper-run tasks lists them)"),
     Flag(("--controller",), "controller", str, "growth controller", CONTROLLERS),
     Flag(("--epochs",), "epochs", int, "total epochs (also on resume); default: the preset's"),
+    Flag(("--host",), "host", str, "host preset of the task's topology (e.g. tiny); default: the task's"),
     Flag(("--seed",), "seed", int, "run seed (weights, data order, augmentation)"),
     Flag(("--device",), "device", str, "auto, cpu, cuda or cuda:N"),
     Flag(("--slots",), "slots", _csv, "comma-separated slots to enable; default: all host slots"),

@@ -24,6 +24,7 @@ import torch
 from esper.core import governor, heuristic, lifecycle, signals
 from esper.core.actions import FactoredAction
 from esper.core.config import LifecycleConfig, Rules
+from esper.core.errors import ConfigError
 from esper.core.events import EpochMetrics, Event, GovernorAbort, GovernorRollback, SeedMetrics, SlotStatus
 from esper.core.gates import gradient_ratio
 from esper.core.legality import masks
@@ -40,6 +41,10 @@ from esper.shell.run_config import RunConfig
 
 # Generator streams (RUNTIME.md §2.5): SeedSequence([seed, 0, k]).
 STREAM_DATA, STREAM_AUGMENT, STREAM_GLOBAL, STREAM_HOST = 2_000_001, 2_000_002, 2_000_004, 2_000_005
+
+
+Controller = Callable[[heuristic.HeuristicState, heuristic.DecisionView, heuristic.HeuristicConfig],
+                      tuple[heuristic.HeuristicState, FactoredAction, str]]
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,7 +76,10 @@ class EpochResult:
 class Trainer:
     """One run of `epochs` boundaries under the heuristic or static controller."""
 
-    def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device) -> None:
+    def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device, *,
+                 controller: Controller | None = None, lifecycle_config: LifecycleConfig | None = None) -> None:
+        """`controller` and `lifecycle_config` replace the configured controller and the horizon's
+        lifecycle defaults (scripted controllers in tests and experiments)."""
         preset = data.preset
         self.cfg, self.data, self.preset, self.device = cfg, data, preset, device
         self.epochs = cfg.epochs or preset.epochs
@@ -83,8 +91,12 @@ class Trainer:
         self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
         self.augment_gen = _generator(cfg.seed, STREAM_AUGMENT, device)
         overrides = _host_overrides(data, cfg.host_width)
-        host = host_for(preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")), **overrides)
-        self.lifecycle_cfg = LifecycleConfig.for_horizon(self.epochs, max_seeds=cfg.max_seeds)
+        host = host_for(cfg.host or preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")), **overrides)
+        if preset.topology != host.config.KIND:
+            raise ConfigError(f"host {cfg.host} is a {host.config.KIND} host; task {preset.name} needs a "
+                              f"{preset.topology} host")
+        self.lifecycle_cfg = lifecycle_config or LifecycleConfig.for_horizon(self.epochs, max_seeds=cfg.max_seeds)
+        self._controller = controller
         enabled = set(cfg.slots) if cfg.slots else None
         self.model = MorphogeneticModel(host, run_seed=cfg.seed, lifecycle=self.lifecycle_cfg,
                                         enabled=enabled).to(device)
@@ -124,7 +136,9 @@ class Trainer:
         return self.state.epoch
 
     @property
-    def controller(self) -> Callable[..., tuple[heuristic.HeuristicState, FactoredAction, str]]:
+    def controller(self) -> Controller:
+        if self._controller is not None:
+            return self._controller
         return heuristic.decide if self.cfg.controller == "heuristic" else heuristic.static_decide
 
     # -- the epoch ------------------------------------------------------------------------------

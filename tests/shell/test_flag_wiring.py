@@ -11,6 +11,7 @@ from esper.shell.run_config import FLAGS, RunConfig, field_names
 # A non-default command-line value per key, and the config value it must produce.
 VALUES = {
     "task": ("fashion-mnist", "fashion-mnist"), "controller": ("static", "static"), "epochs": ("7", 7),
+    "host": ("tiny", "tiny"),
     "seed": ("3", 3), "device": ("cpu", "cpu"), "slots": ("mid,late", ("mid", "late")),
     "max_seeds": ("2", 2), "static_seeds": ("late:conv_light", ("late:conv_light",)),
     "precision": ("bf16", "bf16"), "data_dir": ("/data", "/data"), "data_seed": ("5", 5),
