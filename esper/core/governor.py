@@ -26,13 +26,9 @@ import attrs
 
 from esper.core.errors import ConfigError
 from esper.core.events import GovernorAnomaly
+from esper.core.plain import plain_fields
 
 PANIC_REASONS = ("non_finite", "random_guess", "divergence")
-
-
-def _plain(instance: Any) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in attrs.asdict(instance, recurse=False).items()}
 
 
 @attrs.frozen(kw_only=True)
@@ -80,7 +76,7 @@ class GovernorConfig:
         return cls(random_guess_loss=math.log(n), **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain_fields(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GovernorConfig":
@@ -96,7 +92,7 @@ class GovernorState:
     rollbacks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain_fields(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GovernorState":
@@ -144,7 +140,7 @@ class Verdict:
                                threshold=self.threshold, consecutive=self.consecutive)
 
     def to_dict(self) -> dict[str, Any]:
-        out = _plain(self)
+        out = plain_fields(self)
         out["kind"] = self.kind.value
         return out
 

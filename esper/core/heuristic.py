@@ -46,6 +46,7 @@ from esper.core.catalogue import catalogue_for
 from esper.core.config import Rules, min_span
 from esper.core.errors import ConfigError
 from esper.core.events import Event, InputMissing, SeedCulled, SeedFossilized, SeedGerminated
+from esper.core.plain import plain_fields
 from esper.core.seed import LifecycleState, SlotState
 from esper.core.signals import TrackerState
 from esper.core.stages import LIVE, Stage
@@ -58,11 +59,6 @@ _INPUT_FOR = {Stage.TRAINING: "shadow_gain", Stage.BLENDING: "contribution",
               Stage.PROBATIONARY: "contribution"}
 WAIT = FactoredAction.wait()
 Penalties = tuple[tuple[str, float], ...]
-
-
-def _plain(instance: Any) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in attrs.asdict(instance, recurse=False).items()}
 
 
 def _names(values: Iterable[str]) -> tuple[str, ...]:
@@ -126,7 +122,7 @@ class HeuristicConfig:
         raise ConfigError(f"heuristic config: no rotation for topology {topology!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain_fields(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HeuristicConfig":
@@ -155,7 +151,7 @@ class HeuristicState:
         return dict(self.penalties).get(blueprint, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        out = _plain(self)
+        out = plain_fields(self)
         out["penalties"] = [list(p) for p in self.penalties]
         out["live_seeds"] = [list(p) for p in self.live_seeds]
         return out
@@ -185,7 +181,7 @@ class SlotView:
     total_gain: float | None = None  # val acc now − the seed's acc_at_germination
 
     def to_dict(self) -> dict[str, Any]:
-        out = _plain(self)
+        out = plain_fields(self)
         out["stage"] = self.stage.name
         return out
 
@@ -231,7 +227,7 @@ class DecisionView:
     min_span: int  # min_span(cfg, default_tempo)
 
     def to_dict(self) -> dict[str, Any]:
-        out = _plain(self)
+        out = plain_fields(self)
         out.update(tracker=self.tracker.to_dict(), masks=_masks_dict(self.masks),
                    slots=[s.to_dict() for s in self.slots])
         return out

@@ -31,6 +31,7 @@ import attrs
 
 from esper.core.errors import ConfigError
 from esper.core.events import Event, HostDestabilised, HostStabilised
+from esper.core.plain import plain_fields
 
 # Plateau gain per task family (RUNTIME.md §5.1): image presets use the CNN hosts, LM presets
 # the transformer hosts.
@@ -43,12 +44,6 @@ Events = tuple[Event, ...]
 
 def _floats(values: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
-
-
-def _plain(instance: Any) -> dict[str, Any]:
-    """attrs fields as JSON types (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in attrs.asdict(instance, recurse=False).items()}
 
 
 @attrs.frozen(kw_only=True)
@@ -90,7 +85,7 @@ class TrackerConfig:
         return cls(**{"plateau_min_gain": PLATEAU_MIN_GAIN[topology], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain_fields(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrackerConfig":
@@ -108,7 +103,7 @@ class EpochSignals:
     train_acc: float
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain_fields(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EpochSignals":
@@ -132,7 +127,7 @@ class TrackerState:
     acc_history: tuple[float, ...] = attrs.field(default=(), converter=_floats)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain_fields(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrackerState":
