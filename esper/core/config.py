@@ -41,6 +41,10 @@ class LifecycleConfig:
     max_seed_params: int = 0
     alpha_granularity: str = "epoch"
     input_grad_from: Stage = attrs.field(default=Stage.FOSSILIZED, converter=Stage)
+    # seed lr × this scale in TRAINING, BLENDING, PROBATIONARY (RUNTIME.md §2.2's stage_lr_scale).
+    # TRAINING is 0.1 (esper's calibration): the straight-through objective <g, δ> is linear, so at
+    # the full seed lr δ overshoots and no seed passed G2's shadow-gain check on synth-images.
+    stage_lr_scale: tuple[float, float, float] = attrs.field(default=(0.1, 1.0, 1.0), converter=tuple)
     strict: bool = True
 
     def __attrs_post_init__(self) -> None:
@@ -99,6 +103,8 @@ def _violations(c: LifecycleConfig) -> list[str]:
          f"max_seed_params must be >= 0 (0 = unlimited), got {c.max_seed_params}"),
         (c.alpha_granularity in ("epoch", "step"),
          f"alpha_granularity must be 'epoch' or 'step', got {c.alpha_granularity!r}"),
+        (len(c.stage_lr_scale) == 3 and all(x > 0 for x in c.stage_lr_scale),
+         f"stage_lr_scale must be three positive factors (TRAINING, BLENDING, PROBATIONARY), got {c.stage_lr_scale}"),
         (c.input_grad_from in _INPUT_GRAD_STAGES,
          f"input_grad_from must be one of {[s.name for s in _INPUT_GRAD_STAGES]}, "
          f"got {c.input_grad_from.name}"),

@@ -58,6 +58,10 @@ class TrackerConfig:
     stabilisation_epochs: int = 3
     spike_factor: float = 1.5
     unlatch_rel: float = 0.06
+    # "best" (esper's calibration): progress is measured against the best val loss so far, so a
+    # spike counts as no progress and the recovery after it is not mistaken for learning; with
+    # "previous" (RUNTIME.md §1.2 as written) one noisy epoch resets the count on synth-images.
+    progress_reference: str = "best"
 
     def __attrs_post_init__(self) -> None:
         rules = [
@@ -68,6 +72,8 @@ class TrackerConfig:
             (self.stabilisation_epochs >= 1,
              f"stabilisation_epochs must be >= 1, got {self.stabilisation_epochs}"),
             (self.spike_factor > 1.0, f"spike_factor must be > 1, got {self.spike_factor}"),
+            (self.progress_reference in ("best", "previous"),
+             f"progress_reference must be 'best' or 'previous', got {self.progress_reference!r}"),
             # Hysteresis only works if unlatching needs more progress than latching forbids.
             (self.unlatch_rel >= self.stabilisation_rel,
              f"unlatch_rel ({self.unlatch_rel}) must be >= stabilisation_rel ({self.stabilisation_rel})"),
@@ -140,6 +146,8 @@ def update(tracker: TrackerState, metrics: EpochSignals,
     _check(tracker, metrics)
     val_loss, val_acc = float(metrics.val_loss), float(metrics.val_acc)
     prev = tracker.prev_loss
+    if prev is not None and cfg.progress_reference == "best" and tracker.best_val_loss is not None:
+        prev = tracker.best_val_loss
     # Steps 1–2: no `rel` without a previous loss, and then the EMA keeps its (cleared) value.
     rel = None if prev is None else (prev - val_loss) / max(prev, _REL_FLOOR)
     rel_ema = tracker.rel_ema

@@ -370,7 +370,8 @@ def param_groups(model: MorphogeneticModel, *, host_lr: float, seed_lr: float,
     The host group also carries `seed_lr`, so `sync_optimizer` can create seed groups later.
     """
     host = {"name": "host", "params": list(model.host.parameters()), "lr": host_lr,
-            "weight_decay": weight_decay, "seed_lr": seed_lr}
+            "weight_decay": weight_decay, "seed_lr": seed_lr,
+            "stage_lr_scale": tuple(model.lifecycle_config.stage_lr_scale)}
     groups = [host]
     for slot in model.seed_slots():
         if slot.module is not None:
@@ -379,10 +380,12 @@ def param_groups(model: MorphogeneticModel, *, host_lr: float, seed_lr: float,
 
 
 def _slot_group(host: Mapping[str, Any], slot: SeedSlot, group: dict[str, Any]) -> dict[str, Any]:
-    """Set a slot group's name, lr and weight decay: seeds use `seed_lr`, fossils the host's lr."""
+    """Set a slot group's name, lr and weight decay: seeds use `seed_lr` × the stage's scale
+    (TRAINING, BLENDING, PROBATIONARY), fossils the host's lr."""
     fossil = slot.stage == Stage.FOSSILIZED
     group["name"] = f"{'fossil' if fossil else 'seed'}:{slot.slot_id}"
-    group["lr"] = host["lr"] if fossil else host["seed_lr"]
+    scale = host["stage_lr_scale"][slot.stage - Stage.TRAINING] if not fossil else 1.0
+    group["lr"] = host["lr"] if fossil else host["seed_lr"] * scale
     group["weight_decay"] = host["weight_decay"]
     return group
 
@@ -407,7 +410,7 @@ def sync_optimizer(optimizer: torch.optim.Optimizer, model: MorphogeneticModel) 
                 _drop_group(optimizer, group)
         if params and not keep:
             # Copy the host's other hyperparameters (momentum, betas, …) so every group agrees.
-            extra = {k: v for k, v in host.items() if k not in ("params", "name", "seed_lr")}
+            extra = {k: v for k, v in host.items() if k not in ("params", "name", "seed_lr", "stage_lr_scale")}
             optimizer.add_param_group(_slot_group(host, slot, {**extra, "params": params}))
 
 

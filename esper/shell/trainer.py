@@ -257,6 +257,8 @@ class Trainer:
         self.lr_factor *= self.governor_cfg.lr_factor_on_rollback
         for group in self.optimizer.param_groups:
             group["lr"] *= self.governor_cfg.lr_factor_on_rollback
+            if "seed_lr" in group:  # future seed groups take their lr from here (sync_optimizer)
+                group["seed_lr"] *= self.governor_cfg.lr_factor_on_rollback
         blank = EpochMeasurements(epoch=epoch, val_acc=val_acc if np.isfinite(val_acc) else 0.0)
         view, events = lifecycle.rollback(snapshot_state, self.state, blank, self.rules)
         self.model.sync_to(view)

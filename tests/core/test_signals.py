@@ -11,7 +11,9 @@ from esper.core.errors import ConfigError
 from esper.core.events import HostDestabilised, HostStabilised
 from esper.core.signals import EpochSignals, TrackerConfig, TrackerState, structure_changed, update
 
-CFG = TrackerConfig()
+# The step tests follow RUNTIME.md §1.2 as written (progress against the previous epoch);
+# the calibrated default, progress against the best loss so far, has its own tests below.
+CFG = TrackerConfig(progress_reference="previous")
 
 
 def fold(losses, accs=None, *, tracker=None, cfg=CFG, start=1):
@@ -150,3 +152,20 @@ def test_round_trips_through_json():
                   EpochSignals(epoch=3, val_loss=1.0, val_acc=0.5, train_loss=1.1, train_acc=0.4)):
         data = json.loads(json.dumps(value.to_dict()))
         assert type(value).from_dict(data) == value
+
+
+def test_best_reference_keeps_a_recovery_after_a_spike_from_looking_like_learning():
+    best = TrackerConfig()
+    assert best.progress_reference == "best"
+    losses = [2.0, 1.2, 1.19, 1.19, 1.18, 1.6, 1.18, 1.18, 1.18]
+    with_best, _ = fold(losses, cfg=best)
+    with_previous, _ = fold(losses, cfg=CFG)
+    # The recovery from 1.6 to 1.18 is a 26 % "improvement" against the previous epoch (the count
+    # restarts), but no progress against the best loss, so the stable count keeps growing.
+    assert with_previous[6].stable_count == 0
+    assert with_best[6].stable_count >= 1 and with_best[-1].latched
+
+
+def test_progress_reference_is_validated():
+    with pytest.raises(ConfigError, match="progress_reference"):
+        TrackerConfig(progress_reference="median")

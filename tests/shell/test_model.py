@@ -351,13 +351,15 @@ def test_optimizer_groups_follow_germinate_fossilize_and_cull():
     seed_params = list(model.slot("mid").module.parameters())
     seed_group = optimizer.param_groups[1]
     assert _names(optimizer) == ["host", "seed:mid"]
-    assert (seed_group["lr"], seed_group["weight_decay"]) == (1e-2, 5e-4)
+    training_scale = model.lifecycle_config.stage_lr_scale[0]
+    assert (seed_group["lr"], seed_group["weight_decay"]) == (pytest.approx(1e-2 * training_scale), 5e-4)
     assert seed_group["betas"] == host_group["betas"]
     assert all(p not in optimizer.state for p in seed_params)  # zero state at E2
     train_step(model, optimizer, x, target)
     assert all(p in optimizer.state for p in seed_params)
 
     state = drive_to(state, rules, "mid", Stage.PROBATIONARY, on_boundary=mirror)
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(1e-2)  # the TRAINING scale ends with TRAINING
     kept = {id(p): {k: v.clone() for k, v in optimizer.state[p].items()} for p in seed_params}
     state = drive_to(state, rules, "mid", Stage.FOSSILIZED)
     model.sync_to(state)
