@@ -3,9 +3,7 @@
 import json
 from pathlib import Path
 
-import torch
-
-from esper.core.nets.hosts import host_for
+from esper.core.nets.hosts import host_config
 from esper.core.tasks import TASKS
 from esper.shell.checkpoint import load_model_checkpoint
 from esper.shell.data.errors import DataError
@@ -46,8 +44,7 @@ def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -
 def list_tasks() -> None:
     """Every preset: topology, host parameters, default epochs, data found or how to get it."""
     for name, preset in TASKS.items():
-        host = host_for(preset.host, torch.Generator())
-        params = sum(p.numel() for p in host.parameters())
+        params = host_config(preset.host).param_count()  # the formula: no 30M-parameter build to count
         if preset.name.startswith("synth-"):
             found = "generated in-process"
         else:

@@ -19,8 +19,10 @@ SMALL = ["--train-size", "512", "--val-size", "256", "--batch-size", "64", "--no
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
+    # HF offline: a missing hub dataset fails at once instead of after the client's retries.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "esper.shell.cli", *args], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=600, env=env)
 
 
 def test_small_run_writes_the_run_directory(tmp_path):
@@ -45,7 +47,7 @@ def test_small_run_writes_the_run_directory(tmp_path):
     (["--controller", "oracle"], "controller"),
     (["--epochs", "0"], "epochs"),
     (["--epochs", "many"], "epochs"),
-    (["--task", "fashion-mnist", "--data-dir", "/nonexistent"], "fashion-mnist"),
+    (["--task", "cifar10", "--data-dir", "/nonexistent"], "cifar10"),
 ])
 def test_user_errors_are_one_line_with_exit_2(tmp_path, args, needle):
     result = _run("train", "--out", str(tmp_path / "r"), *args)
@@ -53,6 +55,23 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path, args, needle):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("esper-run: error:") and needle in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_reproduces_the_final_accuracy_and_tasks_lists_presets(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--out", str(out), *SMALL, "--telemetry-level", "off"]) == 0
+    result = _run("evaluate", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads(result.stdout)
+    summary = json.loads((out / "summary.json").read_text())
+    assert evaluated["val_acc"] == pytest.approx(summary["final_val_acc"], abs=1e-9)
+    assert evaluated["params"] == summary["total_params"]
+    listing = _run("tasks")
+    assert listing.returncode == 0
+    for name, params in (("synth-images", "6,418"), ("fashion-mnist", "6,274"), ("cifar10-deep", "99,922"),
+                         ("synth-stories", "644,224")):
+        line = next(line for line in listing.stdout.splitlines() if line.startswith(name + " "))
+        assert params in line
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path):
