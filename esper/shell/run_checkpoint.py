@@ -16,13 +16,10 @@ from typing import Any
 import torch
 
 from esper import __version__
-from esper.core import heuristic, signals
 from esper.core.governor import GovernorState
 from esper.core.summary import SeedRecord
 from esper.shell.checkpoint import (
     CheckpointError,
-    load_model_checkpoint,
-    load_optimizer_state,
     model_checkpoint,
     read_checkpoint,
     write_atomic,
@@ -96,13 +93,9 @@ def load_run_checkpoint(target: Path) -> tuple[Path, dict[str, Any]]:
 def restore_trainer(trainer: Trainer, data: dict[str, Any]) -> None:
     """Put a freshly built trainer (same config) into the checkpoint's exact state."""
     try:
-        loaded = load_model_checkpoint(data["model"], lifecycle=trainer.lifecycle_cfg, device=trainer.device)
-        trainer.model, trainer.state = loaded.model, loaded.state
-        trainer.optimizer = trainer._new_optimizer()
-        load_optimizer_state(trainer.optimizer, loaded.optimizer_state)
         controller = data["controller"]
-        trainer.tracker = signals.TrackerState.from_dict(controller["tracker"])
-        trainer.heuristic = heuristic.HeuristicState.from_dict(controller["heuristic"])
+        trainer.state = trainer.restore_snapshot({"model": data["model"], "tracker": controller["tracker"],
+                                                  "heuristic": controller["heuristic"]})
         trainer.lr_factor = float(controller["lr_factor"])
         trainer.records = tuple(SeedRecord.from_dict(r) for r in controller["records"])
         trainer.history = [tuple(h) for h in controller["history"]]

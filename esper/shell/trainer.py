@@ -235,7 +235,9 @@ class Trainer:
                 "tracker": self.tracker.to_dict(), "heuristic": self.heuristic.to_dict(),
                 "lr_factor": self.lr_factor}
 
-    def _restore(self, snap: dict[str, Any]) -> LifecycleState:
+    def restore_snapshot(self, snap: dict[str, Any]) -> LifecycleState:
+        """Model, optimizer, tracker and heuristic from a snapshot (governor rollback, resume);
+        returns the snapshot's lifecycle state for the caller to adopt or roll back from."""
         loaded = load_model_checkpoint(snap["model"], lifecycle=self.lifecycle_cfg, device=self.device)
         self.model = loaded.model
         self.optimizer = self._new_optimizer()
@@ -252,7 +254,7 @@ class Trainer:
             raise TrainingDiverged(
                 f"training diverged: governor panic {self.governor.rollbacks + 1} "
                 f"({verdict.reason} val loss, epoch {epoch}) after {self.governor.rollbacks} rollbacks")
-        snapshot_state = self._restore(self.snapshot)
+        snapshot_state = self.restore_snapshot(self.snapshot)
         self.governor = governor.record_rollback(self.governor)
         self.lr_factor *= self.governor_cfg.lr_factor_on_rollback
         for group in self.optimizer.param_groups:
