@@ -35,8 +35,20 @@ def groupnorm_groups(c: int) -> int:
     return next(g for g in (32, 16, 8, 4, 2, 1) if c % g == 0 and c // g >= min(16, c))
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm that hands the kernel a contiguous input.
+
+    torch's CPU backward for a channels-last input that does not require grad (a seed's detached
+    host activation, e.g. a 32×3×3 map the host left channels-last) writes to an undefined dX and
+    segfaults. Contiguous input takes the standard kernel; the copy is a no-op when already contiguous.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.contiguous())
+
+
 def _gn(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(groupnorm_groups(c), c, device=_META)
+    return GroupNorm(groupnorm_groups(c), c, device=_META)
 
 
 def _conv(c_in: int, c_out: int, kernel: int, groups: int = 1) -> nn.Conv2d:

@@ -227,3 +227,20 @@ def test_cross_topology_name_raises(topology: str, name: str, dim: int) -> None:
 def test_dim_the_constraint_rejects_raises(topology: str, name: str, dim: int) -> None:
     with pytest.raises(ValueError):
         build_blueprint(topology, name, dim, _gen())
+
+
+@pytest.mark.parametrize("name", ["norm", "depthwise", "bottleneck", "conv_light", "conv_heavy"])
+def test_a_detached_channels_last_input_trains_like_a_contiguous_one(name):
+    """Regression: torch's CPU GroupNorm backward segfaulted on a channels-last input without grad
+    (a seed's detached host activation; found on fashion-mnist's 32×3×3 late slot)."""
+    module = build_blueprint("cnn", name, 32, torch.Generator().manual_seed(0))
+    for p in module.parameters():  # leave birth so every parameter gets a gradient
+        nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(128, 32, 3, 3, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        module.zero_grad()
+        module(x.to(memory_format=layout)).square().sum().backward()
+        grads.append([p.grad.clone() for p in module.parameters()])
+    for contiguous, channels_last in zip(*grads, strict=True):
+        torch.testing.assert_close(channels_last, contiguous)
