@@ -321,6 +321,64 @@ class PPOUpdate(Event):
 
 
 @attrs.frozen(kw_only=True)
+class RLRunStarted(Event):
+    """A PPO training run starts or resumes (RL.md §9)."""
+
+    kind: ClassVar[str] = "rl.run_started"
+    run_seed: int
+    task: str
+    reward_mode: str
+    epochs: int
+    n_envs: int
+    n_slots: int
+    n_blueprints: int
+    obs_dim: int
+    updates: int
+    config_hash: str
+    resumed_from: str | None
+
+
+@attrs.frozen(kw_only=True)
+class RolloutDone(Event):
+    """One rollout batch of N episodes; per-env lists are in env order."""
+
+    kind: ClassVar[str] = "rl.rollout_done"
+    batch: int
+    final_acc: tuple[float, ...]
+    raw_return: tuple[float, ...]
+    kept_steps: tuple[int, ...]
+    truncated: tuple[str | None, ...]
+    rollbacks: tuple[int, ...]
+    germinations: tuple[int, ...]
+    fossilizations: tuple[int, ...]
+    culls: tuple[int, ...]
+    op_counts: dict[str, int]
+    blueprint_counts: dict[str, int]
+    reward_components: dict[str, float]
+    seed_param_share: float
+    wall_s: float
+
+
+@attrs.frozen(kw_only=True)
+class EnvTruncated(Event):
+    kind: ClassVar[str] = "rl.env_truncated"
+    env_index: int
+    step: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class RLAnomaly(Event):
+    kind: ClassVar[str] = "rl.anomaly"
+    check: str
+    value: float
+    threshold: float
+    update: int
+    head: str | None
+    streak: int
+
+
+@attrs.frozen(kw_only=True)
 class DiagGradients(Event):
     kind: ClassVar[str] = "diag.gradients"
     epoch: int

@@ -64,3 +64,18 @@ def _register_with_jax(cls: type, flatten: Any, unflatten: Any) -> None:
     except ImportError:
         return
     jax.tree_util.register_pytree_node(cls, flatten, lambda ctx, values: unflatten(values, ctx))
+
+
+def set_frozen_fields(obj: object, values: dict[str, Any]) -> None:
+    """The `__init__` body of a frozen attrs pytree built inside compiled code.
+
+    attrs' generated `__init__` for frozen classes fetches `object.__setattr__.__get__`, which
+    torch.compile(fullgraph=True) rejects; pytree unflatten under a compiled vmap, and pure functions
+    returning these classes, build them there. Declare the class `@attrs.frozen(kw_only=True,
+    init=False)` and call this from a keyword-only `__init__(self, **values)`.
+    """
+    names = tuple(f.name for f in attrs.fields(type(obj)))
+    if set(values) != set(names):
+        raise TypeError(f"{type(obj).__name__} takes exactly the fields {names}, got {tuple(values)}")
+    for name in names:
+        object.__setattr__(obj, name, values[name])

@@ -103,7 +103,7 @@ LEVELS: dict[str, Level] = {
     "host.stabilised": N, "host.destabilised": N, "controller.input_missing": M,
     "governor.anomaly": N, "governor.rollback": M, "governor.abort": M,
     "checkpoint.saved": M, "checkpoint.loaded": M, "telemetry.dropped": M, "telemetry.warning": M,
-    "ppo.update": M,
+    "ppo.update": M, "rl.run_started": M, "rl.rollout_done": M, "rl.env_truncated": M, "rl.anomaly": M,
     "diag.gradients": N, "diag.sharpness": N, "diag.per_class": N, "diag.confusion": N,
     "diag.skipped": D,
 }
@@ -111,9 +111,10 @@ _W, _E = Severity.WARNING, Severity.ERROR
 SEVERITIES: dict[str, Severity] = {
     "controller.input_missing": _W, "controller.action_rejected": _W, "governor.anomaly": _W,
     "governor.rollback": _W, "governor.abort": _E, "telemetry.dropped": _W, "telemetry.warning": _W,
+    "rl.env_truncated": _W, "rl.anomaly": _W,
 }
 # Kinds that bypass the hub's queue bound: a few per epoch, and a run is unreadable without them.
-_NEVER_DROPPED_PREFIXES = ("run.", "seed.", "governor.", "checkpoint.", "telemetry.")
+_NEVER_DROPPED_PREFIXES = ("run.", "seed.", "governor.", "checkpoint.", "telemetry.", "rl.", "ppo.")
 _DROPPABLE_EXCEPTIONS = frozenset({"seed.metrics"})
 
 

@@ -68,8 +68,14 @@ class Run:
     started: float = attrs.field(factory=time.perf_counter)
 
 
-def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None) -> RunSummary:
-    """Run (or continue) one training run; returns its summary. Raises user errors as typed exceptions."""
+def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None) -> RunSummary | None:
+    """Run (or continue) one training run; returns its summary (None for a PPO learning run, whose
+    summary is rl_summary.json). Raises user errors as typed exceptions."""
+    if cfg.controller == "ppo" and cfg.policy is None:
+        from esper.shell.rl.runner import train_ppo
+
+        train_ppo(cfg, out=out, resume=resume)
+        return None
     if resume is not None:
         return _resume(cfg, Path(resume))
     device = resolve_device(cfg.device)
@@ -79,7 +85,7 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None) 
     record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": data.source.to_dict(),
               "versions": versions()}
     run_dir.write_config(record)
-    trainer = Trainer(cfg, data, device)
+    trainer = _trainer(cfg, data, device)
     hub = _hub(cfg, run_id, run_dir, start_seq=0)
     run = Run(cfg, run_id, run_dir, trainer, hub, record)
     hub.emit(RunStarted(task=cfg.task, controller=cfg.controller, seed=cfg.seed, epochs=trainer.epochs,
@@ -87,6 +93,18 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None) 
                         host_params=trainer.model.host_params,
                         config=record["config"], data_source=record["data_source"], versions=record["versions"]))
     return _loop(run)
+
+
+def _trainer(cfg: RunConfig, data: TaskData, device: torch.device) -> Trainer:
+    """The run's trainer; `--controller ppo --policy RUN_DIR` decides with the trained policy."""
+    if cfg.controller != "ppo":
+        return Trainer(cfg, data, device)
+    from esper.shell.rl.policy_run import PolicyDecider, load_policy
+
+    saved = load_policy(cfg.policy)
+    trainer = Trainer(cfg, data, device, measure_fossils=True)
+    trainer.decider = PolicyDecider(saved, trainer)
+    return trainer
 
 
 def _hub(cfg: RunConfig, run_id: str, run_dir: RunDirectory, start_seq: int) -> TelemetryHub:
@@ -179,13 +197,13 @@ def _resume(flags: RunConfig, target: Path) -> RunSummary:
     record = json.loads((run_dir_path / "config.json").read_text(encoding="utf-8"))
     device = resolve_device(cfg.device)
     task_data = load_data(cfg, device)
-    trainer = Trainer(cfg, task_data, device)
+    trainer = _trainer(cfg, task_data, device)
     restore_trainer(trainer, data)
     if trainer.epoch >= trainer.epochs:
         print(f"nothing to do: {trainer.epoch}/{trainer.epochs} epochs done")
         return RunDirectory(run_dir_path, resume=True).read_summary()
     seq = int(data["progress"]["seq"])
-    _cut_back(run_dir_path, done, seq)
+    cut_back(run_dir_path, done, seq)
     run_dir = RunDirectory(run_dir_path, resume=True)
     hub = _hub(cfg, data["run"]["run_id"], run_dir, start_seq=seq)
     run = Run(cfg, data["run"]["run_id"], run_dir, trainer, hub, record)
@@ -204,7 +222,7 @@ def _merge_resume(saved: RunConfig, flags: RunConfig) -> RunConfig:
     return attrs.evolve(saved, **{k: v for k, v in changed.items() if k in RESUMABLE})
 
 
-def _cut_back(run_dir: Path, epoch: int, seq: int) -> None:
+def cut_back(run_dir: Path, epoch: int, seq: int) -> None:
     """metrics.csv to the checkpoint's epoch, events.jsonl to its seq (cut lines kept aside)."""
     metrics = run_dir / "metrics.csv"
     if metrics.exists():

@@ -51,14 +51,16 @@ def run_payload(trainer: Trainer, *, run_id: str, config: dict[str, Any], data_s
     }
 
 
-def save_run_checkpoint(folder: Path, name: str, payload: dict[str, Any], keep: int) -> Path:
-    """Write `<folder>/<name>.pt` atomically, point `latest.json` at it, keep the newest `keep`."""
+def save_run_checkpoint(folder: Path, name: str, payload: dict[str, Any], keep: int,
+                        pattern: str = "epoch-*.pt") -> Path:
+    """Write `<folder>/<name>.pt` atomically, point `latest.json` at it, keep the newest `keep`
+    periodic ones (`pattern`)."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".*.tmp.*"):
         stale.unlink(missing_ok=True)
     path = write_atomic(folder / f"{name}.pt", payload)
     atomic_write_json(folder / "latest.json", {"checkpoint": path.name, "epoch": payload["progress"]["epoch"]})
-    periodic = sorted(folder.glob("epoch-*.pt"))
+    periodic = sorted(folder.glob(pattern))
     for old in periodic[:-keep] if keep > 0 else periodic:
         old.unlink(missing_ok=True)
     return path
@@ -80,11 +82,12 @@ def resolve_checkpoint(target: Path) -> Path:
     return target
 
 
-def load_run_checkpoint(target: Path) -> tuple[Path, dict[str, Any]]:
+def load_run_checkpoint(target: Path, expected_format: str = FORMAT) -> tuple[Path, dict[str, Any]]:
     path = resolve_checkpoint(target)
     data = read_checkpoint(path)
-    if data.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an esper run checkpoint")
+    if data.get("format") != expected_format:
+        what = "a PPO training run's" if expected_format != FORMAT else "an esper run"
+        raise CheckpointError(f"{path} is not {what} checkpoint (format {data.get('format')!r})")
     if not isinstance(data.get("schema_version"), int) or data["schema_version"] > SCHEMA_VERSION:
         raise CheckpointError(f"{path} has schema {data.get('schema_version')}; this esper reads <= {SCHEMA_VERSION}")
     return path, data

@@ -18,8 +18,8 @@ import attrs
 
 from esper.core.errors import ConfigError
 
-CONTROLLERS = ("heuristic", "static")
-SECTIONS = ("train", "data", "optim", "heuristic", "governor", "telemetry", "checkpoint")
+CONTROLLERS = ("heuristic", "static", "ppo")
+SECTIONS = ("train", "data", "optim", "heuristic", "ppo", "governor", "telemetry", "checkpoint")
 
 
 def _section(name: str) -> dict[str, str]:
@@ -56,6 +56,11 @@ class RunConfig:
     # [heuristic]
     plateau_epochs: int = attrs.field(default=3, metadata=_section("heuristic"))
     min_germinate_epoch: int = attrs.field(default=5, metadata=_section("heuristic"))
+    # [ppo]
+    n_envs: int = attrs.field(default=8, metadata=_section("ppo"))
+    episodes: int | None = attrs.field(default=None, metadata=_section("ppo"))
+    reward: str = attrs.field(default="shaped", metadata=_section("ppo"))
+    policy: str | None = attrs.field(default=None, metadata=_section("ppo"))
     # [governor]
     governor: bool = attrs.field(default=True, metadata=_section("governor"))
     max_rollbacks: int = attrs.field(default=3, metadata=_section("governor"))
@@ -98,12 +103,13 @@ def _violations(c: RunConfig) -> list[str]:
     rules = [
         one_of("controller", CONTROLLERS),
         one_of("precision", ("auto", "fp32", "bf16")),
+        one_of("reward", ("shaped", "sparse", "minimal")),
         one_of("tokenizer", ("auto", "gpt2", "bpe")),
         one_of("optimizer", (None, "sgd", "adamw")),
         one_of("telemetry_level", ("off", "minimal", "normal", "debug")),
         one_of("profile", ("minimal", "standard", "diagnostic", "research")),
         *(positive(n) for n in ("epochs", "train_size", "val_size", "train_batches", "batch_size",
-                                "host_width", "checkpoint_every", "keep_checkpoints")),
+                                "host_width", "checkpoint_every", "keep_checkpoints", "n_envs", "episodes")),
         *(non_negative(n) for n in ("seed", "data_seed", "max_seeds", "max_rollbacks",
                                     "plateau_epochs", "min_germinate_epoch")),
         (c.host_lr is None or c.host_lr > 0, f"host_lr must be > 0, got {c.host_lr}"),
@@ -112,6 +118,7 @@ def _violations(c: RunConfig) -> list[str]:
          f"device must be auto, cpu, cuda or cuda:N; got {c.device!r}"),
         (not c.static_seeds or c.controller == "static",
          "static_seeds (--static-seeds) needs --controller static"),
+        (c.policy is None or c.controller == "ppo", "--policy needs --controller ppo"),
         (all(s.count(":") == 1 for s in c.static_seeds),
          f"static_seeds entries must be SLOT:BLUEPRINT, got {list(c.static_seeds)}"),
     ]
@@ -163,6 +170,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--host-width",), "host_width", int, "CNN base channels / transformer width"),
     Flag(("--plateau-epochs",), "plateau_epochs", int, "heuristic: plateau epochs before germinating"),
     Flag(("--min-germinate-epoch",), "min_germinate_epoch", int, "heuristic: first epoch it may germinate"),
+    Flag(("--n-envs",), "n_envs", int, "ppo: environments (episodes) per rollout batch"),
+    Flag(("--episodes",), "episodes", int, "ppo: total training episodes (updates = episodes / n-envs)"),
+    Flag(("--reward",), "reward", str, "ppo: reward mode", ("shaped", "sparse", "minimal")),
+    Flag(("--policy",), "policy", str, "ppo: run the trained policy of RUN_DIR without learning"),
     Flag(("--no-governor",), "governor", None, "disable the divergence governor", value=False),
     Flag(("--max-rollbacks",), "max_rollbacks", int, "governor rollbacks before giving up"),
     Flag(("--telemetry-level",), "telemetry_level", str, "what is emitted",

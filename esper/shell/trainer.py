@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from esper.core import governor, heuristic, lifecycle, signals
-from esper.core.actions import FactoredAction
+from esper.core.actions import ActionMasks, FactoredAction
 from esper.core.config import LifecycleConfig, Rules
 from esper.core.errors import ConfigError
 from esper.core.events import EpochMetrics, Event, GovernorAbort, GovernorRollback, SeedMetrics, SlotStatus
@@ -47,6 +47,9 @@ Controller = Callable[[heuristic.HeuristicState, heuristic.DecisionView, heurist
                       tuple[heuristic.HeuristicState, FactoredAction, str]]
 
 
+Decider = Callable[["Trainer", "PendingEpoch"], tuple[FactoredAction, str, list[Event]]]
+
+
 class TrainingDiverged(RuntimeError):
     """The governor panicked after its rollbacks were spent (exit 1)."""
 
@@ -57,6 +60,23 @@ def stream_seed(seed: int, stream: int) -> int:
 
 def _generator(seed: int, stream: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
+
+
+@attrs.frozen
+class PendingEpoch:
+    """An epoch trained, validated and recorded, waiting for its controller's action."""
+
+    epoch: int
+    started: float
+    numbers: dict[str, Any]
+    verdict: governor.Verdict
+    view: LifecycleState
+    masks: ActionMasks
+    events: list[Event]
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.verdict.kind == governor.VerdictKind.PANIC
 
 
 @attrs.frozen
@@ -77,9 +97,13 @@ class Trainer:
     """One run of `epochs` boundaries under the heuristic or static controller."""
 
     def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device, *,
-                 controller: Controller | None = None, lifecycle_config: LifecycleConfig | None = None) -> None:
+                 controller: Controller | None = None, lifecycle_config: LifecycleConfig | None = None,
+                 decider: "Decider | None" = None, measure_fossils: bool = False) -> None:
         """`controller` and `lifecycle_config` replace the configured controller and the horizon's
-        lifecycle defaults (scripted controllers in tests and experiments)."""
+        lifecycle defaults (scripted controllers in tests and experiments). A `decider` sees the
+        whole pending epoch (a trained policy needs the numbers the heuristic's view leaves out);
+        `measure_fossils` also measures each fossil's contribution (the RL reward covers them)."""
+        self.decider, self.measure_fossils = decider, measure_fossils
         preset = data.preset
         self.cfg, self.data, self.preset, self.device = cfg, data, preset, device
         self.epochs = cfg.epochs or preset.epochs
@@ -144,9 +168,17 @@ class Trainer:
     # -- the epoch ------------------------------------------------------------------------------
 
     def run_epoch(self) -> EpochResult:
+        pending = self.begin_epoch()
+        action, reason, events = self.decide(pending)
+        return self.finish_epoch(pending, action, reason, events)
+
+    def begin_epoch(self) -> "PendingEpoch":
+        """Steps 0–5: train, validate, fetch, governor, tracker, record — up to the view a
+        controller decides on. A vectorised controller calls this on every env, decides for all
+        envs at once, then calls `finish_epoch` on each."""
         started = time.perf_counter()
         epoch = self.state.epoch + 1
-        plan = lifecycle.measurement_plan(self.state)
+        plan = lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils)
         measured = [p.slot_id for p in plan.slots if p.grad_ratio or p.finite]
         sums = train_epoch(self.model, self.optimizer, self.data, batch_size=self.batch_size,
                            data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
@@ -176,16 +208,32 @@ class Trainer:
                 self.tracker_cfg)
             events += tracker_events
             view = lifecycle.record(self.state, m)
-        action, reason, step_events = self._decide_and_apply(view)
-        events += step_events
+        return PendingEpoch(epoch=epoch, started=started, numbers=numbers, verdict=verdict, view=view,
+                            masks=masks(view, self.rules), events=events)
+
+    def decide(self, pending: "PendingEpoch") -> tuple[FactoredAction, str, list[Event]]:
+        """Step 6: the configured (heuristic or static or scripted) controller's decision."""
+        if self.decider is not None:
+            return self.decider(self, pending)
+        dview = heuristic.decision_view(pending.view, self.tracker, pending.masks, self.epochs, self.rules)
+        self.heuristic, action, reason = self.controller(self.heuristic, dview, self.heuristic_cfg)
+        events: list[Event] = list(heuristic.input_missing_events(dview)) if reason == "input_missing" else []
+        return action, reason, events
+
+    def finish_epoch(self, pending: "PendingEpoch", action: FactoredAction, reason: str,
+                     decision_events: list[Event] | tuple[Event, ...] = ()) -> EpochResult:
+        """Steps 7–10: apply the action, mirror it in the model, snapshot, telemetry values."""
+        numbers, verdict, view, epoch = pending.numbers, pending.verdict, pending.view, pending.epoch
+        events = [*pending.events, *decision_events, *self._apply(view, action)]
         if verdict.is_ok and self.cfg.governor:
             self.snapshot = self._take_snapshot()
+        val_loss, val_acc = numbers["val_loss"][0], numbers["val_acc"][0]
         self.history.append((epoch, val_acc, val_loss))
         events += self._seed_metrics(view)
         self.records = summarize_seeds(events, self.records)
-        metrics = self._epoch_metrics(epoch, numbers, action, reason, verdict, time.perf_counter() - started)
-        return EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, action, reason,
-                           verdict.kind == governor.VerdictKind.PANIC, tuple(events), metrics)
+        metrics = self._epoch_metrics(epoch, numbers, action, reason, verdict, time.perf_counter() - pending.started)
+        return EpochResult(epoch, numbers["train_loss"], numbers["train_acc"], val_loss, val_acc, action, reason,
+                           pending.rolled_back, tuple(events), metrics)
 
     def _fetch(self, sums: Any, finite: dict[str, torch.Tensor], val: Any,
                measured: list[str]) -> dict[str, Any]:
@@ -213,11 +261,8 @@ class Trainer:
             out[f"{slot}.finite"] = bool(ok)
         return out
 
-    def _decide_and_apply(self, view: LifecycleState) -> tuple[FactoredAction, str, list[Event]]:
-        legal = masks(view, self.rules)
-        dview = heuristic.decision_view(view, self.tracker, legal, self.epochs, self.rules)
-        self.heuristic, action, reason = self.controller(self.heuristic, dview, self.heuristic_cfg)
-        events: list[Event] = list(heuristic.input_missing_events(dview)) if reason == "input_missing" else []
+    def _apply(self, view: LifecycleState, action: FactoredAction) -> list[Event]:
+        events: list[Event] = []
         self.state, step_events = lifecycle.apply_action(view, action, self.rules)
         events += step_events
         self.model.sync_to(self.state)
@@ -226,7 +271,7 @@ class Trainer:
         if any(s.stage == Stage.FOSSILIZED and s.seed.epochs_in_stage == 0 for s in self.state.slots):
             self.tracker, changed = signals.structure_changed(self.tracker, "fossilized")
             events += changed
-        return action, reason, events
+        return events
 
     # -- governor snapshot and rollback ---------------------------------------------------------
 

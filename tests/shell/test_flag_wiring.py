@@ -20,6 +20,7 @@ VALUES = {
     "host_width": ("12", 12), "plateau_epochs": ("4", 4), "min_germinate_epoch": ("2", 2),
     "max_rollbacks": ("1", 1), "telemetry_level": ("debug", "debug"), "profile": ("research", "research"),
     "events": ("/tmp/e.jsonl", "/tmp/e.jsonl"), "checkpoint_every": ("2", 2), "keep_checkpoints": ("1", 1),
+    "n_envs": ("4", 4), "episodes": ("16", 16), "reward": ("sparse", "sparse"), "policy": ("runs/x", "runs/x"),
 }
 
 
@@ -42,6 +43,8 @@ def test_each_flag_changes_its_key(flag):
         argv = [flag.options[0], text]
     if flag.key == "static_seeds":
         argv += ["--controller", "static"]
+    if flag.key == "policy":
+        argv += ["--controller", "ppo"]
     cfg = _cfg(*argv)
     assert getattr(cfg, flag.key) == expected != default
     others = {k: getattr(cfg, k) for k in field_names() if k not in (flag.key, "controller")}
@@ -69,10 +72,10 @@ class Recording:
 
 
 # Keys the trainer does not read: the run loop, telemetry and data loading consume them (the e2e
-# and telemetry tests cover them).
+# and telemetry tests cover them); the PPO keys are read by the PPO runner (tests/shell/rl).
 NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size", "tokenizer", "telemetry_level",
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
-                    "task"}
+                    "task", "n_envs", "episodes", "reward", "policy"}
 
 
 @pytest.mark.parametrize("controller", ["heuristic", "static"])

@@ -99,6 +99,24 @@ def _rejected(e: ev.ActionRejected) -> str:
     return f"controller: {e.action} rejected ({e.reason})"
 
 
+def _rollout(e: ev.RolloutDone) -> str:
+    n = max(len(e.final_acc), 1)
+    cut = sum(1 for t in e.truncated if t)
+    return (f"rollout {e.batch}: final acc {sum(e.final_acc) / n:.2%}, return {sum(e.raw_return) / n:+.3f}, "
+            f"germinated {sum(e.germinations)}, fossilized {sum(e.fossilizations)}, culled {sum(e.culls)}"
+            + (f", {cut} cut" if cut else "") + f" ({e.wall_s:.1f}s)")
+
+
+def _update(e: ev.PPOUpdate) -> str:
+    stop = " early-stopped" if e.early_stopped else ""
+    return (f"ppo update {e.update}: loss {e.loss:+.3f} (value {e.value_loss:.3f}), op entropy {e.entropy:.2f}, "
+            f"kl {e.approx_kl:.4f}, ev {e.explained_variance:+.2f}{stop}")
+
+
+def _anomaly(e: ev.RLAnomaly) -> str:
+    return f"ppo anomaly: {e.check}{f' ({e.head})' if e.head else ''} {e.value:.4g} vs {e.threshold:.4g}"
+
+
 def _generic(e: ev.Event) -> str:
     # `epoch` is already the line's prefix; nested values as compact JSON.
     fields = " ".join(f"{k}={json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v}"
@@ -110,6 +128,7 @@ _LINES: dict[type, Callable[[Any], str]] = {
     ev.SeedGerminated: _germinated, ev.StageChanged: _stage, ev.SeedFossilized: _fossilized,
     ev.SeedCulled: _culled, ev.GovernorRollback: _rollback, ev.RunStarted: _run_start,
     ev.CheckpointSaved: _checkpoint, ev.GateEvaluated: _gate, ev.ActionRejected: _rejected,
+    ev.RolloutDone: _rollout, ev.PPOUpdate: _update, ev.RLAnomaly: _anomaly,
 }
 # Shown elsewhere: warnings by the hub on stderr, the run's end by `print_summary`.
 _SILENT = (ev.TelemetryWarning, ev.RunEnded)

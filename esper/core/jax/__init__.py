@@ -1,0 +1,1 @@
+"""JAX twins of the core's numeric functions (optional `jax` extra; only this package imports jax)."""

@@ -1,0 +1,295 @@
+"""Per-step rewards of the PPO controller (RL.md §7): pure, vmappable over envs, compilable fullgraph.
+
+Time index (rlax style). Step t (epoch t+1) moves the env from x_{t−1} to x_t (x_{−1}: every slot DORMANT).
+`RewardInputs` of step t holds stage_before = stages of x_{t−1} (the structure trained and validated this
+epoch), stage_after = stages of x_t (after rollback, action and mechanical transitions), this epoch's
+measurements and the action a_t. State terms (contribution, rent) price x_{t−1}; action terms (PBRS,
+early cull) land on step t itself; nothing is shifted.
+
+Shaped (all constants are `RLConfig` fields; θ = G5's `min_fossilize_contribution`):
+
+    g_s          = max(acc − acc_at_germination_s, 0)
+    ĉ_s          = c_s if c_s ≤ g_s else sqrt(c_s · g_s)                        (bounded attribution)
+    contribution = clamp(w_c · Σ_s measured_s · clamp(ĉ_s, −c_cap, c_cap), −C, C)
+    pbrs   F_t   = γ · Φ(x_t) · (1 − terminal_t) − Φ(x_{t−1}),   Φ(x) = Σ_s φ(stage_s)
+    rent         = −min(w_r · ln(1 + P_seeds(x_{t−1}) / P_host), rent_cap)
+    terminal     = terminal_t · (w_acc · acc + w_f · #{s : stage_after_s = FOSSILIZED ∧ last_contribution_s ≥ θ})
+    governor     = −p_gov · rolled_back_t
+
+Sparse:   terminal = terminal_t · clamp(acc − w_p · P_seeds(x_{t−1}) / scale, −1, 1), governor as above.
+Minimal:  sparse + early_cull,  early_cull = −p_cull · [op_t = CULL ∧ culled_age_t < a_cull].
+
+Components are signed (rent, governor, early_cull ≤ 0) and `total` is their exact sum. Every function here
+reduces over the last (slot) axis only, so it is shape-polymorphic over leading env dimensions too.
+
+PBRS telescopes: Σ_{t<T} γ^t F_t = γ^T Φ(x_{T−1}) − Φ(x_{−1}) = γ^T Φ(x_{T−1}); 0 for a terminal episode
+(Φ(x_{T−1}) := 0), γ^{T_v} Φ(x_{T_v−1}) for one cut after T_v valid steps.
+
+Return normalisation (§7.5): H_t = valid_t · (r_t + γ · H_{t−1}), H_{−1} = 0.
+"""
+
+import math
+from collections.abc import Sequence
+
+import attrs
+import torch
+from torch import Tensor
+
+from esper.core.actions import Op
+from esper.core.pytree import register_pytree, set_frozen_fields
+from esper.core.rl_config import RLConfig
+from esper.core.seed import LifecycleState, SlotState
+from esper.core.stages import Stage
+
+# Slots with α > 0 during validation: the ones whose counterfactual contribution is measured (§7.1).
+MEASURED_STAGES = frozenset({Stage.BLENDING, Stage.PROBATIONARY, Stage.FOSSILIZED})
+# `last_contribution` of a slot with no measured value: below every G5 threshold (θ ≥ 0), so it never counts.
+MISSING_CONTRIBUTION = -1.0
+# The spec's terminal bound assumes accuracies are fractions.
+MAX_ACC = 1.0
+
+
+
+
+@register_pytree
+@attrs.frozen(kw_only=True, init=False)
+class RewardInputs:
+    """One env's step-t inputs (or a stack of them along leading axes). Stages are int64 Stage codes."""
+
+    stage_before: Tensor  # [S] int64, x_{t−1}
+    stage_after: Tensor  # [S] int64, x_t
+    contribution: Tensor  # [S] c_s of this epoch's validation
+    measured: Tensor  # [S] 0/1; all 0 on a rollback step
+    acc_at_germination: Tensor  # [S]
+    last_contribution: Tensor  # [S] latest measured contribution of x_t's seed
+    seed_params_before: Tensor  # [S] params of each seed/fossil of x_{t−1}
+    host_params: Tensor  # []
+    acc: Tensor  # [] this step's val acc
+    op: Tensor  # [] int64 Op code
+    slot: Tensor  # [] int64
+    culled_age: Tensor  # [] age of the seed the action culled (0 if none)
+    terminal: Tensor  # [] 0/1
+    rolled_back: Tensor  # [] 0/1
+
+    def __init__(self, **values: Tensor) -> None:
+        set_frozen_fields(self, values)
+
+
+@register_pytree
+@attrs.frozen(kw_only=True, init=False)
+class RewardComponents:
+    """Signed reward components of step t; `total` is their exact sum."""
+
+    total: Tensor
+    contribution: Tensor
+    pbrs: Tensor
+    rent: Tensor
+    terminal: Tensor
+    governor: Tensor
+    early_cull: Tensor
+
+    def __init__(self, **values: Tensor) -> None:
+        set_frozen_fields(self, values)
+
+
+
+
+# --- pieces -----------------------------------------------------------------------------------
+
+
+def potential(stages: Tensor, potentials: Tensor) -> Tensor:
+    """Φ(x) = Σ_s φ(stage_s); `potentials` is indexed by Stage code."""
+    return potentials[stages].sum(-1)
+
+
+def _potentials(cfg: RLConfig, like: Tensor) -> Tensor:
+    return torch.tensor(cfg.potentials, dtype=like.dtype, device=like.device)
+
+
+def bounded_attribution(contribution: Tensor, acc: Tensor, acc_at_germination: Tensor) -> Tensor:
+    """ĉ = c if c ≤ g else sqrt(c·g): a seed cannot claim more than the env gained since it was germinated."""
+    gain = torch.clamp(acc.unsqueeze(-1) - acc_at_germination, min=0.0)
+    # The clamp only guards the branch `where` discards (c·g < 0 needs c < 0 ≤ g, i.e. c ≤ g).
+    shrunk = torch.sqrt(torch.clamp(contribution * gain, min=0.0))
+    return torch.where(contribution <= gain, contribution, shrunk)
+
+
+def _contribution(x: RewardInputs, cfg: RLConfig) -> Tensor:
+    c_hat = bounded_attribution(x.contribution, x.acc, x.acc_at_germination)
+    per_slot = x.measured * torch.clamp(c_hat, -cfg.contribution_cap, cfg.contribution_cap)
+    total = cfg.contribution_weight * per_slot.sum(-1)
+    return torch.clamp(total, -cfg.contribution_total_cap, cfg.contribution_total_cap)
+
+
+def _pbrs(x: RewardInputs, cfg: RLConfig) -> Tensor:
+    phi = _potentials(cfg, x.acc)
+    after = potential(x.stage_after, phi) * (1.0 - x.terminal)  # Φ(x_{E−1}) := 0
+    return cfg.gamma * after - potential(x.stage_before, phi)
+
+
+def _seed_params(x: RewardInputs) -> Tensor:
+    return x.seed_params_before.sum(-1)
+
+
+def _rent(x: RewardInputs, cfg: RLConfig) -> Tensor:
+    ratio = _seed_params(x) / torch.clamp(x.host_params, min=1.0)
+    return -torch.clamp(cfg.rent_weight * torch.log1p(ratio), max=cfg.rent_cap)
+
+
+def _terminal_shaped(x: RewardInputs, cfg: RLConfig, threshold: float) -> Tensor:
+    good = (x.stage_after == int(Stage.FOSSILIZED)) & (x.last_contribution >= threshold)
+    fossils = good.to(x.acc.dtype).sum(-1)
+    return x.terminal * (cfg.terminal_acc_weight * x.acc + cfg.terminal_fossil_weight * fossils)
+
+
+def _terminal_sparse(x: RewardInputs, cfg: RLConfig) -> Tensor:
+    score = x.acc - cfg.sparse_param_weight * _seed_params(x) / cfg.sparse_param_scale
+    return x.terminal * torch.clamp(score, -1.0, 1.0)
+
+
+def _governor(x: RewardInputs, cfg: RLConfig) -> Tensor:
+    return -cfg.governor_penalty * x.rolled_back
+
+
+def _early_cull(x: RewardInputs, cfg: RLConfig) -> Tensor:
+    young = (x.op == int(Op.CULL)) & (x.culled_age < cfg.early_cull_age)
+    return -cfg.early_cull_penalty * young.to(x.acc.dtype)
+
+
+def _components(contribution: Tensor, pbrs: Tensor, rent: Tensor, terminal: Tensor,
+                governor: Tensor, early_cull: Tensor) -> RewardComponents:
+    total = contribution + pbrs + rent + terminal + governor + early_cull
+    return RewardComponents(total=total, contribution=contribution, pbrs=pbrs, rent=rent,
+                            terminal=terminal, governor=governor, early_cull=early_cull)
+
+
+# --- the three modes --------------------------------------------------------------------------
+
+
+def reward_shaped(inputs: RewardInputs, cfg: RLConfig, min_fossilize_contribution: float) -> RewardComponents:
+    zero = torch.zeros_like(inputs.acc)
+    return _components(_contribution(inputs, cfg), _pbrs(inputs, cfg), _rent(inputs, cfg),
+                       _terminal_shaped(inputs, cfg, min_fossilize_contribution), _governor(inputs, cfg), zero)
+
+
+def reward_sparse(inputs: RewardInputs, cfg: RLConfig, min_fossilize_contribution: float) -> RewardComponents:
+    zero = torch.zeros_like(inputs.acc)
+    return _components(zero, zero, zero, _terminal_sparse(inputs, cfg), _governor(inputs, cfg), zero)
+
+
+def reward_minimal(inputs: RewardInputs, cfg: RLConfig, min_fossilize_contribution: float) -> RewardComponents:
+    zero = torch.zeros_like(inputs.acc)
+    return _components(zero, zero, zero, _terminal_sparse(inputs, cfg), _governor(inputs, cfg),
+                       _early_cull(inputs, cfg))
+
+
+MODES = {"shaped": reward_shaped, "sparse": reward_sparse, "minimal": reward_minimal}
+
+
+def reward(inputs: RewardInputs, cfg: RLConfig, min_fossilize_contribution: float) -> RewardComponents:
+    """r_t for `cfg.reward_mode` (a static Python choice, so vmap and compile see one branch)."""
+    return MODES[cfg.reward_mode](inputs, cfg, min_fossilize_contribution)
+
+
+def reward_bound(mode: str, n_slots: int, cfg: RLConfig | None = None) -> float:
+    """Largest raw |r_t| (§7.4): 1 + 0.6·S + 0.5 + (1 + 0.1·S) + 1 shaped, 2.1 sparse/minimal at defaults.
+
+    Computed from `cfg`'s constants (defaults when None), for accuracies in [0, 1]. Sparse and minimal
+    share one bound, the early-cull penalty included.
+    """
+    cfg = RLConfig() if cfg is None else cfg
+    if mode not in MODES:
+        raise ValueError(f"unknown reward mode {mode!r}; modes are {sorted(MODES)}")
+    governor = abs(cfg.governor_penalty)
+    if mode != "shaped":
+        return 1.0 + governor + abs(cfg.early_cull_penalty)
+    phi_span = max(max(cfg.potentials), 0.0) + max(-min(cfg.potentials), 0.0)  # |γΦ(a) − Φ(b)| ≤ S·span
+    terminal = abs(cfg.terminal_acc_weight) * MAX_ACC + abs(cfg.terminal_fossil_weight) * n_slots
+    return cfg.contribution_total_cap + phi_span * n_slots + cfg.rent_cap + terminal + governor
+
+
+# --- packing from lifecycle snapshots ---------------------------------------------------------
+
+
+def stack_inputs(items: Sequence[RewardInputs]) -> RewardInputs:
+    """Stack per-env inputs along a new leading axis (the env axis `vmap` maps over)."""
+    if not items:
+        raise ValueError("stack_inputs needs at least one RewardInputs")
+    fields = attrs.fields(RewardInputs)
+    return RewardInputs(**{f.name: torch.stack([getattr(x, f.name) for x in items]) for f in fields})
+
+
+def _slot_row(before: SlotState, after: SlotState, rolled_back: bool) -> tuple[float, float, float, float]:
+    """(contribution, measured, acc_at_germination, last_contribution) of one slot at step t.
+
+    `record` wrote this epoch's measurements into the seeds, and `act`/`advance` keep them, so x_t's seed
+    holds c_s when it is the same seed that x_{t−1} held (a seed germinated this step was never validated).
+    """
+    old, new = before.seed, after.seed
+    last = new.contribution if new is not None and new.contribution is not None else MISSING_CONTRIBUTION
+    same = old is not None and new is not None and old.seed_id == new.seed_id
+    measured = (same and not rolled_back and old.stage in MEASURED_STAGES and new.contribution is not None)
+    contribution = new.contribution if measured else 0.0
+    acc_at_germination = old.acc_at_germination if old is not None else 0.0
+    return float(contribution), float(measured), float(acc_at_germination), float(last)
+
+
+def reward_inputs(
+    before: LifecycleState, after: LifecycleState, *, acc: float, op: int, slot: int, terminal: bool,
+    rolled_back: bool, host_params: int, seed_params_before: Sequence[int], culled_age: int,
+    dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+) -> RewardInputs:
+    """Pack step t's `RewardInputs` from the stored snapshots x_{t−1} (`before`) and x_t (`after`).
+
+    A slot counts as measured when x_{t−1} held a seed with α > 0 (BLENDING, PROBATIONARY, FOSSILIZED)
+    whose contribution this epoch's `record` stored; on a rollback step nothing is measured (§7.1).
+    """
+    n = len(before.slots)
+    if len(after.slots) != n or len(seed_params_before) != n:
+        raise ValueError(f"slot counts differ: before {n}, after {len(after.slots)}, "
+                         f"seed_params_before {len(seed_params_before)}")
+    if not math.isfinite(acc):
+        raise ValueError(f"acc must be finite, got {acc}")
+    rows = [_slot_row(b, a, rolled_back) for b, a in zip(before.slots, after.slots, strict=True)]
+    contribution, measured, acc_at_germ, last = (list(col) for col in zip(*rows, strict=True))
+
+    def floats(values: object) -> Tensor:
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    def ints(values: object) -> Tensor:
+        return torch.tensor(values, dtype=torch.int64, device=device)
+
+    return RewardInputs(
+        stage_before=ints([int(s.stage) for s in before.slots]),
+        stage_after=ints([int(s.stage) for s in after.slots]),
+        contribution=floats(contribution), measured=floats(measured),
+        acc_at_germination=floats(acc_at_germ), last_contribution=floats(last),
+        seed_params_before=floats([float(p) for p in seed_params_before]),
+        host_params=floats(float(host_params)), acc=floats(float(acc)),
+        op=ints(int(op)), slot=ints(int(slot)), culled_age=floats(float(culled_age)),
+        terminal=floats(float(terminal)), rolled_back=floats(float(rolled_back)),
+    )
+
+
+# --- returns ----------------------------------------------------------------------------------
+
+
+def discounted_prefix(rewards: Tensor, valid: Tensor, gamma: float) -> Tensor:
+    """H_t = valid_t · (r_t + γ·H_{t−1}), H_{−1} = 0, over the last (time) axis; 0 on invalid steps."""
+    valid = valid.to(rewards.dtype)
+    carry = torch.zeros_like(rewards[..., 0])
+    out = []
+    for t in range(rewards.shape[-1]):  # T is static: unrolled under compile, no data-dependent control
+        carry = valid[..., t] * (rewards[..., t] + gamma * carry)
+        out.append(carry)
+    return torch.stack(out, dim=-1)
+
+
+def pbrs_sum(stage_before: Tensor, stage_after: Tensor, valid: Tensor, terminal: Tensor,
+             potentials: Tensor, gamma: float) -> Tensor:
+    """Σ_t valid_t · γ^t · F_t recomputed from stored stage snapshots [T, S] (the telescoping check)."""
+    dtype = potentials.dtype
+    after = potential(stage_after, potentials) * (1.0 - terminal.to(dtype))
+    shaping = gamma * after - potential(stage_before, potentials)
+    steps = torch.arange(stage_before.shape[-2], dtype=dtype, device=potentials.device)
+    return (valid.to(dtype) * torch.pow(gamma, steps) * shaping).sum(-1)

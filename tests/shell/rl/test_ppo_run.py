@@ -1,0 +1,160 @@
+"""The PPO shell end to end on CPU (RL.md §10 items 13, 15, 16, 17; issue 6 acceptance): a real
+rollout of N envs over the one epoch protocol, real updates, checkpoints, exact resume, rollback
+isolation, PBRS telescoping on the stored buffer, and the trained policy driving an ordinary run."""
+
+import json
+import math
+
+import attrs
+import pytest
+import torch
+
+from esper.core.rewards import pbrs_sum
+from esper.core.rl_config import RLConfig
+from esper.shell.checkpoint import read_checkpoint
+from esper.shell.cli import main
+from esper.shell.rl.collect import collect_rollout
+from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
+from esper.shell.rl.runner import build_learner, policy_dims, train_ppo
+from esper.shell.rl.update import ppo_update
+from esper.shell.run import load_data
+from esper.shell.run_config import RunConfig
+
+TINY = RunConfig(task="synth-images", controller="ppo", epochs=3, n_envs=2, episodes=4, train_size=256,
+                 val_size=128, batch_size=64, device="cpu", telemetry_level="minimal", progress=False)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return [load_data(TINY, CPU)]
+
+
+def _rollout(data, rl: RLConfig, batch: int = 0, vec_hook=None):
+    vec = VecEnv(TINY, data, [CPU], n_envs=rl.n_envs, batch=batch, epochs=TINY.epochs)
+    learner = build_learner(policy_dims(vec), rl, TINY.seed, CPU)
+    if vec_hook is not None:
+        vec_hook(vec)
+    buffer, _ = collect_rollout(vec, learner.policy, learner.norms.obs, rl,
+                                batch_generator(TINY.seed, batch, ACTING_STREAM))
+    return vec, learner, buffer
+
+
+def _update(learner, buffer, rl, batch=0):
+    return ppo_update(learner.policy, learner.optimizer, buffer, learner.norms, rl, update=batch,
+                      shuffle=batch_generator(TINY.seed, batch, SHUFFLE_STREAM), device=CPU)
+
+
+def test_the_first_minibatch_reproduces_the_rollout_and_later_ones_move(data):
+    rl = RLConfig(n_envs=2, minibatch_envs=1, episodes=4)
+    _, learner, buffer = _rollout(data, rl)
+    before = [p.detach().clone() for p in learner.policy.parameters()]
+    result, _ = _update(learner, buffer, rl)
+    assert result.initial_logratio_max < 1e-4
+    assert result.minibatches_done == rl.ppo_epochs * 2 and result.applied
+    assert result.diagnostics["max_abs_ratio_dev"] > 1e-6  # the last minibatch saw moved parameters
+    assert all(0.0 <= result.diagnostics["heads"][h]["clip_frac"] <= 1.0 for h in ("op", "slot"))
+    assert any(not torch.equal(b, p) for b, p in zip(before, learner.policy.parameters(), strict=True))
+
+
+def test_a_tiny_target_kl_stops_the_update_after_exactly_one_step(data):
+    rl = RLConfig(n_envs=2, minibatch_envs=1, episodes=4, target_kl=1e-9)
+    _, learner, buffer = _rollout(data, rl)
+    result, _ = _update(learner, buffer, rl)
+    assert (result.minibatches_done, result.stop_epoch, result.stop_minibatch) == (1, 0, 1)
+
+
+def test_pbrs_telescopes_on_the_stored_buffer(data):
+    rl = RLConfig(n_envs=2, episodes=4)
+    _, _, buffer = _rollout(data, rl)
+    potentials = torch.tensor(rl.potentials, dtype=torch.float64)
+    steps = torch.arange(buffer.valid.shape[1], dtype=torch.float64)
+    for i in range(2):
+        assert buffer.terminal[i, -1] == 1.0 and buffer.valid[i].all()
+        recomputed = pbrs_sum(buffer.stage_before[i], buffer.stage_after[i], buffer.valid[i].double(),
+                              buffer.terminal[i].double(), potentials, rl.gamma)
+        paid = (rl.gamma ** steps * buffer.components[i, :, 1].double()).sum()
+        assert abs(float(recomputed)) < 1e-12  # a terminal episode telescopes to exactly 0
+        assert abs(float(paid - recomputed)) < 1e-5  # what the runtime reward paid is that sum
+    assert (buffer.stage_after[:, :-1] == buffer.stage_before[:, 1:]).all()  # x_t feeds step t+1
+
+
+def test_a_rollback_in_one_env_leaves_the_others_bit_identical(data):
+    rl = RLConfig(n_envs=2, episodes=4)
+    _, _, clean = _rollout(data, rl)
+
+    def poison_env0_after_first_epoch(vec):
+        env0 = vec.envs[0]
+        original = env0.trainer.finish_epoch
+
+        def finish(pending, action, reason, events=()):
+            result = original(pending, action, reason, events)
+            if result.epoch == 1:
+                with torch.no_grad():
+                    next(env0.trainer.model.host.parameters()).fill_(math.nan)
+            return result
+
+        env0.trainer.finish_epoch = finish
+
+    vec, _, poisoned = _rollout(data, rl, vec_hook=poison_env0_after_first_epoch)
+    assert vec.envs[0].trainer.governor.rollbacks == 1
+    assert poisoned.components[0, 1, 4] == -rl.governor_penalty  # the rollback step pays the penalty
+    assert poisoned.valid[0].all(), "a rollback is an ordinary transition: nothing is discarded"
+    for field in ("obs", "actions", "logp", "value", "reward", "stage_after"):
+        assert torch.equal(getattr(poisoned, field)[1], getattr(clean, field)[1]), field
+
+
+def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
+    full = train_ppo(TINY, out=str(tmp_path / "full"))
+    assert full["updates"] == 2 and full["episodes"] == 4
+    events = [json.loads(line) for line in (tmp_path / "full" / "events.jsonl").read_text().splitlines()]
+    updates = [e for e in events if e["event"] == "ppo.update"]
+    assert len(updates) == 2
+    assert all(math.isfinite(u["fields"][k]) for u in updates for k in ("loss", "value_loss", "policy_loss"))
+    assert [e["event"] for e in events].count("rl.rollout_done") == 2
+    initial = build_learner((87, 3, 6), RLConfig(n_envs=2, episodes=4), TINY.seed, CPU).policy.state_dict()
+    final = read_checkpoint(tmp_path / "full" / "policy.pt")["policy"]
+    assert any(not torch.equal(initial[k], final[k]) for k in initial)
+
+    train_ppo(TINY, out=str(tmp_path / "cut"), stop_after=1)
+    train_ppo(attrs.evolve(TINY), resume=str(tmp_path / "cut"))
+    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "update-00002.pt")["controller"]
+    b = read_checkpoint(tmp_path / "cut" / "checkpoints" / "update-00002.pt")["controller"]
+    assert all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
+    assert a["norms"] == b["norms"] and a["counters"] == b["counters"] and a["history"] == b["history"]
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for key, state in a["optimizer"]["state"].items():
+        assert all(torch.equal(state[n], b["optimizer"]["state"][key][n]) for n in state)
+
+
+def test_the_trained_policy_runs_a_network_and_evaluate_reports_it(tmp_path, capsys):
+    learned = tmp_path / "learned"
+    assert main(["train", "--controller", "ppo", "--task", "synth-images", "--epochs", "3", "--n-envs", "2",
+                 "--episodes", "2", "--train-size", "256", "--val-size", "128", "--batch-size", "64",
+                 "--device", "cpu", "--telemetry-level", "minimal", "--no-progress", "--out", str(learned)]) == 0
+    assert (learned / "policy.pt").exists() and (learned / "rl_summary.json").exists()
+    grown = tmp_path / "grown"
+    assert main(["train", "--controller", "ppo", "--policy", str(learned), "--task", "synth-images", "--epochs", "3",
+                 "--train-size", "256", "--val-size", "128", "--batch-size", "64", "--device", "cpu",
+                 "--telemetry-level", "minimal", "--no-progress", "--out", str(grown)]) == 0
+    summary = json.loads((grown / "summary.json").read_text())
+    assert summary["controller"] == "ppo" and summary["epochs"] == 3
+    capsys.readouterr()
+    assert main(["evaluate", str(grown), "--device", "cpu", "--json"]) == 0
+    assert "val_acc" in capsys.readouterr().out
+
+
+def test_policy_without_ppo_and_a_missing_policy_are_usage_errors(tmp_path, capsys):
+    assert main(["train", "--policy", str(tmp_path), "--controller", "heuristic"]) == 2
+    assert "--policy needs --controller ppo" in capsys.readouterr().err
+    assert main(["train", "--controller", "ppo", "--policy", str(tmp_path), "--device", "cpu",
+                 "--train-size", "64", "--val-size", "64", "--out", str(tmp_path / "run")]) == 2
+    assert "no trained policy" in capsys.readouterr().err
