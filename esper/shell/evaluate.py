@@ -5,17 +5,22 @@ from pathlib import Path
 
 from esper.core.nets.hosts import host_config
 from esper.core.tasks import TASKS
-from esper.shell.checkpoint import load_model_checkpoint
+from esper.shell.checkpoint import load_model_checkpoint, read_checkpoint
 from esper.shell.data.errors import DataError
 from esper.shell.data.loading import load_task
 from esper.shell.epoch import validate
+from esper.shell.rl.runner import FORMAT as RL_FORMAT
 from esper.shell.run import resolve_device
-from esper.shell.run_checkpoint import load_run_checkpoint
+from esper.shell.run_checkpoint import load_run_checkpoint, resolve_checkpoint
 
 
 def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -> dict[str, object]:
-    """Rebuild the model of a checkpoint (run dir → newest) and evaluate it on the full held-out split."""
-    path, data = load_run_checkpoint(Path(target))
+    """Rebuild the model of a checkpoint (run dir → newest) and evaluate it on the full held-out split.
+    A PPO learning run holds no network: its report is the learning curve of its checkpoint."""
+    path = resolve_checkpoint(Path(target))
+    if read_checkpoint(path).get("format") == RL_FORMAT:
+        return _report_learning(path, as_json)
+    path, data = load_run_checkpoint(path)
     config = {k: v for section in data["run"]["config"].values() for k, v in section.items()}
     dev = resolve_device(device)
     task = load_task(config["task"], device=dev, data_dir=data_dir or config.get("data_dir"),
@@ -38,6 +43,23 @@ def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -
               f"loss {result['val_loss']:.4f}  params {result['params']:,}")
         for slot in result["slots"]:
             print(f"  {slot['slot']:<8} {slot['stage']:<13} {slot['blueprint'] or '-':<12} {slot['params']:,}")
+    return result
+
+
+def _report_learning(path: Path, as_json: bool) -> dict[str, object]:
+    _, data = load_run_checkpoint(path, expected_format=RL_FORMAT)
+    controller = data["controller"]
+    history = controller["history"]
+    config = {k: v for section in data["run"]["config"].values() for k, v in section.items()}
+    result = {"checkpoint": str(path), "task": config["task"], "controller": "ppo", **controller["counters"],
+              "history": history, "policy": str(path.parent.parent / "policy.pt")}
+    if as_json:
+        print(json.dumps(result))
+        return result
+    print(f"{config['task']} ppo: {controller['counters']['batch']} updates, {controller['counters']['episodes']} "
+          f"episodes; run the policy with: esper-run train --controller ppo --policy {path.parent.parent}")
+    for row in history:
+        print(f"  update {row['update']:>4}  return {row['return']:+.3f}  final acc {100 * row['final_acc']:.2f}%")
     return result
 
 

@@ -63,6 +63,19 @@ def _generator(seed: int, stream: int, device: torch.device) -> torch.Generator:
 
 
 @attrs.frozen
+class LaunchedEpoch:
+    """An epoch trained and validated on the device, its numbers not yet fetched."""
+
+    started: float
+    plan: Any
+    measured: list[str]
+    sums: Any
+    finite: dict[str, torch.Tensor]
+    where: dict[tuple[str, str], int]
+    val: Any
+
+
+@attrs.frozen
 class PendingEpoch:
     """An epoch trained, validated and recorded, waiting for its controller's action."""
 
@@ -176,8 +189,12 @@ class Trainer:
         """Steps 0–5: train, validate, fetch, governor, tracker, record — up to the view a
         controller decides on. A vectorised controller calls this on every env, decides for all
         envs at once, then calls `finish_epoch` on each."""
+        return self.collect_epoch(self.launch_epoch())
+
+    def launch_epoch(self) -> "LaunchedEpoch":
+        """Steps 0–2 without a host sync: on a GPU this only queues work on the current stream, so
+        N envs launched one after another overlap until each `collect_epoch` fetches."""
         started = time.perf_counter()
-        epoch = self.state.epoch + 1
         plan = lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils)
         measured = [p.slot_id for p in plan.slots if p.grad_ratio or p.finite]
         sums = train_epoch(self.model, self.optimizer, self.data, batch_size=self.batch_size,
@@ -187,10 +204,15 @@ class Trainer:
         variants, where = plan_variants(plan)
         val = validate(self.model, self.data, variants, batch_size=self.preset.eval_batch_size,
                        autocast=self.autocast)
-        numbers = self._fetch(sums, finite, val, measured)  # the one device→host copy
+        return LaunchedEpoch(started, plan, measured, sums, finite, where, val)
+
+    def collect_epoch(self, launched: "LaunchedEpoch") -> "PendingEpoch":
+        """Steps 3–5: the one device→host copy, governor, tracker, record."""
+        epoch = self.state.epoch + 1
+        numbers = self._fetch(launched.sums, launched.finite, launched.val, launched.measured)  # the one copy
         train_loss, train_acc = numbers["train_loss"], numbers["train_acc"]
         val_loss, val_acc = numbers["val_loss"][0], numbers["val_acc"][0]
-        m = _measurements(epoch, plan, where, numbers)
+        m = _measurements(epoch, launched.plan, launched.where, numbers)
         if self.cfg.governor:
             self.governor, verdict = governor.check(self.governor, train_loss, val_loss, self.governor_cfg)
         else:
@@ -208,7 +230,7 @@ class Trainer:
                 self.tracker_cfg)
             events += tracker_events
             view = lifecycle.record(self.state, m)
-        return PendingEpoch(epoch=epoch, started=started, numbers=numbers, verdict=verdict, view=view,
+        return PendingEpoch(epoch=epoch, started=launched.started, numbers=numbers, verdict=verdict, view=view,
                             masks=masks(view, self.rules), events=events)
 
     def decide(self, pending: "PendingEpoch") -> tuple[FactoredAction, str, list[Event]]:

@@ -27,7 +27,7 @@ from esper.core.seed import LifecycleState
 from esper.core.stages import HAS_MODULE
 from esper.shell.data.taskdata import TaskData
 from esper.shell.run_config import RunConfig
-from esper.shell.trainer import EpochResult, PendingEpoch, Trainer, TrainingDiverged
+from esper.shell.trainer import EpochResult, LaunchedEpoch, PendingEpoch, Trainer, TrainingDiverged
 
 ACTING_STREAM, SHUFFLE_STREAM = 1_000_001, 1_000_002
 
@@ -62,6 +62,8 @@ class Env:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.cut_reason: str | None = None
         self.prev: tuple[float, float] | None = None  # (val_loss, val_acc) of the previous step
+        self.before: LifecycleState = self.trainer.state  # x_{t-1} of the step in flight
+        self.seed_params: tuple[int, ...] = ()  # its structure's seed params
 
     @property
     def alive(self) -> bool:
@@ -70,14 +72,18 @@ class Env:
     def on_stream(self) -> contextlib.AbstractContextManager[object]:
         return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
-    def begin(self, epochs: int, random_guess_loss: float) -> EnvStep | None:
-        """Train and validate one epoch up to the view; None (and the env is cut) if the step fails."""
+    def launch(self) -> LaunchedEpoch:
+        """Queue this step's train and validation on the env's stream (no host sync)."""
+        self.before, self.seed_params = self.trainer.state, slot_params(self.trainer)
+        with self.on_stream():
+            return self.trainer.launch_epoch()
+
+    def collect(self, launched: LaunchedEpoch, epochs: int, random_guess_loss: float) -> EnvStep | None:
+        """Fetch, governor, tracker, record → the view; None (and the env is cut) if the step fails."""
         trainer = self.trainer
-        before = trainer.state
-        seed_params = slot_params(trainer)
         try:
             with self.on_stream():
-                pending = trainer.begin_epoch()
+                pending = trainer.collect_epoch(launched)
         except TrainingDiverged:
             self.cut_reason = "governor_exhausted"
             return None
@@ -86,7 +92,7 @@ class Env:
             self.cut_reason = "nonfinite"
             return None
         obs = observe(trainer, pending, self.prev, epochs, random_guess_loss)
-        return EnvStep(pending=pending, obs=obs, before=before, seed_params_before=seed_params)
+        return EnvStep(pending=pending, obs=obs, before=self.before, seed_params_before=self.seed_params)
 
     def finish(self, step: EnvStep, action: FactoredAction, terminal: bool) -> None:
         """Apply the policy's action (the masks made it legal) and pack the reward inputs."""
@@ -148,7 +154,11 @@ class VecEnv:
         return len(self.envs)
 
     def begin(self) -> list[EnvStep | None]:
-        return [env.begin(self.epochs, self.random_guess_loss) if env.alive else None for env in self.envs]
+        """Launch every live env's epoch (streams overlap on a GPU), then collect each: one host
+        fetch per env, after all of them were queued."""
+        launched = {i: env.launch() for i, env in enumerate(self.envs) if env.alive}
+        return [self.envs[i].collect(launched[i], self.epochs, self.random_guess_loss) if i in launched else None
+                for i in range(len(self.envs))]
 
     def finish(self, steps: Sequence[EnvStep | None], actions: Sequence[FactoredAction], t: int) -> None:
         for env, step, action in zip(self.envs, steps, actions, strict=True):

@@ -25,7 +25,7 @@ from esper.core.nets.policy import PolicyNet
 from esper.core.observation import obs_dim
 from esper.core.rl_config import RLConfig
 from esper.shell.checkpoint import CheckpointError, write_atomic
-from esper.shell.rl.anomaly import AnomalyState, check_update
+from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update
 from esper.shell.rl.collect import collect_rollout
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
@@ -96,13 +96,23 @@ class PPORun:
                             updates=self.rl.updates, config_hash=digest, resumed_from=resumed_from)
 
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Batches up to U (or `stop_after` updates in total: tests and interrupted runs)."""
+        """Batches up to U (or `stop_after` updates in total: tests and interrupted runs).
+
+        The learner changes only at a batch's end, so an interrupt mid-batch checkpoints the last
+        finished batch and the partial one is re-run on resume (RL.md §1.6)."""
         learner, rl = self.learner, self.rl
         last = rl.updates if stop_after is None else min(rl.updates, stop_after)
-        while learner.batch < last:
-            self.one_batch()
-            if learner.batch % rl.checkpoint_every == 0 or learner.batch == last:
+        try:
+            while learner.batch < last:
+                self.one_batch()
+                if learner.batch % rl.checkpoint_every == 0 or learner.batch == last:
+                    self.checkpoint(f"update-{learner.batch:05d}")
+                if rolling_best([h["final_acc"] for h in learner.history], rl.best_window):
+                    self.checkpoint("best", latest=False)
+        except (KeyboardInterrupt, PolicyDiverged):
+            if learner.batch > 0:
                 self.checkpoint(f"update-{learner.batch:05d}")
+            raise
         self.save_policy()
         summary = self.summary()
         self.run_dir.path.joinpath("rl_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -172,11 +182,17 @@ class PPORun:
             },
         }
 
-    def checkpoint(self, name: str) -> Path:
+    def checkpoint(self, name: str, latest: bool = True) -> Path:
+        """A complete checkpoint; `latest` points latest.json at it (not for `best`, which is a side copy
+        whose optimizer state belongs to its weights)."""
         started = time.perf_counter()
         self.hub.flush()
-        path = save_run_checkpoint(self.run_dir.path / "checkpoints", name, self.payload(), self.rl.keep_checkpoints,
-                                   pattern="update-*.pt")
+        folder = self.run_dir.path / "checkpoints"
+        if latest:
+            path = save_run_checkpoint(folder, name, self.payload(), self.rl.keep_checkpoints, pattern="update-*.pt")
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = write_atomic(folder / f"{name}.pt", self.payload())
         self.hub.emit(CheckpointSaved(path=str(path), epoch=self.learner.batch, bytes=path.stat().st_size,
                                       seconds=time.perf_counter() - started))
         return path
@@ -208,11 +224,19 @@ class PPORun:
         h = self.learner.history
         return {"run_id": self.run_id, "task": self.cfg.task, "controller": "ppo", "updates": self.learner.batch,
                 "episodes": self.learner.episodes, "env_steps": self.learner.env_steps,
-                "first_updates": h[:3], "last_updates": h[-3:], "run_dir": str(self.run_dir.path)}
+                "first_updates": h[:3], "last_updates": h[-3:], "history": h, "run_dir": str(self.run_dir.path)}
 
     def close(self) -> None:
         self.hub.close()
         self.run_dir.close()
+
+
+def rolling_best(history: list[float], window: int) -> bool:
+    """True when the mean of the last `window` values is higher than every earlier window's mean."""
+    if len(history) < window:
+        return False
+    means = [sum(history[i - window:i]) / window for i in range(window, len(history) + 1)]
+    return means[-1] > max(means[:-1], default=float("-inf"))
 
 
 def _cpu_copy(policy: PolicyNet) -> PolicyNet:

@@ -158,3 +158,11 @@ def test_policy_without_ppo_and_a_missing_policy_are_usage_errors(tmp_path, caps
     assert main(["train", "--controller", "ppo", "--policy", str(tmp_path), "--device", "cpu",
                  "--train-size", "64", "--val-size", "64", "--out", str(tmp_path / "run")]) == 2
     assert "no trained policy" in capsys.readouterr().err
+
+
+def test_evaluate_reports_a_learning_run(tmp_path, capsys):
+    train_ppo(attrs.evolve(TINY, episodes=2), out=str(tmp_path / "learned"))
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "learned"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["controller"] == "ppo" and report["batch"] == 1 and len(report["history"]) == 1
