@@ -55,6 +55,7 @@ class RunSummary:
     dropped: dict[str, int] = attrs.field(factory=dict)  # telemetry drops per backend
     seeds: tuple[SeedRecord, ...] = ()
     final_val_loss: float | None = None
+    train_flops: int | None = None  # counted: FlopCounterMode per structure × samples trained with it
 
     @property
     def total_params(self) -> int:

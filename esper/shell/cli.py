@@ -1,4 +1,4 @@
-"""`esper-run`: train, evaluate, tasks (RUNTIME.md §6).
+"""`esper-run`: train, compare, report, evaluate, tasks (RUNTIME.md §6, §8).
 
 User errors print one line on stderr (`esper-run: error: <what>`) and exit 2; a diverged run
 exits 1; Ctrl-C exits 130. `--debug` (or ESPER_DEBUG=1) shows tracebacks.
@@ -18,8 +18,8 @@ from esper.shell.run_config import FLAGS, RunConfig, load_config_file, resolve
 from esper.shell.telemetry import RunDirectoryError
 
 USAGE_ERROR, RUNTIME_ERROR, INTERRUPTED = 2, 1, 130
-USER_ERRORS = (ConfigError, HostConfigError, UnknownBlueprintError, DataError, CheckpointError,
-               RunDirectoryError, LifecycleError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, HostConfigError, UnknownBlueprintError, DataError,
+                                             CheckpointError, RunDirectoryError, LifecycleError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,12 +37,18 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="TOML file, or a run's config.json")
     train.add_argument("--out", help="run directory (default runs/<run_id>)")
     train.add_argument("--resume", metavar="RUN_DIR|CKPT", help="continue a run to its configured total")
-    for flag in FLAGS:
-        kwargs: dict[str, Any] = {"dest": flag.key, "default": argparse.SUPPRESS, "help": flag.help}
-        if flag.parse is None:
-            train.add_argument(*flag.options, action="store_const", const=flag.value, **kwargs)
-        else:
-            train.add_argument(*flag.options, type=flag.parse, choices=flag.choices, **kwargs)
+    _add_run_flags(train)
+    compare = commands.add_parser("compare", help="every controller over K seeds beside fair static baselines")
+    compare.add_argument("--controllers", type=_csv_list, default=("heuristic",),
+                         help="comma-separated controllers compared with static (heuristic, ppo)")
+    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per group")
+    compare.add_argument("--config", help="TOML file, or a run's config.json")
+    compare.add_argument("--out", help="compare directory (default runs/compare-<task>-<time>)")
+    _add_run_flags(compare, skip=("controller", "seed"))
+    report = commands.add_parser("report", help="draw a run's (or a compare's) PNGs into <dir>/report/")
+    report.add_argument("target", metavar="RUN_DIR|COMPARE_DIR")
+    report.add_argument("--baseline", action="append", default=[], metavar="RUN_DIR",
+                        help="a run drawn in grey beside it (repeatable)")
     evaluate = commands.add_parser("evaluate", help="evaluate a run's checkpoint on the held-out split")
     evaluate.add_argument("target", metavar="RUN_DIR|CKPT")
     evaluate.add_argument("--data-dir")
@@ -50,6 +56,21 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     commands.add_parser("tasks", help="list task presets and whether their data is present")
     return parser
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_run_flags(command: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    for flag in FLAGS:
+        if flag.key in skip:
+            continue
+        kwargs: dict[str, Any] = {"dest": flag.key, "default": argparse.SUPPRESS, "help": flag.help}
+        if flag.parse is None:
+            command.add_argument(*flag.options, action="store_const", const=flag.value, **kwargs)
+        else:
+            command.add_argument(*flag.options, type=flag.parse, choices=flag.choices, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -63,6 +84,28 @@ def _train(args: argparse.Namespace) -> int:
     from esper.shell.run import train  # heavy imports only for the command that needs them
 
     train(config_from_args(args), out=args.out, resume=args.resume)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from esper.shell.compare import compare
+
+    command = "esper-run " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "esper-run compare"
+    compare(config_from_args(args), controllers=args.controllers, seeds=args.seeds, out=args.out, command=command)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from esper.shell.report import ReportError, write_report
+
+    try:
+        paths = write_report(Path(args.target), baselines=[Path(b) for b in args.baseline])
+    except ReportError as exc:
+        raise ConfigError(str(exc)) from exc
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -86,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser().print_help()
         return 0
-    command = {"train": _train, "evaluate": _evaluate, "tasks": _tasks}[args.command]
+    command = {"train": _train, "compare": _compare, "report": _report, "evaluate": _evaluate,
+               "tasks": _tasks}[args.command]
     try:
         return command(args)
     except USER_ERRORS as exc:

@@ -10,6 +10,7 @@ metrics.csv and events.jsonl back to the checkpoint and continues to the configu
 
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,17 @@ def _trainer(cfg: RunConfig, data: TaskData, device: torch.device) -> Trainer:
     return trainer
 
 
+def draw_report(run_dir: Path) -> None:
+    """The run's PNGs; a drawing failure costs the pictures (one warning), never the run's data."""
+    from esper.shell.report import ReportError, write_report
+
+    try:
+        write_report(run_dir)
+    except (ReportError, OSError, ValueError) as exc:
+        print(f"esper-run: warning: report not drawn ({exc}); retry with esper-run report {run_dir}",
+              file=sys.stderr)
+
+
 def _hub(cfg: RunConfig, run_id: str, run_dir: RunDirectory, start_seq: int) -> TelemetryHub:
     return open_hub(run_id, run_dir, level=cfg.telemetry_level, profile=cfg.profile, progress=cfg.progress or None,
                     tensorboard=cfg.tensorboard, events_copy=cfg.events, start_seq=start_seq)
@@ -159,7 +171,7 @@ def _summary(run: Run, status: str, dropped: dict[str, int]) -> RunSummary:
         best_val_acc=best[1] if best else None, best_epoch=int(best[0]) if best else None,
         host_params=counts.host, seed_params=counts.live + counts.fossilized,
         wall_s=time.perf_counter() - run.started, data_source=run.config_record["data_source"],
-        dropped=dropped, seeds=trainer.records)
+        dropped=dropped, seeds=trainer.records, train_flops=trainer.flops.total)
 
 
 def _finish(run: Run, status: str) -> None:
@@ -179,6 +191,8 @@ def _finish(run: Run, status: str) -> None:
     summary = attrs.evolve(provisional, dropped=dropped)
     run.run_dir.write_summary(summary)
     run.run_dir.close()
+    if run.cfg.report and status == "ok":
+        draw_report(run.run_dir.path)
     print_summary(summary, run.run_dir.path, table=run.cfg.telemetry_level != "off")
 
 

@@ -44,7 +44,7 @@ def run_payload(trainer: Trainer, *, run_id: str, config: dict[str, Any], data_s
         "model": model_checkpoint(trainer.model, trainer.state, trainer.optimizer),
         "controller": {"tracker": trainer.tracker.to_dict(), "heuristic": trainer.heuristic.to_dict(),
                        "lr_factor": trainer.lr_factor, "records": [r.to_dict() for r in trainer.records],
-                       "history": [list(h) for h in trainer.history]},
+                       "history": [list(h) for h in trainer.history], "train_flops": trainer.flops.total},
         "governor": {"state": trainer.governor.to_dict(), "snapshot": trainer.snapshot},
         "rng": {"torch": torch.get_rng_state(), "data": trainer.data_gen.get_state(),
                 "augment": trainer.augment_gen.get_state()},
@@ -102,6 +102,7 @@ def restore_trainer(trainer: Trainer, data: dict[str, Any]) -> None:
         trainer.lr_factor = float(controller["lr_factor"])
         trainer.records = tuple(SeedRecord.from_dict(r) for r in controller["records"])
         trainer.history = [tuple(h) for h in controller["history"]]
+        trainer.flops.total = int(controller["train_flops"])
         trainer.governor = GovernorState.from_dict(data["governor"]["state"])
         trainer.snapshot = data["governor"]["snapshot"]
         torch.set_rng_state(data["rng"]["torch"])

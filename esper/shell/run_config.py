@@ -70,6 +70,7 @@ class RunConfig:
     events: str | None = attrs.field(default=None, metadata=_section("telemetry"))
     tensorboard: bool = attrs.field(default=False, metadata=_section("telemetry"))
     progress: bool = attrs.field(default=True, metadata=_section("telemetry"))
+    report: bool = attrs.field(default=True, metadata=_section("telemetry"))
     # [checkpoint]
     checkpoint_every: int = attrs.field(default=5, metadata=_section("checkpoint"))
     keep_checkpoints: int = attrs.field(default=3, metadata=_section("checkpoint"))
@@ -183,6 +184,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--events",), "events", str, "also append the JSONL events to PATH"),
     Flag(("--tensorboard",), "tensorboard", None, "write TensorBoard scalars (extra esper[tensorboard])"),
     Flag(("--no-progress",), "progress", None, "no live progress display", value=False),
+    Flag(("--no-report",), "report", None, "do not draw the report PNGs at the end", value=False),
     Flag(("--checkpoint-every",), "checkpoint_every", int, "epochs between checkpoints"),
     Flag(("--keep-checkpoints",), "keep_checkpoints", int, "periodic checkpoints kept"),
 )

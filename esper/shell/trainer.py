@@ -36,6 +36,7 @@ from esper.core.summary import SeedRecord, summarize_seeds
 from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state, model_checkpoint
 from esper.shell.data.taskdata import TaskData
 from esper.shell.epoch import plan_variants, seeds_finite, train_epoch, validate
+from esper.shell.flops import FlopMeter
 from esper.shell.model import MorphogeneticModel, param_groups, sync_optimizer
 from esper.shell.run_config import RunConfig
 
@@ -155,6 +156,7 @@ class Trainer:
                                                     max_rollbacks=cfg.max_rollbacks)
         self.governor = governor.GovernorState()
         self.records: tuple[SeedRecord, ...] = ()
+        self.flops = FlopMeter()  # training FLOPs, counted per structure × samples trained with it
         self.history: list[tuple[int, float, float]] = []  # (epoch, val_acc, val_loss)
         self.snapshot = self._take_snapshot() if cfg.governor else None
 
@@ -171,6 +173,12 @@ class Trainer:
     @property
     def epoch(self) -> int:
         return self.state.epoch
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Images (or text windows) one epoch trains on: full batches, capped by --train-batches."""
+        batches = self.data.n_train // self.batch_size
+        return self.batch_size * (batches if self.max_batches is None else min(batches, self.max_batches))
 
     @property
     def controller(self) -> Controller:
@@ -197,6 +205,7 @@ class Trainer:
         started = time.perf_counter()
         plan = lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils)
         measured = [p.slot_id for p in plan.slots if p.grad_ratio or p.finite]
+        self.flops.add_epoch(self.model, self.data, self.samples_per_epoch, self.autocast)
         sums = train_epoch(self.model, self.optimizer, self.data, batch_size=self.batch_size,
                            data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
                            max_batches=self.max_batches, grad_clip=self.preset.grad_clip, autocast=self.autocast)

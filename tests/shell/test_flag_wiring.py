@@ -75,7 +75,7 @@ class Recording:
 # and telemetry tests cover them); the PPO keys are read by the PPO runner (tests/shell/rl).
 NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size", "tokenizer", "telemetry_level",
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
-                    "task", "n_envs", "episodes", "reward", "policy"}
+                    "task", "n_envs", "episodes", "reward", "policy", "report"}
 
 
 @pytest.mark.parametrize("controller", ["heuristic", "static"])

@@ -10,6 +10,7 @@ the next batch; every generator of a batch derives from (run seed, batch), so th
 the uninterrupted run's, bit for bit on CPU.
 """
 
+import csv
 import hashlib
 import json
 import time
@@ -29,13 +30,17 @@ from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update
 from esper.shell.rl.collect import collect_rollout
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
-from esper.shell.rl.update import Normalisers, UpdateResult, ppo_update
+from esper.shell.rl.update import HEAD_NAMES, Normalisers, UpdateResult, ppo_update
 from esper.shell.run_checkpoint import load_run_checkpoint, save_run_checkpoint, versions
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, make_run_id, open_hub
 
 FORMAT = "esper.rl_run"
 POLICY_FILE = "policy.pt"
+PPO_CSV = "ppo.csv"
+PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
+               "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
+               "policy_loss", "early_stopped")
 
 
 @attrs.define
@@ -142,6 +147,24 @@ class PPORun:
         learner.history.append({"update": learner.batch, "final_acc": float(buffer.final_acc.mean()),
                                 "return": float((buffer.reward * valid).sum(1).mean()),
                                 "applied": result.applied})
+        self.append_ppo_row(result)
+
+    def append_ppo_row(self, r: UpdateResult) -> None:
+        """One `ppo.csv` row per update: what `esper-run report` draws (it reads no events)."""
+        learner, heads, d = self.learner, r.diagnostics["heads"], r.diagnostics
+        row = {"update": learner.batch, "episodes": learner.episodes, "env_steps": learner.env_steps,
+               "mean_return": learner.history[-1]["return"], "mean_final_acc": learner.history[-1]["final_acc"],
+               **{f"entropy_{h}": heads[h].get("entropy", 0.0) for h in HEAD_NAMES},
+               "approx_kl": d.get("joint_approx_kl", 0.0), "clip_frac_op": heads["op"].get("clip_frac", 0.0),
+               "explained_variance": r.rollout_explained_variance, "value_loss": d.get("value_loss", 0.0),
+               "policy_loss": d.get("total_policy_loss", 0.0), "early_stopped": int(r.stop_epoch is not None)}
+        path = self.run_dir.path / PPO_CSV
+        new = not path.exists()
+        with path.open("a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=PPO_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
 
     def _update_event(self, r: UpdateResult, rollout_s: float, update_s: float) -> PPOUpdate:
         d = r.diagnostics
@@ -302,6 +325,7 @@ def train_ppo(cfg: RunConfig, *, out: str | None = None, resume: str | None = No
     if resumed is not None:
         start_seq = int(resumed[1]["progress"]["seq"])
         cut_back(resumed[0].parent.parent, int(resumed[1]["progress"]["update"]), start_seq)
+        _cut_ppo_csv(resumed[0].parent.parent / PPO_CSV, int(resumed[1]["progress"]["update"]))
         run_id, run_dir = resumed[1]["run"]["run_id"], RunDirectory(resumed[0].parent.parent, resume=True)
         record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": resumed[1]["run"]["data_source"],
                   "versions": versions()}
@@ -319,8 +343,24 @@ def train_ppo(cfg: RunConfig, *, out: str | None = None, resume: str | None = No
         summary = run.run(stop_after)
     finally:
         run.close()
+    if cfg.report:
+        from esper.shell.run import draw_report
+
+        draw_report(run_dir.path)
     _print_summary(summary)
     return summary
+
+
+def _cut_ppo_csv(path: Path, update: int) -> None:
+    """Drop the rows of updates after the checkpoint (they are re-run)."""
+    if not path.exists():
+        return
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=PPO_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["update"]) <= update)
 
 
 def _devices(device: torch.device) -> list[torch.device]:

@@ -21,7 +21,8 @@ from esper.shell.run import load_data
 from esper.shell.run_config import RunConfig
 
 TINY = RunConfig(task="synth-images", controller="ppo", epochs=3, n_envs=2, episodes=4, train_size=256,
-                 val_size=128, batch_size=64, device="cpu", telemetry_level="minimal", progress=False)
+                 val_size=128, batch_size=64, device="cpu", telemetry_level="minimal", progress=False,
+                 report=False)
 CPU = torch.device("cpu")
 
 
@@ -130,6 +131,8 @@ def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
     b = read_checkpoint(tmp_path / "cut" / "checkpoints" / "update-00002.pt")["controller"]
     assert all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
     assert a["norms"] == b["norms"] and a["counters"] == b["counters"] and a["history"] == b["history"]
+    ppo_csv = [(tmp_path / run / "ppo.csv").read_text().splitlines() for run in ("full", "cut")]
+    assert len(ppo_csv[0]) == 3 and ppo_csv[0] == ppo_csv[1]  # header + one row per update
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
     for key, state in a["optimizer"]["state"].items():
         assert all(torch.equal(state[n], b["optimizer"]["state"][key][n]) for n in state)
