@@ -27,7 +27,7 @@ from esper.core.tasks import task_preset
 from esper.shell.compare_table import compare_json, console_table, markdown_table
 from esper.shell.flops import train_flops_per_sample
 from esper.shell.model import MorphogeneticModel
-from esper.shell.run import load_data, resolve_device, train
+from esper.shell.run import draw_report, load_data, resolve_device, train
 from esper.shell.run_config import RunConfig
 
 MATCH_TOLERANCE = 0.05
@@ -46,8 +46,17 @@ class WidthMatch:
 
 
 def match_width(measure: Callable[[int], float], target: float, widths: Sequence[int]) -> WidthMatch:
-    """The width whose measure is nearest the target (the smallest such width on ties)."""
-    best = min(widths, key=lambda w: (abs(measure(w) - target), w))
+    """The width whose measure is nearest the target (the smaller width on ties). `measure` grows
+    with the width (params and FLOPs both do), so a bisection finds the crossing in log₂(n) calls."""
+    lo, hi = 0, len(widths) - 1
+    while lo < hi:  # the first width whose measure reaches the target (or the last one)
+        mid = (lo + hi) // 2
+        if measure(widths[mid]) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    candidates = [widths[i] for i in (lo - 1, lo) if 0 <= i < len(widths)]
+    best = min(candidates, key=lambda w: (abs(measure(w) - target), w))
     value = measure(best)
     return WidthMatch(best, value, target, abs(value - target) <= MATCH_TOLERANCE * target)
 
@@ -116,7 +125,7 @@ def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str
     matches: dict[str, WidthMatch] = {}
     grown = [r for r in records if r.group not in ("static",)]
     if grown:
-        widths = _valid_widths(base)
+        widths = _valid_widths(base)  # ascending
         mean_params = sum(r.params for r in grown) / len(grown)
         mean_flops = sum(r.train_flops for r in grown) / len(grown)
         matches["static-param"] = match_width(lambda w: static_params(base, w), mean_params, widths)
@@ -124,6 +133,7 @@ def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str
         for name, match in matches.items():
             records += _run_group(attrs.evolve(base, host_width=match.width), name, seeds, folder)
     stats = compare_groups(records, reference="static")
+    draw_report(folder)
     meta = {"task": base.task, "epochs": base.epochs or task_preset(base.task).epochs, "seeds": seeds,
             "device": str(resolve_device(base.device)), "command": command,
             "data_source": _data_source(folder, records), "matches": {k: m.to_dict() for k, m in matches.items()}}
@@ -143,7 +153,7 @@ def _run_group(base: RunConfig, group: str, seeds: int, folder: Path) -> list[Ru
     records = []
     for seed in range(seeds):
         run_dir = folder / f"{group}-s{seed}"
-        cfg = attrs.evolve(base, controller=controller, seed=seed,
+        cfg = attrs.evolve(base, controller=controller, seed=seed, report=False,  # one report, of the compare
                            policy=base.policy if controller == "ppo" else None)
         train(cfg, out=str(run_dir))
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))

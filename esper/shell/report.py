@@ -50,6 +50,7 @@ LIVE_STAGES = ("GERMINATED", "TRAINING", "BLENDING", "PROBATIONARY", "FOSSILIZED
 BASELINE_GROUP = "static"  # inside a compare directory this group is the grey baseline
 GROUP_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 BASELINE_GREYS = ("0.45", "0.65", "0.3", "0.55")
+_SPECIAL_CELLS = {"": float("nan"), "true": 1.0, "false": 0.0}
 _RUN_NAME = re.compile(r"^(?P<group>.+)-s\d+$")
 
 
@@ -113,8 +114,6 @@ class Span:
     label: str | None
 
 
-# --- reading -------------------------------------------------------------------------------------
-
 
 def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
     try:
@@ -133,13 +132,9 @@ def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[dict
 
 def _number(text: str | None, path: Path, line: int, column: str) -> float:
     """A CSV cell as a float: empty → NaN (None in the run), booleans as 0/1, nan/inf spelled out."""
-    text = (text or "").strip()
-    if text == "":
-        return float("nan")
-    if text.lower() in ("true", "false"):
-        return float(text.lower() == "true")
+    text = (text or "").strip().lower()
     try:
-        return float(text)
+        return _SPECIAL_CELLS[text] if text in _SPECIAL_CELLS else float(text)
     except ValueError as exc:
         raise ReportError(f"{path}: line {line}: {column} is not a number: {text!r}") from exc
 
@@ -191,7 +186,7 @@ def _is_run_dir(path: Path) -> bool:
     return (path / "metrics.csv").is_file() or (path / "ppo.csv").is_file()
 
 
-def load_run(path: Path, group: str | None = None) -> Run:
+def load_run(path: Path) -> Run:
     """A run directory: an ordinary run (metrics.csv), a PPO learning run (ppo.csv), or both."""
     if not path.is_dir():
         raise ReportError(f"{path}: no such run directory")
@@ -203,28 +198,26 @@ def load_run(path: Path, group: str | None = None) -> Run:
         wanted = "ppo.csv" if (path / "rl_summary.json").exists() or info["controller"] == "ppo" else "metrics.csv"
         raise ReportError(f"{path}: not a run directory with results ({wanted} is missing)")
     match = _RUN_NAME.match(path.name)
-    group = group or (match["group"] if match else None) or info["controller"] or path.name
+    group = (match["group"] if match else None) or info["controller"] or path.name
     title = " · ".join(str(v) if k != "seed" else f"seed {v}" for k, v in info.items() if v is not None)
     curves = read_metrics(path / "metrics.csv") if (path / "metrics.csv").is_file() else ()
     ppo = read_ppo(path / "ppo.csv") if (path / "ppo.csv").is_file() else None
     return Run(path=path, group=group, title=title or path.name, curves=curves, ppo=ppo)
 
 
-def load_groups(target: Path) -> tuple[str, list[list[Run]]]:
+def load_groups(target: Path) -> tuple[str, dict[str, list[Run]]]:
     """(title, runs grouped by name) of a run directory or a compare directory of `<group>-s<seed>` runs."""
     if not target.is_dir():
         raise ReportError(f"{target}: no such run directory")
     if _is_run_dir(target) or not any(_is_run_dir(p) for p in target.iterdir() if p.is_dir()):
         run = load_run(target)  # raises the run directory's own error
-        return run.title, [[run]]
+        return run.title, {run.group: [run]}
     grouped: dict[str, list[Run]] = {}
     for sub in sorted(p for p in target.iterdir() if p.is_dir() and _is_run_dir(p)):
         run = load_run(sub)
         grouped.setdefault(run.group, []).append(run)
-    return f"compare · {target.name}", list(grouped.values())
+    return f"compare · {target.name}", grouped
 
-
-# --- statistics and spans ------------------------------------------------------------------------
 
 
 def mean_std(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -254,8 +247,6 @@ def stage_spans(stages: Sequence[str], blueprints: Sequence[str]) -> list[Span]:
     return spans
 
 
-# --- panels --------------------------------------------------------------------------------------
-
 
 def _band(ax: Any, series: list[tuple[np.ndarray, np.ndarray]], colour: str, label: str | None,
           style: str = "-") -> None:
@@ -271,27 +262,30 @@ def _metric(group: Group, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(c.epoch, c.values[name]) for c in group.curves]
 
 
-def draw_accuracy(fig: FigureBase, groups: Sequence[Group]) -> None:
+def _split_panel(fig: FigureBase, groups: Sequence[Group], key: str) -> Any:
+    """`val_<key>` solid and `train_<key>` dashed per group."""
     ax = fig.subplots()
     for g in groups:
-        _band(ax, _metric(g, "val_acc"), g.colour, f"{g.label} val")
-        _band(ax, _metric(g, "train_acc"), g.colour, f"{g.label} train", style="--")
+        for split, style in (("val", "-"), ("train", "--")):
+            series = _metric(g, f"{split}_{key}")
+            if key == "loss":  # a log axis: non-positive values are gaps
+                series = [(x, np.where(y > 0, y, np.nan)) for x, y in series]
+            _band(ax, series, g.colour, f"{g.label} {split}", style=style)
+    fig.suptitle(f"{'accuracy' if key == 'acc' else key} (val solid, train dashed)")
+    return ax
+
+
+def draw_accuracy(fig: FigureBase, groups: Sequence[Group]) -> None:
+    ax = _split_panel(fig, groups, "acc")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     _finish_axes(ax, "epoch", "accuracy")
-    fig.suptitle("accuracy (val solid, train dashed)")
 
 
 def draw_loss(fig: FigureBase, groups: Sequence[Group]) -> None:
-    ax = fig.subplots()
-    for g in groups:
-        positive = [(x, np.where(y > 0, y, np.nan)) for x, y in _metric(g, "val_loss")]
-        _band(ax, positive, g.colour, f"{g.label} val")
-        positive = [(x, np.where(y > 0, y, np.nan)) for x, y in _metric(g, "train_loss")]
-        _band(ax, positive, g.colour, f"{g.label} train", style="--")
+    ax = _split_panel(fig, groups, "loss")
     ax.set_yscale("log")
     _plain_log_labels(ax)
     _finish_axes(ax, "epoch", "loss (log)")
-    fig.suptitle("loss (val solid, train dashed)")
 
 
 def _plain_log_labels(ax: Any) -> None:
@@ -411,8 +405,6 @@ def draw_ppo(fig: FigureBase, groups: Sequence[Group]) -> None:
     fig.suptitle("PPO")
 
 
-# --- writing -------------------------------------------------------------------------------------
-
 Drawer = Callable[[FigureBase, Sequence[Group]], None]
 PANELS: tuple[tuple[str, Drawer, tuple[float, float]], ...] = (
     ("accuracy", draw_accuracy, PANEL_SIZE),
@@ -447,8 +439,7 @@ def _groups(runs_by_group: list[list[Run]], baselines: Sequence[Path], in_compar
         groups.append(Group(name=runs[0].group, runs=tuple(runs), colour=colour, baseline=baseline))
     greys = iter(BASELINE_GREYS[1:] * 8)
     for path in baselines:
-        _, base = load_groups(Path(path))
-        for runs in base:
+        for runs in load_groups(Path(path))[1].values():
             groups.append(Group(name=f"baseline {runs[0].path.name if len(runs) == 1 else runs[0].group}",
                                 runs=tuple(runs), colour=next(greys), baseline=True))
     return sorted(groups, key=lambda g: not g.baseline)  # baselines first, so the runs are drawn over them
@@ -464,17 +455,13 @@ def write_report(target: Path, *, baselines: Sequence[Path] = (), runs: Sequence
     """
     target = Path(target)
     title, grouped = load_groups(target)
-    in_compare = len(grouped) > 1 or len(grouped[0]) > 1 or grouped[0][0].path != target
+    in_compare = any(r.path != target for members in grouped.values() for r in members)
     for extra in runs:
         run = load_run(Path(extra))
-        same = next((g for g in grouped if g[0].group == run.group), None)
-        if same is None:
-            grouped.append([run])
-        else:
-            same.append(run)
-    groups = _groups(grouped, baselines, in_compare)
-    has_metrics = any(r.curves for runs in grouped for r in runs)
-    has_ppo = any(r.ppo is not None for runs in grouped for r in runs)
+        grouped.setdefault(run.group, []).append(run)
+    groups = _groups(list(grouped.values()), baselines, in_compare)
+    has_metrics = any(r.curves for members in grouped.values() for r in members)
+    has_ppo = any(r.ppo is not None for members in grouped.values() for r in members)
     panels = [p for p in PANELS if (p[0] == "ppo" and has_ppo) or (p[0] != "ppo" and has_metrics)]
     out = Path(out) if out is not None else target / "report"
     try:
