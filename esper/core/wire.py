@@ -114,7 +114,7 @@ SEVERITIES: dict[str, Severity] = {
     "rl.env_truncated": _W, "rl.anomaly": _W,
 }
 # Kinds that bypass the hub's queue bound: a few per epoch, and a run is unreadable without them.
-_NEVER_DROPPED_PREFIXES = ("run.", "seed.", "governor.", "checkpoint.", "telemetry.", "rl.", "ppo.")
+_NEVER_DROPPED_PREFIXES = ("run.", "seed.", "governor.", "checkpoint.", "telemetry.", "rl.")
 _DROPPABLE_EXCEPTIONS = frozenset({"seed.metrics"})
 
 
