@@ -144,6 +144,7 @@ def test_the_trained_policy_runs_a_network_and_evaluate_reports_it(tmp_path, cap
                  "--episodes", "2", "--train-size", "256", "--val-size", "128", "--batch-size", "64",
                  "--device", "cpu", "--telemetry-level", "minimal", "--no-progress", "--out", str(learned)]) == 0
     assert (learned / "policy.pt").exists() and (learned / "rl_summary.json").exists()
+    assert {p.name for p in (learned / "report").iterdir()} == {"ppo.png", "report.png"}  # drawn at the end
     grown = tmp_path / "grown"
     assert main(["train", "--controller", "ppo", "--policy", str(learned), "--task", "synth-images", "--epochs", "3",
                  "--train-size", "256", "--val-size", "128", "--batch-size", "64", "--device", "cpu",
