@@ -10,6 +10,7 @@ the next batch; every generator of a batch derives from (run seed, batch), so th
 the uninterrupted run's, bit for bit on CPU.
 """
 
+import copy
 import csv
 import hashlib
 import json
@@ -86,7 +87,8 @@ class PPORun:
         self.data, self.devices, self.run_dir, self.run_id, self.record = data, devices, run_dir, run_id, record
         self.epochs = cfg.epochs or data[0].preset.epochs
         self.policy_device = devices[0]
-        self.learner = build_learner(policy_dims(self._vec(0)), self.rl, cfg.seed, self.policy_device)
+        self.dims = policy_dims(self._vec(0))  # (D, S, K) of the task's host
+        self.learner = build_learner(self.dims, self.rl, cfg.seed, self.policy_device)
         self.hub = open_hub(run_id, run_dir, level=cfg.telemetry_level, profile=cfg.profile, progress=None,
                             tensorboard=cfg.tensorboard, events_copy=cfg.events, start_seq=start_seq)
 
@@ -94,7 +96,7 @@ class PPORun:
         return VecEnv(self.cfg, self.data, self.devices, n_envs=self.rl.n_envs, batch=batch, epochs=self.epochs)
 
     def started_event(self, resumed_from: str | None) -> RLRunStarted:
-        d, s, k = policy_dims(self._vec(self.learner.batch))
+        d, s, k = self.dims
         digest = hashlib.sha256(json.dumps(self.record["config"], sort_keys=True).encode()).hexdigest()[:12]
         return RLRunStarted(run_seed=self.cfg.seed, task=self.cfg.task, reward_mode=self.rl.reward_mode,
                             epochs=self.epochs, n_envs=self.rl.n_envs, n_slots=s, n_blueprints=k, obs_dim=d,
@@ -236,7 +238,7 @@ class PPORun:
 
     def save_policy(self) -> Path:
         """The trained policy and the observation normaliser it acts with, for `--policy RUN_DIR`."""
-        d, s, k = policy_dims(self._vec(0))
+        d, s, k = self.dims
         return write_atomic(self.run_dir.path / POLICY_FILE, {
             "format": "esper.policy", "schema_version": 1, "task": self.cfg.task,
             "dims": {"obs_dim": d, "n_slots": s, "n_blueprints": k},
@@ -263,8 +265,6 @@ def rolling_best(history: list[float], window: int) -> bool:
 
 
 def _cpu_copy(policy: PolicyNet) -> PolicyNet:
-    import copy
-
     return copy.deepcopy(policy).to("cpu").float()
 
 
