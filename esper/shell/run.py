@@ -202,7 +202,7 @@ def _finish(run: Run, status: str) -> None:
 def _resume(flags: RunConfig, target: Path) -> RunSummary:
     path, data = load_run_checkpoint(target)
     saved = resolve({k: v for s in data["run"]["config"].values() for k, v in s.items()}, {})
-    cfg = _merge_resume(saved, flags)
+    cfg = merge_resume(saved, flags)
     run_dir_path = path.parent.parent
     done = int(data["progress"]["epoch"])
     total = cfg.epochs or saved.epochs
@@ -225,15 +225,15 @@ def _resume(flags: RunConfig, target: Path) -> RunSummary:
     return _loop(run)
 
 
-def _merge_resume(saved: RunConfig, flags: RunConfig) -> RunConfig:
+def merge_resume(saved: RunConfig, flags: RunConfig, resumable: tuple[str, ...] = RESUMABLE) -> RunConfig:
     """The saved config, with the overrides a resume allows (the flags differing from defaults)."""
     defaults = RunConfig()
     changed = {f.name: getattr(flags, f.name) for f in attrs.fields(RunConfig)
                if getattr(flags, f.name) != getattr(defaults, f.name)}
-    refused = sorted(k for k, v in changed.items() if k not in RESUMABLE and v != getattr(saved, k))
+    refused = sorted(k for k, v in changed.items() if k not in resumable and v != getattr(saved, k))
     if refused:
-        raise ConfigError(f"--resume cannot change {', '.join(refused)}; only {', '.join(RESUMABLE)} may differ")
-    return attrs.evolve(saved, **{k: v for k, v in changed.items() if k in RESUMABLE})
+        raise ConfigError(f"--resume cannot change {', '.join(refused)}; only {', '.join(resumable)} may differ")
+    return attrs.evolve(saved, **{k: v for k, v in changed.items() if k in resumable})
 
 
 def cut_back(run_dir: Path, epoch: int, seq: int) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 import attrs
 import torch
 
-from esper.core.errors import ConfigError
 from esper.core.events import CheckpointSaved, EnvTruncated, PPOUpdate, RLRunStarted, RolloutDone
 from esper.core.nets.policy import PolicyNet
 from esper.core.observation import obs_dim
@@ -33,12 +32,14 @@ from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_gen
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
 from esper.shell.rl.update import HEAD_NAMES, Normalisers, UpdateResult, ppo_update
 from esper.shell.run_checkpoint import load_run_checkpoint, save_run_checkpoint, versions
-from esper.shell.run_config import RunConfig
+from esper.shell.run_config import RunConfig, resolve
 from esper.shell.telemetry import RunDirectory, make_run_id, open_hub
 
 FORMAT = "esper.rl_run"
 POLICY_FILE = "policy.pt"
 PPO_CSV = "ppo.csv"
+# What a PPO resume may change: `episodes` may grow; where and how it reports (RL.md §8).
+PPO_RESUMABLE = ("episodes", "device", "telemetry_level", "profile", "events", "tensorboard", "progress", "report")
 PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
                "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
                "policy_loss", "early_stopped")
@@ -87,7 +88,7 @@ class PPORun:
         self.data, self.devices, self.run_dir, self.run_id, self.record = data, devices, run_dir, run_id, record
         self.epochs = cfg.epochs or data[0].preset.epochs
         self.policy_device = devices[0]
-        self.dims = policy_dims(self._vec(0))  # (D, S, K) of the task's host
+        self.dims = policy_dims(VecEnv(cfg, data, devices, n_envs=1, batch=0, epochs=self.epochs))  # (D, S, K)
         self.learner = build_learner(self.dims, self.rl, cfg.seed, self.policy_device)
         self.hub = open_hub(run_id, run_dir, level=cfg.telemetry_level, profile=cfg.profile, progress=None,
                             tensorboard=cfg.tensorboard, events_copy=cfg.events, start_seq=start_seq)
@@ -293,15 +294,6 @@ def load_rl_checkpoint(target: Path) -> tuple[Path, dict[str, Any]]:
     return path, data
 
 
-def check_resume_config(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """A resume may grow `episodes` (and change where/how it reports); any other change aborts."""
-    allowed = {"episodes", "device", "telemetry_level", "profile", "events", "tensorboard", "progress"}
-    changed = sorted(k for section in saved for k, v in saved[section].items()
-                     if k not in allowed and now.get(section, {}).get(k, v) != v)
-    if changed:
-        raise ConfigError(f"--resume cannot change {', '.join(changed)}; only episodes may grow")
-
-
 def make_ppo_run_id(cfg: RunConfig) -> str:
     return make_run_id(cfg.task, "ppo", cfg.seed)
 
@@ -309,16 +301,13 @@ def make_ppo_run_id(cfg: RunConfig) -> str:
 def train_ppo(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
               stop_after: int | None = None) -> dict[str, Any]:
     """Learn a policy (or continue learning one); returns the run's summary dict."""
-    from esper.shell.run import cut_back, load_data, resolve_device  # run.py imports this module lazily
+    from esper.shell.run import cut_back, load_data, merge_resume, resolve_device  # run.py imports us lazily
 
     resumed: tuple[Path, dict[str, Any]] | None = None
     if resume is not None:
         resumed = load_rl_checkpoint(Path(resume))
-        saved = resumed[1]["run"]["config"]
-        check_resume_config(saved, cfg.to_sections())
-        flat = {k: v for section in saved.values() for k, v in section.items()}
-        flat = {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
-        cfg = attrs.evolve(RunConfig(**flat), episodes=cfg.episodes or flat.get("episodes"), device=cfg.device)
+        saved = resolve({k: v for s in resumed[1]["run"]["config"].values() for k, v in s.items()}, {})
+        cfg = merge_resume(saved, cfg, PPO_RESUMABLE)
     devices = _devices(resolve_device(cfg.device))
     data = [load_data(cfg, d) for d in devices]
     start_seq = 0

@@ -126,7 +126,7 @@ def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
     assert any(not torch.equal(initial[k], final[k]) for k in initial)
 
     train_ppo(TINY, out=str(tmp_path / "cut"), stop_after=1)
-    train_ppo(attrs.evolve(TINY), resume=str(tmp_path / "cut"))
+    assert main(["train", "--controller", "ppo", "--resume", str(tmp_path / "cut")]) == 0  # the saved config
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "update-00002.pt")["controller"]
     b = read_checkpoint(tmp_path / "cut" / "checkpoints" / "update-00002.pt")["controller"]
     assert all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
