@@ -25,11 +25,11 @@ from esper.core.rewards import (
     reward_inputs,
     stack_inputs,
 )
-from esper.core.rl_config import RLConfig
+from esper.core.rl_config import REWARD_MODES, RLConfig
 from esper.core.stages import Stage
 from esper.testing import strategies as es
 
-MODES = ("shaped", "sparse", "minimal")
+MODES = REWARD_MODES
 CONFIGS = {mode: RLConfig(reward_mode=mode) for mode in MODES}
 GAMMA = CONFIGS["shaped"].gamma
 POTENTIALS = torch.tensor(CONFIGS["shaped"].potentials, dtype=torch.float64)

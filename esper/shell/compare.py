@@ -29,6 +29,7 @@ from esper.shell.flops import train_flops_per_sample
 from esper.shell.model import MorphogeneticModel
 from esper.shell.run import draw_report, load_data, resolve_device, train
 from esper.shell.run_config import RunConfig
+from esper.shell.trainer import WIDTH_KEY, host_overrides, samples_per_epoch
 
 MATCH_TOLERANCE = 0.05
 WIDTHS = range(1, 129)  # candidate host widths (CNN base channels / transformer d_model)
@@ -63,11 +64,10 @@ def match_width(measure: Callable[[int], float], target: float, widths: Sequence
 
 def _valid_widths(cfg: RunConfig) -> list[int]:
     preset = task_preset(cfg.task)
-    key = "width" if preset.topology == "cnn" else "d_model"
     out = []
     for w in WIDTHS:
         try:
-            host_config(cfg.host or preset.host, **{key: w})
+            host_config(cfg.host or preset.host, **{WIDTH_KEY[preset.topology]: w})
         except HostConfigError:  # an invalid width (e.g. heads must divide d_model) is skipped
             continue
         out.append(w)
@@ -76,8 +76,7 @@ def _valid_widths(cfg: RunConfig) -> list[int]:
 
 def static_params(cfg: RunConfig, width: int) -> int:
     preset = task_preset(cfg.task)
-    key = "width" if preset.topology == "cnn" else "d_model"
-    return host_config(cfg.host or preset.host, **{key: width}).param_count()
+    return host_config(cfg.host or preset.host, **{WIDTH_KEY[preset.topology]: width}).param_count()
 
 
 class StaticFlops:
@@ -88,20 +87,15 @@ class StaticFlops:
         self.cfg, self.device = cfg, device
         self.data = load_data(attrs.evolve(cfg, train_size=min(cfg.train_size or 64, 64)), device)
         full = task_preset(cfg.task)
-        batch = cfg.batch_size or full.batch_size
-        n_train = cfg.train_size or full.train_size
-        batches = n_train // batch
-        if cfg.train_batches or full.train_batches_per_epoch:
-            batches = min(batches, cfg.train_batches or full.train_batches_per_epoch)
-        self.samples = batches * batch * (cfg.epochs or full.epochs)
+        per_epoch = samples_per_epoch(cfg.train_size or full.train_size, cfg.batch_size or full.batch_size,
+                                      cfg.train_batches or full.train_batches_per_epoch)
+        self.samples = per_epoch * (cfg.epochs or full.epochs)
         self._cache: dict[int, float] = {}
 
     def __call__(self, width: int) -> float:
         if width not in self._cache:
-            preset = self.data.preset
-            key = "width" if preset.topology == "cnn" else "d_model"
-            overrides = {key: width} if preset.topology == "cnn" else {key: width, "vocab_size": self.data.n_classes}
-            host = host_for(self.cfg.host or preset.host, torch.Generator().manual_seed(0), **overrides)
+            host = host_for(self.cfg.host or self.data.preset.host, torch.Generator().manual_seed(0),
+                            **host_overrides(self.data, width))
             model = MorphogeneticModel(host, run_seed=0).to(self.device)
             self._cache[width] = float(train_flops_per_sample(model, self.data)) * self.samples
         return self._cache[width]

@@ -128,7 +128,7 @@ class Trainer:
         torch.manual_seed(stream_seed(cfg.seed, STREAM_GLOBAL))  # dropout draws from the global RNG
         self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
         self.augment_gen = _generator(cfg.seed, STREAM_AUGMENT, device)
-        overrides = _host_overrides(data, cfg.host_width)
+        overrides = host_overrides(data, cfg.host_width)
         host = host_for(cfg.host or preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")), **overrides)
         if preset.topology != host.config.KIND:
             raise ConfigError(f"host {cfg.host} is a {host.config.KIND} host; task {preset.name} needs a "
@@ -176,9 +176,7 @@ class Trainer:
 
     @property
     def samples_per_epoch(self) -> int:
-        """Images (or text windows) one epoch trains on: full batches, capped by --train-batches."""
-        batches = self.data.n_train // self.batch_size
-        return self.batch_size * (batches if self.max_batches is None else min(batches, self.max_batches))
+        return samples_per_epoch(self.data.n_train, self.batch_size, self.max_batches)
 
     @property
     def controller(self) -> Controller:
@@ -409,14 +407,23 @@ def set_determinism(requested: bool | None, device: torch.device) -> bool:
     return deterministic
 
 
-def _host_overrides(data: TaskData, width: int | None) -> dict[str, int]:
+WIDTH_KEY = {"cnn": "width", "transformer": "d_model"}  # the host config field --host-width sets
+
+
+def host_overrides(data: TaskData, width: int | None) -> dict[str, int]:
     """--host-width, and for text the tokenizer's real vocabulary (8,192 for a local BPE)."""
     out: dict[str, int] = {}
     if data.preset.topology == "transformer":
         out["vocab_size"] = data.n_classes
     if width is not None:
-        out["width" if data.preset.topology == "cnn" else "d_model"] = width
+        out[WIDTH_KEY[data.preset.topology]] = width
     return out
+
+
+def samples_per_epoch(n_train: int, batch_size: int, max_batches: int | None) -> int:
+    """Images (or text windows) one epoch trains on: full batches, capped by --train-batches."""
+    batches = n_train // batch_size
+    return batch_size * (batches if max_batches is None else min(batches, max_batches))
 
 
 def _measurements(epoch: int, plan: Any, where: dict[tuple[str, str], int],

@@ -28,10 +28,10 @@ from esper.core.rewards import (
     reward_sparse,
     stack_inputs,
 )
-from esper.core.rl_config import RLConfig
+from esper.core.rl_config import REWARD_MODES, RLConfig
 from esper.core.stages import Stage
 
-MODES = ("shaped", "sparse", "minimal")
+MODES = REWARD_MODES
 CFG = {mode: RLConfig(reward_mode=mode) for mode in MODES}
 GAMMA = CFG["shaped"].gamma
 THETA = 0.01

@@ -17,13 +17,13 @@ from torch.func import vmap
 
 from esper.core.actions import Op
 from esper.core.nets.policy import PolicyNet
-from esper.core.observation import ObsInputs, encode_observation, obs_binary, stack_inputs
+from esper.core.observation import encode_observation, obs_binary, stack_inputs
 from esper.core.rewards import RewardComponents, reward, reward_bound
 from esper.core.rewards import stack_inputs as stack_rewards
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, normalize
 from esper.core.sampling import MaskTensors, draw_noise, mask_tensors, relevance, stack_masks, to_actions
-from esper.shell.rl.envs import EnvStep, VecEnv
+from esper.shell.rl.envs import VecEnv
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
 
 
@@ -64,9 +64,11 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
         live = [i for i, step in enumerate(steps) if step is not None]
         if not live:
             break
-        raw = encode_observation(stack_inputs([_obs_or_first(steps, i, live) for i in range(n)]), k)
+        # A cut env still fills its row of the batched act (its output is discarded): a live env's step.
+        filled = [step if step is not None else steps[live[0]] for step in steps]
+        raw = encode_observation(stack_inputs([step.obs for step in filled]), k)
         obs = normalize(obs_norm, raw, binary, cfg.obs_std_floor, cfg.obs_clip)
-        masks = stack_masks([mask_tensors(_obs_step(steps, i, live).pending.masks) for i in range(n)])
+        masks = stack_masks([mask_tensors(step.pending.masks) for step in filled])
         noise = draw_noise(acting, n, s, k, n_tempo)
         actions, logp, value, hc = policy.act(obs, masks, hc, noise, deterministic=deterministic)
         decided = [to_actions(actions[i]) for i in range(n)]
@@ -84,16 +86,6 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
             if decided[i].op == Op.GERMINATE:
                 blueprints[first.rules.catalogue.germinable[decided[i].blueprint].name] += 1
     return buffer, RolloutStats(time.perf_counter() - started, dict(ops), dict(blueprints), tuple(cuts))
-
-
-def _obs_step(steps: list[EnvStep | None], i: int, live: list[int]) -> EnvStep:
-    """A cut env still fills its row of the batched act (its output is discarded): reuse a live one's."""
-    step = steps[i]
-    return step if step is not None else steps[live[0]]  # type: ignore[return-value]
-
-
-def _obs_or_first(steps: list[EnvStep | None], i: int, live: list[int]) -> ObsInputs:
-    return _obs_step(steps, i, live).obs
 
 
 def _row(masks: MaskTensors, i: int) -> MaskTensors:
