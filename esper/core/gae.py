@@ -80,7 +80,7 @@ def factored_advantages(adv: Tensor, relevance: Tensor) -> Tensor:
     return adv[..., None] * relevance
 
 
-def _masked_mean_var(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def masked_mean_var(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(mask, masked mean, masked Bessel variance); invalid entries are replaced, never multiplied."""
     mask = valid > 0
     w = mask.to(x.dtype)
@@ -94,14 +94,14 @@ def _masked_mean_var(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def normalize_advantages(adv: Tensor, valid: Tensor) -> Tensor:
     """Â = (A − μ)/(σ + 1e-8) over the valid entries of the whole batch; invalid entries → 0."""
-    mask, mean, var = _masked_mean_var(adv, valid)
+    mask, mean, var = masked_mean_var(adv, valid)
     normed = (adv - mean) / (var.sqrt() + _NORM_EPS)
     return torch.where(mask, normed, torch.zeros_like(normed))
 
 
 def explained_variance(values: Tensor, returns: Tensor, valid: Tensor) -> Tensor:
     """1 − Var(G − V)/Var(G) over valid entries; 0 when Var(G) ≤ 1e-8 (nothing to explain)."""
-    _, _, var_g = _masked_mean_var(returns, valid)
-    _, _, var_res = _masked_mean_var(returns - values, valid)
+    _, _, var_g = masked_mean_var(returns, valid)
+    _, _, var_res = masked_mean_var(returns - values, valid)
     ev = 1.0 - var_res / var_g.clamp_min(_EV_MIN_VAR)
     return torch.where(var_g > _EV_MIN_VAR, ev, torch.zeros_like(ev))

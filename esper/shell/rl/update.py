@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from esper.core.gae import episode_arrays, explained_variance, gae, normalize_advantages
+from esper.core.gae import episode_arrays, explained_variance, gae, masked_mean_var, normalize_advantages
 from esper.core.nets.policy import PolicyNet
 from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, entropy_coef, ppo_loss
 from esper.core.rewards import discounted_prefix
@@ -186,9 +186,7 @@ def _minibatch_loop(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: d
 
 
 def _masked_mean_std(x: Tensor, valid: Tensor) -> tuple[float, float]:
-    n = valid.float().sum().clamp_min(1)
-    mean = torch.where(valid, x, torch.zeros_like(x)).sum() / n
-    var = torch.where(valid, (x - mean) ** 2, torch.zeros_like(x)).sum() / (n - 1).clamp_min(1)
+    _, mean, var = masked_mean_var(x, valid)
     return float(mean), float(var.sqrt())
 
 
