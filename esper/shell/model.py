@@ -320,14 +320,16 @@ class MorphogeneticModel(nn.Module):
         out: dict[str, Tensor] = {}
         for slot_id, value in override.items():
             slot = self._override_slot(slot_id)
-            alpha = torch.as_tensor(value, dtype=slot.alpha.dtype, device=slot.alpha.device)
-            if bool(((alpha < 0) | (alpha > 1) | alpha.isnan()).any()):
+            # Checked on the host: a number costs nothing, a tensor is read back once (tests pass
+            # tensors; the measurement plan passes numbers, so validation never syncs a GPU).
+            values = value.detach().cpu() if isinstance(value, Tensor) else torch.tensor(float(value))
+            if bool(((values < 0) | (values > 1) | values.isnan()).any()):
                 raise OverrideError(f"slot {slot_id}: alpha override outside [0, 1]")
             if slot.module is None:
-                if bool((alpha != 0).any()):
+                if bool((values != 0).any()):
                     raise OverrideError(f"slot {slot_id} is empty: only alpha 0 can be overridden")
                 continue  # overriding an empty slot to 0 is the identity it already is
-            out[slot_id] = alpha
+            out[slot_id] = _on_device(value, slot.alpha)
         return out
 
     def _override_slot(self, slot_id: str) -> SeedSlot:
@@ -353,11 +355,18 @@ class MorphogeneticModel(nn.Module):
             values = [variant.get(slot.slot_id) for variant in variants]
             if slot.module is None or all(v is None for v in values):
                 continue
-            per_variant = torch.stack([slot.alpha if v is None else slot.alpha.new_tensor(float(v))
-                                       for v in values])
+            per_variant = torch.stack([slot.alpha if v is None else _on_device(v, slot.alpha) for v in values])
             alphas[slot.slot_id] = per_variant.repeat_interleave(batch)
         tiled = x.repeat(n_variants, *([1] * (x.dim() - 1)))
         return self._run(tiled, alphas).unflatten(0, (n_variants, batch))
+
+
+def _on_device(value: float | Tensor, like: Tensor) -> Tensor:
+    """`value` as a tensor of `like`'s dtype and device; a number becomes a fill kernel, not a
+    host→device copy (which would block the host on a GPU)."""
+    if isinstance(value, Tensor):
+        return value.to(dtype=like.dtype, device=like.device)
+    return torch.full_like(like, float(value))
 
 
 # --- optimizer groups (§8.5) -----------------------------------------------------------------

@@ -55,8 +55,8 @@ class TaskData:
     def train_batches(self, batch_size: int, generator: torch.Generator, *,
                       max_batches: int | None = None) -> Iterator[Tensor]:
         """Index tensors of one epoch: consecutive slices of `randperm(N, generator=data)`, drawn on
-        the generator's device and moved once; the last partial batch is dropped. Raises at call
-        time (not on first iteration) when the split cannot fill one batch."""
+        the generator's device and moved once (queued, not synced, onto a GPU); the last partial batch
+        is dropped. Raises at call time (not on first iteration) when the split cannot fill one batch."""
         _check_batch_size(batch_size)
         full = self.n_train // batch_size
         if full == 0:
@@ -66,7 +66,11 @@ class TaskData:
             raise ValueError(f"max_batches must be >= 1, got {max_batches}")
         count = full if max_batches is None else min(full, max_batches)
         order = torch.randperm(self.n_train, generator=generator, device=generator.device)
-        order = order.to(self.train_inputs.device)
+        if order.device != self.train_inputs.device and self.train_inputs.device.type == "cuda":
+            # A copy from pageable memory blocks the host; from pinned memory it is queued like a kernel.
+            order = order.pin_memory().to(self.train_inputs.device, non_blocking=True)
+        else:
+            order = order.to(self.train_inputs.device)
         return (order[k * batch_size:(k + 1) * batch_size] for k in range(count))
 
     def heldout_batches(self, batch_size: int) -> Iterator[slice]:
