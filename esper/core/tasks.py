@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from esper.core.errors import ConfigError
+from esper.core.lr_schedule import SCHEDULES
 
 __all__ = [
     "DEFAULT_TASK",
@@ -65,6 +66,7 @@ class TaskPreset:
     momentum: float = 0.9  # SGD only
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.95), converter=tuple)  # AdamW only
     grad_clip: float | None = None  # global grad-norm clip (LM presets: 1.0)
+    lr_schedule: str = "constant"  # esper.core.lr_schedule: "constant" | "cosine" over the run's epochs
     augment_padding: int = 0  # random-crop padding in pixels; 0 = no augmentation
     hflip: bool = False
     plateau_gain: float
@@ -77,6 +79,8 @@ class TaskPreset:
             raise ConfigError(f"task {self.name}: modality {self.modality!r} not in {MODALITIES}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"task {self.name}: optimizer {self.optimizer!r} not in {OPTIMIZERS}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"task {self.name}: lr_schedule {self.lr_schedule!r} not in {SCHEDULES}")
         if (self.mean is None) != (self.std is None):
             raise ConfigError(f"task {self.name}: mean and std must be given together")
         if self.augment_padding < 0 or self.batch_size < 1 or self.heldout_size < 1:
@@ -99,7 +103,7 @@ class TaskPreset:
 
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
-# Image presets share the optimizer row of RUNTIME.md §2.2: SGD momentum 0.9, wd 5e-4, lr 0.01.
+# Image presets share the optimizer row of RUNTIME.md §2.2: SGD momentum 0.9, wd 5e-4, lr 0.01 (constant).
 _IMAGE_COMMON: dict[str, Any] = {
     "topology": "cnn", "modality": "images", "n_classes": 10, "size_unit": "images", "batch_size": 128,
     "eval_batch_size": 1000, "train_batches_per_epoch": None, "optimizer": "sgd", "host_lr": 0.01,

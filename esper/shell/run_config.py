@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from esper.core.errors import ConfigError
+from esper.core.lr_schedule import SCHEDULES
 
 CONTROLLERS = ("heuristic", "static", "ppo")
 SECTIONS = ("train", "data", "optim", "heuristic", "ppo", "governor", "telemetry", "checkpoint")
@@ -52,6 +53,7 @@ class RunConfig:
     optimizer: str | None = attrs.field(default=None, metadata=_section("optim"))
     host_lr: float | None = attrs.field(default=None, metadata=_section("optim"))
     seed_lr: float | None = attrs.field(default=None, metadata=_section("optim"))
+    lr_schedule: str | None = attrs.field(default=None, metadata=_section("optim"))
     host_width: int | None = attrs.field(default=None, metadata=_section("optim"))
     # [heuristic]
     plateau_epochs: int = attrs.field(default=3, metadata=_section("heuristic"))
@@ -107,6 +109,7 @@ def _violations(c: RunConfig) -> list[str]:
         one_of("reward", ("shaped", "sparse", "minimal")),
         one_of("tokenizer", ("auto", "gpt2", "bpe")),
         one_of("optimizer", (None, "sgd", "adamw")),
+        one_of("lr_schedule", (None, *SCHEDULES)),
         one_of("telemetry_level", ("off", "minimal", "normal", "debug")),
         one_of("profile", ("minimal", "standard", "diagnostic", "research")),
         *(positive(n) for n in ("epochs", "train_size", "val_size", "train_batches", "batch_size",
@@ -168,6 +171,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--optimizer",), "optimizer", str, "optimizer kind; default: the preset's", ("sgd", "adamw")),
     Flag(("--host-lr",), "host_lr", float, "host learning rate; default: the preset's"),
     Flag(("--seed-lr",), "seed_lr", float, "seed learning rate; default: the preset's"),
+    Flag(("--lr-schedule",), "lr_schedule", str, "lr over the run; default: the preset's", SCHEDULES),
     Flag(("--host-width",), "host_width", int, "CNN base channels / transformer width"),
     Flag(("--plateau-epochs",), "plateau_epochs", int, "heuristic: plateau epochs before germinating"),
     Flag(("--min-germinate-epoch",), "min_germinate_epoch", int, "heuristic: first epoch it may germinate"),

@@ -21,7 +21,7 @@ import attrs
 import numpy as np
 import torch
 
-from esper.core import governor, heuristic, lifecycle, signals
+from esper.core import governor, heuristic, lifecycle, lr_schedule, signals
 from esper.core.actions import ActionMasks, FactoredAction
 from esper.core.config import LifecycleConfig, Rules
 from esper.core.errors import ConfigError
@@ -145,7 +145,8 @@ class Trainer:
             self.state, _ = lifecycle.plant_fossil(self.state, slot_id, blueprint, self.rules)
         self.model.sync_to(self.state)
         self.optimizer = self._new_optimizer()
-        self.lr_factor = 1.0
+        self.lr_factor = 1.0  # the governor's: halved by each rollback
+        self.schedule = cfg.lr_schedule or preset.lr_schedule  # esper.core.lr_schedule
         self.tracker_cfg = signals.TrackerConfig(plateau_min_gain=preset.plateau_gain)
         self.tracker = signals.TrackerState()
         self.heuristic_cfg = heuristic.HeuristicConfig(
@@ -164,8 +165,9 @@ class Trainer:
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         cfg, preset = self.cfg, self.preset
-        groups = param_groups(self.model, host_lr=cfg.host_lr or preset.host_lr,
-                              seed_lr=cfg.seed_lr or preset.seed_lr, weight_decay=preset.weight_decay)
+        self.base_lr = (cfg.host_lr or preset.host_lr, cfg.seed_lr or preset.seed_lr)  # (host, seed), unscaled
+        groups = param_groups(self.model, host_lr=self.base_lr[0], seed_lr=self.base_lr[1],
+                              weight_decay=preset.weight_decay)
         if (cfg.optimizer or preset.optimizer) == "sgd":
             return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=preset.momentum)
         return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=preset.betas)
@@ -201,6 +203,7 @@ class Trainer:
         """Steps 0–2 without a host sync: on a GPU this only queues work on the current stream, so
         N envs launched one after another overlap until each `collect_epoch` fetches."""
         started = time.perf_counter()
+        self._schedule_lr()
         plan = lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils)
         measured = [p.slot_id for p in plan.slots if p.grad_ratio or p.finite]
         self.flops.add_epoch(self.model, self.data, self.samples_per_epoch, self.autocast)
@@ -212,6 +215,15 @@ class Trainer:
         val = validate(self.model, self.data, variants, batch_size=self.preset.eval_batch_size,
                        autocast=self.autocast)
         return LaunchedEpoch(started, plan, measured, sums, finite, where, val)
+
+    def _schedule_lr(self) -> None:
+        """This epoch's lr in every group: preset lr × the governor's factor × the schedule's s(e).
+        Seed and fossil groups follow the host group's lr and seed_lr (`sync_optimizer`)."""
+        scale = self.lr_factor * lr_schedule.lr_factor(self.schedule, min(self.epoch, self.epochs - 1),
+                                                       self.epochs)
+        host = next(g for g in self.optimizer.param_groups if g.get("name") == "host")
+        host["lr"], host["seed_lr"] = self.base_lr[0] * scale, self.base_lr[1] * scale
+        sync_optimizer(self.optimizer, self.model)
 
     def collect_epoch(self, launched: "LaunchedEpoch") -> "PendingEpoch":
         """Steps 3–5: the one device→host copy, governor, tracker, record."""

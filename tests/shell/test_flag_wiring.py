@@ -17,6 +17,7 @@ VALUES = {
     "precision": ("bf16", "bf16"), "data_dir": ("/data", "/data"), "data_seed": ("5", 5),
     "train_size": ("100", 100), "val_size": ("50", 50), "train_batches": ("9", 9), "tokenizer": ("bpe", "bpe"),
     "batch_size": ("32", 32), "optimizer": ("adamw", "adamw"), "host_lr": ("0.5", 0.5), "seed_lr": ("0.25", 0.25),
+    "lr_schedule": ("cosine", "cosine"),
     "host_width": ("12", 12), "plateau_epochs": ("4", 4), "min_germinate_epoch": ("2", 2),
     "max_rollbacks": ("1", 1), "telemetry_level": ("debug", "debug"), "profile": ("research", "research"),
     "events": ("/tmp/e.jsonl", "/tmp/e.jsonl"), "checkpoint_every": ("2", 2), "keep_checkpoints": ("1", 1),

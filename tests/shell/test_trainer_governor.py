@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from esper.core.events import GovernorRollback
+from esper.core.lr_schedule import lr_factor
 from esper.shell.data.loading import load_task
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer, TrainingDiverged
@@ -28,15 +29,18 @@ def test_nan_loss_rolls_back_once_and_the_run_completes(data):
     for _ in range(3):
         trainer.run_epoch()
     good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    lr = trainer.optimizer.param_groups[0]["lr"]
     _poison(trainer)
     result = trainer.run_epoch()
     rollbacks = [e for e in result.events if isinstance(e, GovernorRollback)]
     assert result.rollback and len(rollbacks) == 1
     assert rollbacks[0].reason == "non_finite" and rollbacks[0].snapshot_epoch == 3
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr * 0.5)
+    assert trainer.lr_factor == 0.5  # and every later epoch trains at half its scheduled lr:
     restored = trainer.model.state_dict()
     assert all(torch.equal(good[k], restored[k]) for k in good), "rollback restores the last good weights"
+    epoch = trainer.epoch
+    trainer.run_epoch()
+    scheduled = trainer.base_lr[0] * lr_factor(trainer.schedule, epoch, trainer.epochs)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * scheduled)
     while trainer.epoch < trainer.epochs:
         result = trainer.run_epoch()
         assert not result.rollback
