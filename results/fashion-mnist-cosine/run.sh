@@ -1,0 +1,11 @@
+#!/bin/sh
+# The Fashion-MNIST comparison of results/fashion-mnist/run.sh with the lr decayed by a cosine over the
+# 30 epochs (--lr-schedule cosine) instead of the presets' constant lr: heuristic vs static over seeds
+# 0 1 2, beside the param-matched and FLOP-matched static baselines. Real IDX files (Debian's
+# dataset-fashion-mnist), the full 10,000-image test split, a 20,000-image training subset. CPU,
+# about 25 minutes on 2 idle cores.
+set -e
+cd "$(dirname "$0")"
+rm -rf compare
+esper-run compare --task fashion-mnist --train-size 20000 --lr-schedule cosine --controllers heuristic --seeds 3 \
+    --device cpu --no-progress --telemetry-level minimal --out compare
