@@ -14,7 +14,7 @@ from esper import __version__
 from esper.core.errors import ConfigError, HostConfigError, LifecycleError, UnknownBlueprintError
 from esper.shell.checkpoint import CheckpointError
 from esper.shell.data.errors import DataError
-from esper.shell.run_config import FLAGS, RunConfig, load_config_file, resolve
+from esper.shell.run_config import FLAGS, RunConfig, csv_list, load_config_file, resolve
 from esper.shell.telemetry import RunDirectoryError
 
 USAGE_ERROR, RUNTIME_ERROR, INTERRUPTED = 2, 1, 130
@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR|CKPT", help="continue a run to its configured total")
     _add_run_flags(train)
     compare = commands.add_parser("compare", help="every controller over K seeds beside fair static baselines")
-    compare.add_argument("--controllers", type=_csv_list, default=("heuristic",),
+    compare.add_argument("--controllers", type=csv_list, default=("heuristic",),
                          help="comma-separated controllers compared with static (heuristic, ppo)")
     compare.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per group")
     compare.add_argument("--config", help="TOML file, or a run's config.json")
@@ -56,10 +56,6 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     commands.add_parser("tasks", help="list task presets and whether their data is present")
     return parser
-
-
-def _csv_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _add_run_flags(command: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:

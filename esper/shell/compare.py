@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from esper.core.errors import ConfigError, HostConfigError
-from esper.core.nets.hosts import host_config, host_for
+from esper.core.nets.hosts import HostConfig, host_config, host_for
 from esper.core.stats import RunRecord, compare_groups
 from esper.core.tasks import task_preset
 from esper.shell.compare_table import compare_json, console_table, markdown_table
@@ -62,12 +62,17 @@ def match_width(measure: Callable[[int], float], target: float, widths: Sequence
     return WidthMatch(best, value, target, abs(value - target) <= MATCH_TOLERANCE * target)
 
 
-def _valid_widths(cfg: RunConfig) -> list[int]:
+def _host_config_at(cfg: RunConfig, width: int) -> HostConfig:
+    """The run's host config at another width (raises HostConfigError for an invalid one)."""
     preset = task_preset(cfg.task)
+    return host_config(cfg.host or preset.host, **{WIDTH_KEY[preset.topology]: width})
+
+
+def _valid_widths(cfg: RunConfig) -> list[int]:
     out = []
     for w in WIDTHS:
         try:
-            host_config(cfg.host or preset.host, **{WIDTH_KEY[preset.topology]: w})
+            _host_config_at(cfg, w)
         except HostConfigError:  # an invalid width (e.g. heads must divide d_model) is skipped
             continue
         out.append(w)
@@ -75,8 +80,7 @@ def _valid_widths(cfg: RunConfig) -> list[int]:
 
 
 def static_params(cfg: RunConfig, width: int) -> int:
-    preset = task_preset(cfg.task)
-    return host_config(cfg.host or preset.host, **{WIDTH_KEY[preset.topology]: width}).param_count()
+    return _host_config_at(cfg, width).param_count()
 
 
 class StaticFlops:

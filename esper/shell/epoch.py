@@ -43,7 +43,7 @@ def _sq_norm(tensors: list[Tensor], like: Tensor) -> Tensor:
     return torch.stack(torch._foreach_norm(grads)).float().pow(2).sum()
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+def autocast_for(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """bf16 autocast for forward passes when asked; the loss is always computed in fp32."""
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
@@ -73,7 +73,7 @@ def train_epoch(
     seed_params = {slot: list(model.slot(slot).module.parameters()) for slot in measured}
     for index in data.train_batches(batch_size, data_gen, max_batches=max_batches):
         x, y = data.batch("train", index)
-        with _autocast(device, autocast):
+        with autocast_for(device, autocast):
             logits = model(data.prepare_batch(x, True, augment_gen))
         loss_sum, correct, n = loss_and_correct(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -140,7 +140,7 @@ def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mappi
         with torch.inference_mode():
             for index in _chunks(data, batch_size, n):
                 x, y = data.batch("heldout", index)
-                with _autocast(device, autocast):
+                with autocast_for(device, autocast):
                     logits = model.forward_variants(data.prepare_batch(x, False), variants)
                 flat = logits.reshape(n, -1, logits.shape[-1]).float()
                 targets = y.reshape(-1).repeat(n)

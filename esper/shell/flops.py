@@ -26,7 +26,7 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from esper.shell.data.taskdata import TaskData
-from esper.shell.epoch import loss_and_correct
+from esper.shell.epoch import autocast_for, loss_and_correct
 from esper.shell.model import MorphogeneticModel, SeedSlot
 
 SlotKey = tuple[str, str | None, bool, bool, bool]
@@ -70,11 +70,6 @@ def structure_key(model: MorphogeneticModel) -> tuple[SlotKey, ...]:
     `input_grad` is part of it: a seed whose first layer is a conv (bottleneck, depthwise) counts
     that conv's input-gradient product only when its input is not detached."""
     return tuple(_slot_key(slot) for slot in model.seed_slots())
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    # Same autocast as `epoch.train_epoch`, so the counted ops are the trained ones.
-    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 @contextlib.contextmanager
@@ -123,7 +118,7 @@ def train_flops_per_sample(model: MorphogeneticModel, data: TaskData, *, batch_s
     with _untouched(model), torch.enable_grad():
         model.train()
         with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
-            with _autocast(device, autocast):
+            with autocast_for(device, autocast):  # as in train_epoch: the counted ops are the trained ones
                 logits = model(inputs)
             loss_sum, _, count = loss_and_correct(logits, y)
             (loss_sum / count).backward()

@@ -313,11 +313,19 @@ class MorphogeneticModel(nn.Module):
         return h
 
     def _overrides(self, override: Mapping[str, float | Tensor] | None) -> dict[str, Tensor]:
+        """The checked override as alpha tensors on the model's device, for the slots holding a module."""
         if not override:
             return {}
+        return {slot.slot_id: _on_device(override[slot.slot_id], slot.alpha) for slot in self._check_override(override)}
+
+    def _check_override(self, override: Mapping[str, float | Tensor] | None) -> list[SeedSlot]:
+        """Raise on a bad override; return the overridden slots that hold a module (an empty slot
+        overridden to 0 is the identity it already is)."""
+        if not override:
+            return []
         if self.training:
             raise OverrideError("alpha overrides need eval mode (they would change BatchNorm statistics)")
-        out: dict[str, Tensor] = {}
+        slots = []
         for slot_id, value in override.items():
             slot = self._override_slot(slot_id)
             # Checked on the host: a number costs nothing, a tensor is read back once (tests pass
@@ -328,9 +336,9 @@ class MorphogeneticModel(nn.Module):
             if slot.module is None:
                 if bool((values != 0).any()):
                     raise OverrideError(f"slot {slot_id} is empty: only alpha 0 can be overridden")
-                continue  # overriding an empty slot to 0 is the identity it already is
-            out[slot_id] = _on_device(value, slot.alpha)
-        return out
+                continue
+            slots.append(slot)
+        return slots
 
     def _override_slot(self, slot_id: str) -> SeedSlot:
         if slot_id not in self._by_id:
@@ -348,7 +356,7 @@ class MorphogeneticModel(nn.Module):
         if not variants:
             raise OverrideError("forward_variants needs at least one variant")
         for variant in variants:
-            self._overrides(variant)  # same checks as forward's override, per variant
+            self._check_override(variant)  # same checks as forward's override, per variant
         n_variants, batch = len(variants), x.shape[0]
         alphas: dict[str, Tensor] = {}
         for slot in self.seed_slots():
@@ -421,6 +429,13 @@ def sync_optimizer(optimizer: torch.optim.Optimizer, model: MorphogeneticModel) 
             # Copy the host's other hyperparameters (momentum, betas, …) so every group agrees.
             extra = {k: v for k, v in host.items() if k not in ("params", "name", "seed_lr", "stage_lr_scale")}
             optimizer.add_param_group(_slot_group(host, slot, {**extra, "params": params}))
+
+
+def set_lrs(optimizer: torch.optim.Optimizer, model: MorphogeneticModel, *, host_lr: float, seed_lr: float) -> None:
+    """Set the host group's lr and seed_lr, then every slot group's from them (`sync_optimizer`)."""
+    host = _named_group(optimizer, "host")
+    host["lr"], host["seed_lr"] = host_lr, seed_lr
+    sync_optimizer(optimizer, model)
 
 
 def _named_group(optimizer: torch.optim.Optimizer, name: str) -> dict[str, Any]:

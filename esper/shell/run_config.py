@@ -144,7 +144,8 @@ class Flag:
     value: Any = True  # what a switch stores
 
 
-def _csv(text: str) -> tuple[str, ...]:
+def csv_list(text: str) -> tuple[str, ...]:
+    """"a, b,,c" → ("a", "b", "c"): a comma-separated flag value."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
@@ -155,9 +156,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--host",), "host", str, "host preset of the task's topology (e.g. tiny); default: the task's"),
     Flag(("--seed",), "seed", int, "run seed (weights, data order, augmentation)"),
     Flag(("--device",), "device", str, "auto, cpu, cuda or cuda:N"),
-    Flag(("--slots",), "slots", _csv, "comma-separated slots to enable; default: all host slots"),
+    Flag(("--slots",), "slots", csv_list, "comma-separated slots to enable; default: all host slots"),
     Flag(("--max-seeds",), "max_seeds", int, "germinations allowed per run (0 = unlimited)"),
-    Flag(("--static-seeds",), "static_seeds", _csv, "SLOT:BLUEPRINT,... fossils from epoch 0 (static only)"),
+    Flag(("--static-seeds",), "static_seeds", csv_list, "SLOT:BLUEPRINT,... fossils from epoch 0 (static only)"),
     Flag(("--precision",), "precision", str, "autocast", ("auto", "fp32", "bf16")),
     Flag(("--deterministic",), "deterministic", None, "deterministic algorithms (default on CPU)"),
     Flag(("--no-deterministic",), "deterministic", None, "allow non-deterministic kernels", value=False),

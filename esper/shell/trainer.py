@@ -37,7 +37,7 @@ from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state, 
 from esper.shell.data.taskdata import TaskData
 from esper.shell.epoch import plan_variants, seeds_finite, train_epoch, validate
 from esper.shell.flops import FlopMeter
-from esper.shell.model import MorphogeneticModel, param_groups, sync_optimizer
+from esper.shell.model import MorphogeneticModel, param_groups, set_lrs, sync_optimizer
 from esper.shell.run_config import RunConfig
 
 # Generator streams (RUNTIME.md §2.5): SeedSequence([seed, 0, k]).
@@ -165,7 +165,6 @@ class Trainer:
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         cfg, preset = self.cfg, self.preset
-        self.base_lr = (cfg.host_lr or preset.host_lr, cfg.seed_lr or preset.seed_lr)  # (host, seed), unscaled
         groups = param_groups(self.model, host_lr=self.base_lr[0], seed_lr=self.base_lr[1],
                               weight_decay=preset.weight_decay)
         if (cfg.optimizer or preset.optimizer) == "sgd":
@@ -175,6 +174,11 @@ class Trainer:
     @property
     def epoch(self) -> int:
         return self.state.epoch
+
+    @property
+    def base_lr(self) -> tuple[float, float]:
+        """(host lr, seed lr) before the governor's factor and the schedule."""
+        return self.cfg.host_lr or self.preset.host_lr, self.cfg.seed_lr or self.preset.seed_lr
 
     @property
     def samples_per_epoch(self) -> int:
@@ -221,9 +225,7 @@ class Trainer:
         Seed and fossil groups follow the host group's lr and seed_lr (`sync_optimizer`)."""
         scale = self.lr_factor * lr_schedule.lr_factor(self.schedule, min(self.epoch, self.epochs - 1),
                                                        self.epochs)
-        host = next(g for g in self.optimizer.param_groups if g.get("name") == "host")
-        host["lr"], host["seed_lr"] = self.base_lr[0] * scale, self.base_lr[1] * scale
-        sync_optimizer(self.optimizer, self.model)
+        set_lrs(self.optimizer, self.model, host_lr=self.base_lr[0] * scale, seed_lr=self.base_lr[1] * scale)
 
     def collect_epoch(self, launched: "LaunchedEpoch") -> "PendingEpoch":
         """Steps 3–5: the one device→host copy, governor, tracker, record."""
@@ -343,14 +345,10 @@ class Trainer:
         snapshot_state = self.restore_snapshot(self.snapshot)
         self.governor = governor.record_rollback(self.governor)
         self.lr_factor *= self.governor_cfg.lr_factor_on_rollback
-        for group in self.optimizer.param_groups:
-            group["lr"] *= self.governor_cfg.lr_factor_on_rollback
-            if "seed_lr" in group:  # future seed groups take their lr from here (sync_optimizer)
-                group["seed_lr"] *= self.governor_cfg.lr_factor_on_rollback
         blank = EpochMeasurements(epoch=epoch, val_acc=val_acc if np.isfinite(val_acc) else 0.0)
         view, events = lifecycle.rollback(snapshot_state, self.state, blank, self.rules)
         self.model.sync_to(view)
-        sync_optimizer(self.optimizer, self.model)
+        self._schedule_lr()  # the halved factor, in every group the restored model still has
         self.heuristic = heuristic.observe(self.heuristic, events, epoch, self.heuristic_cfg)
         self.tracker, changed = signals.structure_changed(self.tracker, "rollback", epoch=epoch)
         culled = tuple(e.seed_id for e in events if getattr(e, "reason", None) == "governor_rollback"
