@@ -133,7 +133,9 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             raise CheckpointError(f"{path}: refused to unpickle a non-tensor object "
                                   f"({blocked[0].strip()})") from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({_weights_only_reason(exc)})") from None
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, IndexError, KeyError) as exc:
+        # Corrupt bytes trip the weights-only unpickler's own stack and memo: IndexError ("pop from
+        # empty list") and KeyError (a missing memo entry) come from there, not from esper.
         raise CheckpointError(f"{path}: not a readable checkpoint ({_one_line(exc)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not an esper checkpoint (top level is {type(data).__name__})")

@@ -3,6 +3,7 @@ once (one case in a fresh process), architecture mismatches and pickled objects 
 
 import copy
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from esper.shell.checkpoint import (
     load_model_checkpoint,
     load_optimizer_state,
     model_checkpoint,
+    read_checkpoint,
     save_model_checkpoint,
 )
 from esper.shell.model import MorphogeneticModel, param_groups, sync_optimizer
@@ -270,3 +272,14 @@ def test_unreadable_files_raise_checkpoint_error(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="not an esper checkpoint"):
         load_model_checkpoint(tmp_path / "list.pt")
+
+
+# Shrunk from the flaky `test_garbage_checkpoint` (os.urandom): random.Random(k).randbytes(4096) makes the
+# weights-only unpickler raise IndexError (k = 2) and KeyError (k = 20), which escaped as a traceback
+# (exit 1) before read_checkpoint caught them; k = 195 (UnicodeDecodeError, a ValueError) was already caught.
+@pytest.mark.parametrize("k", [2, 20, 195])
+def test_corrupt_bytes_are_one_checkpoint_error(tmp_path, k):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(random.Random(k).randbytes(4096))
+    with pytest.raises(CheckpointError, match=r"junk\.pt: not a readable checkpoint"):
+        read_checkpoint(junk)
