@@ -10,6 +10,7 @@ never exceeds its size.
 
 import copy
 
+import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from esper.core import lifecycle
 from esper.core.actions import Op
 from esper.core.events import ActionRejected
 from esper.core.governor import GovernorConfig, GovernorState, check
-from esper.core.heuristic import HeuristicConfig, HeuristicState, decide, decision_view, observe
+from esper.core.heuristic import HeuristicConfig, HeuristicState, decide, decision_view, germination_blocker, observe
 from esper.core.legality import masks
 from esper.core.signals import TrackerState
 from esper.core.stages import LIVE
@@ -31,6 +32,7 @@ heuristic_configs = st.builds(
     min_germinate_epoch=st.sampled_from([0, 1, 5]),
     plateau_epochs=st.integers(0, 4),
     margin=st.integers(0, 3),
+    germination=st.sampled_from(["plateau", "early"]),
 )
 # Mostly latched and on a plateau, so germination is actually tried.
 trackers = st.builds(TrackerState, epoch=st.integers(0, 60), latched=st.sampled_from([True, True, False]),
@@ -54,7 +56,7 @@ def decisions(draw: st.DrawFn):
     return rules, view, hview, draw(heuristic_states(view.topology)), cfg
 
 
-ACTION_REASONS = {"contributes", "dependency_without_gain", "blend_hurts", "shadow_hurts", "plateau"}
+ACTION_REASONS = {"contributes", "dependency_without_gain", "blend_hurts", "shadow_hurts", "plateau", "early"}
 
 
 def assert_sensible(rules, view, hview, cfg, action, reason) -> None:
@@ -76,6 +78,16 @@ def test_decide_issues_only_allowed_and_sensible_actions(case):
     rules, view, hview, state, cfg = case
     _, action, reason = decide(state, hview, cfg)
     assert_sensible(rules, view, hview, cfg, action, reason)
+
+
+@given(decisions())
+def test_early_germination_ignores_the_tracker_and_plateau_adds_only_tracker_conditions(case):
+    """"early" never waits on the tracker; "plateau" differs from it only by C6 and C7."""
+    _, _, hview, _, cfg = case
+    early = germination_blocker(hview, attrs.evolve(cfg, germination="early"))
+    plateau = germination_blocker(hview, attrs.evolve(cfg, germination="plateau"))
+    assert early not in {"not_stabilised", "progressing"}
+    assert plateau == early or (early is None and plateau in {"not_stabilised", "progressing"})
 
 
 @given(decisions())

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from esper.core.errors import ConfigError
+from esper.core.heuristic import GERMINATION_MODES
 from esper.core.lr_schedule import SCHEDULES
 
 CONTROLLERS = ("heuristic", "static", "ppo")
@@ -57,7 +58,8 @@ class RunConfig:
     host_width: int | None = attrs.field(default=None, metadata=_section("optim"))
     # [heuristic]
     plateau_epochs: int = attrs.field(default=3, metadata=_section("heuristic"))
-    min_germinate_epoch: int = attrs.field(default=5, metadata=_section("heuristic"))
+    min_germinate_epoch: int | None = attrs.field(default=None, metadata=_section("heuristic"))
+    germination: str | None = attrs.field(default=None, metadata=_section("heuristic"))
     # [ppo]
     n_envs: int = attrs.field(default=8, metadata=_section("ppo"))
     episodes: int | None = attrs.field(default=None, metadata=_section("ppo"))
@@ -97,7 +99,7 @@ def _violations(c: RunConfig) -> list[str]:
 
     def non_negative(name: str) -> tuple[bool, str]:
         value = getattr(c, name)
-        return value >= 0, f"{name} must be >= 0, got {value}"
+        return value is None or value >= 0, f"{name} must be >= 0, got {value}"
 
     def one_of(name: str, choices: tuple[Any, ...]) -> tuple[bool, str]:
         value = getattr(c, name)
@@ -110,6 +112,7 @@ def _violations(c: RunConfig) -> list[str]:
         one_of("tokenizer", ("auto", "gpt2", "bpe")),
         one_of("optimizer", (None, "sgd", "adamw")),
         one_of("lr_schedule", (None, *SCHEDULES)),
+        one_of("germination", (None, *GERMINATION_MODES)),
         one_of("telemetry_level", ("off", "minimal", "normal", "debug")),
         one_of("profile", ("minimal", "standard", "diagnostic", "research")),
         *(positive(n) for n in ("epochs", "train_size", "val_size", "train_batches", "batch_size",
@@ -175,7 +178,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--lr-schedule",), "lr_schedule", str, "lr over the run; default: the preset's", SCHEDULES),
     Flag(("--host-width",), "host_width", int, "CNN base channels / transformer width"),
     Flag(("--plateau-epochs",), "plateau_epochs", int, "heuristic: plateau epochs before germinating"),
-    Flag(("--min-germinate-epoch",), "min_germinate_epoch", int, "heuristic: first epoch it may germinate"),
+    Flag(("--min-germinate-epoch",), "min_germinate_epoch", int,
+         "heuristic: first epoch it may germinate; default: the preset's"),
+    Flag(("--germination",), "germination", str,
+         "heuristic: wait for a plateau, or germinate early; default: the preset's", GERMINATION_MODES),
     Flag(("--n-envs",), "n_envs", int, "ppo: environments (episodes) per rollout batch"),
     Flag(("--episodes",), "episodes", int, "ppo: total training episodes (updates = episodes / n-envs)"),
     Flag(("--reward",), "reward", str, "ppo: reward mode", ("shaped", "sparse", "minimal")),

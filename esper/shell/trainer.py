@@ -133,7 +133,8 @@ class Trainer:
         if preset.topology != host.config.KIND:
             raise ConfigError(f"host {cfg.host} is a {host.config.KIND} host; task {preset.name} needs a "
                               f"{preset.topology} host")
-        self.lifecycle_cfg = lifecycle_config or LifecycleConfig.for_horizon(self.epochs, max_seeds=cfg.max_seeds)
+        self.lifecycle_cfg = lifecycle_config or LifecycleConfig.for_horizon(
+            self.epochs, max_seeds=cfg.max_seeds, **preset.lifecycle_overrides)
         self._controller = controller
         enabled = set(cfg.slots) if cfg.slots else None
         self.model = MorphogeneticModel(host, run_seed=cfg.seed, lifecycle=self.lifecycle_cfg,
@@ -150,8 +151,10 @@ class Trainer:
         self.tracker_cfg = signals.TrackerConfig(plateau_min_gain=preset.plateau_gain)
         self.tracker = signals.TrackerState()
         self.heuristic_cfg = heuristic.HeuristicConfig(
-            max_seeds=cfg.max_seeds, min_germinate_epoch=cfg.min_germinate_epoch,
-            plateau_epochs=cfg.plateau_epochs)
+            max_seeds=cfg.max_seeds, plateau_epochs=cfg.plateau_epochs,
+            min_germinate_epoch=preset.min_germinate_epoch if cfg.min_germinate_epoch is None
+            else cfg.min_germinate_epoch,
+            germination=cfg.germination or preset.germination)
         self.heuristic = heuristic.HeuristicState(topology=self.model.topology)
         self.governor_cfg = governor.GovernorConfig(random_guess_loss=data.random_guess_loss,
                                                     max_rollbacks=cfg.max_rollbacks)

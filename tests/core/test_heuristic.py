@@ -219,6 +219,18 @@ def test_c7_progressing():
         FactoredAction.wait(), "progressing")
 
 
+def test_early_germination_skips_c6_and_c7_but_keeps_c1_to_c5():
+    early = HeuristicConfig(germination="early", min_germinate_epoch=2)
+    unsettled = TrackerState(epoch=2, latched=False, plateau_epochs=0)
+    plateau = attrs.evolve(early, germination="plateau")
+    assert run(empty(epoch=2), plateau, tracker=unsettled) == (FactoredAction.wait(), "not_stabilised")
+    assert run(empty(epoch=2), early, tracker=unsettled) == (germinate(LATE, "conv_light"), "early")
+    assert run(empty(epoch=1), early, tracker=unsettled) == (FactoredAction.wait(), "too_early")
+    assert run(empty(epoch=30), early, tracker=unsettled) == (FactoredAction.wait(), "too_late")
+    view = late(Stage.PROBATIONARY, epoch=2, contribution=0.005)
+    assert run(view, early, tracker=unsettled) == (FactoredAction.wait(), "awaiting_gate")
+
+
 def test_conditions_are_checked_in_order():
     lost = TrackerState(epoch=4, latched=False, plateau_epochs=0)
     assert run(empty(epoch=4), tracker=lost)[1] == "too_early"
@@ -316,12 +328,14 @@ def test_rotation_validation_lists_the_known_names():
         HeuristicConfig(cnn_rotation=("norm", "norm"))
     with pytest.raises(ConfigError, match="concurrent_seeds"):
         HeuristicConfig(concurrent_seeds=0)
+    with pytest.raises(ConfigError, match="germination must be one of plateau, early, got 'soon'"):
+        HeuristicConfig(germination="soon")
 
 
 def test_defaults_match_the_spec():
     assert (CFG.concurrent_seeds, CFG.max_seeds, CFG.min_germinate_epoch, CFG.plateau_epochs, CFG.margin,
-            CFG.blend_hurts, CFG.shadow_hurts, CFG.penalty_decay, CFG.penalty_floor, CFG.penalty_step) == (
-        1, 0, 5, 3, 2, -0.02, -0.02, 0.85, 0.1, 1.0)
+            CFG.blend_hurts, CFG.shadow_hurts, CFG.penalty_decay, CFG.penalty_floor, CFG.penalty_step,
+            CFG.germination) == (1, 0, 5, 3, 2, -0.02, -0.02, 0.85, 0.1, 1.0, "plateau")
     assert CFG.rotation_for("cnn") == CNN_ROTATION
     assert CFG.rotation_for("transformer") == ("lora", "attention", "mlp", "norm")
 

@@ -19,6 +19,7 @@ VALUES = {
     "batch_size": ("32", 32), "optimizer": ("adamw", "adamw"), "host_lr": ("0.5", 0.5), "seed_lr": ("0.25", 0.25),
     "lr_schedule": ("cosine", "cosine"),
     "host_width": ("12", 12), "plateau_epochs": ("4", 4), "min_germinate_epoch": ("2", 2),
+    "germination": ("early", "early"),
     "max_rollbacks": ("1", 1), "telemetry_level": ("debug", "debug"), "profile": ("research", "research"),
     "events": ("/tmp/e.jsonl", "/tmp/e.jsonl"), "checkpoint_every": ("2", 2), "keep_checkpoints": ("1", 1),
     "n_envs": ("4", 4), "episodes": ("16", 16), "reward": ("sparse", "sparse"), "policy": ("runs/x", "runs/x"),
@@ -110,3 +111,20 @@ def test_static_seeds_are_fossils_from_epoch_zero():
     assert "fossil:late" in [g["name"] for g in trainer.optimizer.param_groups]
     result = trainer.run_epoch()
     assert trainer.state.slot("late").stage == Stage.FOSSILIZED and result.reason == "static"
+
+
+def test_heuristic_germination_and_g2_threshold_come_from_the_preset_unless_flagged():
+    from esper.shell.data.loading import load_task
+    from esper.shell.trainer import Trainer
+
+    data = load_task("synth-images", device="cpu", train_size=128, val_size=64)
+    default = Trainer(RunConfig(epochs=1), data, torch.device("cpu"))
+    assert (default.heuristic_cfg.germination, default.heuristic_cfg.min_germinate_epoch) == ("plateau", 5)
+    assert default.lifecycle_cfg.min_training_improvement == 0.005
+    early = attrs.evolve(data, preset=attrs.evolve(data.preset, germination="early", min_germinate_epoch=2,
+                                                   min_training_improvement=-0.005))
+    trainer = Trainer(RunConfig(epochs=1), early, torch.device("cpu"))
+    assert (trainer.heuristic_cfg.germination, trainer.heuristic_cfg.min_germinate_epoch) == ("early", 2)
+    assert trainer.lifecycle_cfg.min_training_improvement == -0.005
+    flagged = Trainer(RunConfig(epochs=1, germination="plateau", min_germinate_epoch=0), early, torch.device("cpu"))
+    assert (flagged.heuristic_cfg.germination, flagged.heuristic_cfg.min_germinate_epoch) == ("plateau", 0)

@@ -139,7 +139,8 @@ class VecEnv:
     def __init__(self, cfg: RunConfig, data: Sequence[TaskData], devices: Sequence[torch.device], *,
                  n_envs: int, batch: int, epochs: int) -> None:
         self.epochs = epochs
-        lifecycle_cfg = LifecycleConfig.for_horizon(epochs, max_seeds=cfg.max_seeds)
+        lifecycle_cfg = LifecycleConfig.for_horizon(epochs, max_seeds=cfg.max_seeds,
+                                                    **data[0].preset.lifecycle_overrides)
         self.envs = []
         for i in range(n_envs):
             env_cfg = attrs.evolve(cfg, seed=batch_seed(cfg.seed, batch, i), epochs=epochs)

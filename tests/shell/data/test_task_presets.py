@@ -42,6 +42,8 @@ def test_table_values() -> None:
     fashion = task_preset("fashion-mnist")
     assert (fashion.augment_padding, fashion.mean, fashion.std) == (2, (0.2860,), (0.3530,))
     assert fashion.epochs == 30
+    assert (fashion.germination, fashion.min_germinate_epoch, fashion.min_training_improvement) == ("early", 2, -0.005)
+    assert (synth.germination, synth.min_germinate_epoch, synth.min_training_improvement) == ("plateau", 5, None)
     cifar = task_preset("cifar10")
     assert cifar.mean == (0.4914, 0.4822, 0.4465) and cifar.std == (0.2470, 0.2435, 0.2616)
     stories = task_preset("tinystories")
@@ -58,3 +60,15 @@ def test_table_values() -> None:
 def test_to_dict_is_plain_data() -> None:
     data = task_preset("cifar10").to_dict()
     assert data["input_shape"] == [3, 32, 32] and data["mean"] == [0.4914, 0.4822, 0.4465]
+
+
+def test_a_preset_with_an_unknown_germination_is_refused() -> None:
+    import attrs
+
+    from esper.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="task synth-images: germination 'soon' not in"):
+        attrs.evolve(task_preset("synth-images"), germination="soon")
+    assert task_preset("synth-images").lifecycle_overrides == {}
+    tuned = attrs.evolve(task_preset("synth-images"), min_training_improvement=0.0)
+    assert tuned.lifecycle_overrides == {"min_training_improvement": 0.0}

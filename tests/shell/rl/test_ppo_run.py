@@ -170,3 +170,10 @@ def test_evaluate_reports_a_learning_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "learned"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["controller"] == "ppo" and report["batch"] == 1 and len(report["history"]) == 1
+
+
+def test_ppo_envs_take_the_presets_g2_threshold(data):
+    tuned = [attrs.evolve(data[0], preset=attrs.evolve(data[0].preset, min_training_improvement=-0.005))]
+    for source, expected in ((data, 0.005), (tuned, -0.005)):
+        vec = VecEnv(TINY, source, [CPU], n_envs=2, batch=0, epochs=TINY.epochs)
+        assert {env.trainer.lifecycle_cfg.min_training_improvement for env in vec} == {expected}
