@@ -7,6 +7,7 @@ from esper.core.nets.hosts import host_config
 from esper.core.tasks import TASKS
 from esper.shell.checkpoint import load_model_checkpoint, read_checkpoint
 from esper.shell.data.errors import DataError
+from esper.shell.data.hf import local_only
 from esper.shell.data.loading import load_task
 from esper.shell.epoch import validate
 from esper.shell.rl.runner import FORMAT as RL_FORMAT
@@ -71,7 +72,8 @@ def list_tasks() -> None:
             found = "generated in-process"
         else:
             try:
-                load_task(name, device="cpu", train_size=1, val_size=1)
+                with local_only():  # report what is here; never start a download
+                    load_task(name, device="cpu", train_size=1, val_size=1)
                 found = "data found"
             except DataError as exc:
                 found = f"missing: {exc}"

@@ -6,10 +6,13 @@ their module flags for the duration of the call instead of relying on the enviro
 """
 
 import contextlib
+import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -58,16 +61,65 @@ def load_hub(repo: str, *, cache_only: bool) -> Any:
         raise HubUnavailable(cause) from exc
 
 
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Inside the block `offline_requested()` holds: loaders read local files and the HF cache only
+    (`esper-run tasks` reports what is here; it must not start a download)."""
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
+
+
+def hub_host() -> str:
+    import huggingface_hub.constants as hub_constants
+
+    return urlparse(hub_constants.ENDPOINT).hostname or hub_constants.ENDPOINT
+
+
+def hub_resolves(host: str) -> bool:
+    """Whether DNS knows `host`. Without it the hub client retries for about 25 s (logging each
+    try) before it fails; a machine with no network fails here at once."""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def quiet_hub_logs() -> Iterator[None]:
+    """The hub client's retry warnings off stderr: the user gets one error line that holds the cause."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "datasets")]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.setLevel(level)
+
+
 def load_hub_cached_then_online(repo: str) -> tuple[Any, str]:
-    """The cache first (no network); then the hub unless offline mode is requested.
-    Returns the DatasetDict and a description of where it came from."""
+    """The cache first (no network); then the hub unless offline mode is requested or the hub's
+    host does not resolve. Returns the DatasetDict and a description of where it came from."""
     try:
         return load_hub(repo, cache_only=True), f"HF cache ({repo})"
     except HubUnavailable as cached_error:
         if offline_requested():
             raise
+        host = hub_host()
+        if not hub_resolves(host):
+            raise HubUnavailable(f"{cached_error}; online: cannot resolve {host} (no network?)") from None
         try:
-            return load_hub(repo, cache_only=False), f"HF hub ({repo})"
+            with quiet_hub_logs():
+                return load_hub(repo, cache_only=False), f"HF hub ({repo})"
         except HubUnavailable as online_error:
             raise HubUnavailable(f"{cached_error}; online: {online_error}") from online_error
 

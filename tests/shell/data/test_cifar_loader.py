@@ -135,6 +135,7 @@ def test_hub_is_tried_after_the_cache_unless_offline(monkeypatch: pytest.MonkeyP
         raise hf.HubUnavailable("not cached" if cache_only else "no network")
 
     monkeypatch.setattr(hf, "load_hub", fake_load_hub)
+    monkeypatch.setattr(hf, "hub_resolves", lambda host: True)
     with pytest.raises(DatasetNotFound, match="not cached"):
         load_task("cifar10", device="cpu")
     assert calls == [True]  # HF_HUB_OFFLINE=1: the cache only
@@ -144,3 +145,62 @@ def test_hub_is_tried_after_the_cache_unless_offline(monkeypatch: pytest.MonkeyP
     with pytest.raises(DatasetNotFound, match="online: no network"):
         load_task("cifar10", device="cpu")
     assert calls == [True, False]
+
+
+def test_no_dns_fails_at_once_and_the_hub_client_logs_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Offline without HF_HUB_OFFLINE: one error, no 25 s of logged retries (`esper-run train`
+    prints exactly one line)."""
+    import logging
+    import socket
+
+    from esper.shell.data import hf
+
+    calls: list[bool] = []
+
+    def fake_load_hub(repo: str, *, cache_only: bool) -> object:
+        calls.append(cache_only)
+        if not cache_only:
+            logging.getLogger("huggingface_hub.utils._http").warning("thrown while requesting HEAD")
+        raise hf.HubUnavailable("not cached" if cache_only else "unreachable")
+
+    def no_dns(*args: object) -> None:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(hf, "load_hub", fake_load_hub)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(DatasetNotFound, match=r"online: cannot resolve huggingface\.co \(no network\?\)"):
+        load_task("cifar10", device="cpu")
+    assert calls == [True]
+    monkeypatch.setattr(hf, "hub_resolves", lambda host: True)
+    calls.clear()
+    hub_logger = logging.getLogger("huggingface_hub")
+    before = hub_logger.level
+    with pytest.raises(DatasetNotFound, match="online: unreachable"):
+        load_task("cifar10", device="cpu")
+    assert calls == [True, False] and hub_logger.level == before
+    assert not [r for r in caplog.records if "thrown while requesting" in r.getMessage()]
+
+
+def test_the_tasks_listing_reads_local_data_only(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`esper-run tasks` says what is here; with the network up it still must not download."""
+    import os
+
+    from esper.shell.data import hf
+    from esper.shell.evaluate import list_tasks
+
+    calls: list[bool] = []
+
+    def fake_load_hub(repo: str, *, cache_only: bool) -> object:
+        calls.append(cache_only)
+        raise hf.HubUnavailable("not cached")
+
+    monkeypatch.setattr(hf, "load_hub", fake_load_hub)
+    monkeypatch.setattr(hf, "hub_resolves", lambda host: True)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    list_tasks()
+    assert calls and set(calls) == {True}
+    assert "HF_HUB_OFFLINE" not in os.environ
+    assert "cifar10-deep" in capsys.readouterr().out
