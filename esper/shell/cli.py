@@ -5,6 +5,7 @@ exits 1; Ctrl-C exits 130. `--debug` (or ESPER_DEBUG=1) shows tracebacks.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -17,7 +18,7 @@ from esper.shell.data.errors import DataError
 from esper.shell.run_config import FLAGS, RunConfig, csv_list, load_config_file, resolve
 from esper.shell.telemetry import RunDirectoryError
 
-USAGE_ERROR, RUNTIME_ERROR, INTERRUPTED = 2, 1, 130
+USAGE_ERROR, RUNTIME_ERROR, INTERRUPTED, BROKEN_PIPE = 2, 1, 130, 141  # 141 = 128 + SIGPIPE, as shells report
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, HostConfigError, UnknownBlueprintError, DataError,
                                              CheckpointError, RunDirectoryError, LifecycleError)
 
@@ -137,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("esper-run: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout left (`esper-run tasks | head -1`): stop quietly, like other Unix tools.
+        # stdout goes to devnull so the interpreter's flush at exit does not raise again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     except Exception as exc:
         from esper.shell.trainer import TrainingDiverged
 

@@ -117,3 +117,25 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path):
         s.pop("wall_s"), s.pop("run_id")
     assert sa == sb
     assert sa["seeds"] and sa["seeds"][0]["germinated_epoch"] < 8, "the kill must come after a germination"
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone, as under `esper-run tasks | head -1`."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        raise OSError("no file descriptor")
+
+
+def test_a_closed_stdout_stops_quietly_without_a_traceback_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["tasks"]) == 141
+    assert not (tmp_path / "error.txt").exists()
+    assert capsys.readouterr().err == ""
