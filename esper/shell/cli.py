@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 import traceback
 from typing import Any, NoReturn
 
@@ -149,11 +150,26 @@ def main(argv: list[str] | None = None) -> int:
 
         if debug:
             traceback.print_exc()
-        with open("error.txt", "w", encoding="utf-8") as f:
-            traceback.print_exc(file=f)
+        from esper.shell.telemetry.rundir import failed_run_dir
+
+        path = _write_traceback(failed_run_dir(exc))
         kind = "" if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: "
-        print(f"esper-run: {kind}{exc}; traceback in error.txt", file=sys.stderr)
+        print(f"esper-run: {kind}{exc}; traceback in {path}", file=sys.stderr)
         return RUNTIME_ERROR
+
+
+def _write_traceback(run_dir: "os.PathLike[str] | None") -> str:
+    """The current exception's traceback in `<run>/error.txt` (RUNTIME.md §4.6) when a run directory
+    exists, else in a new temporary file: never over a file of the user's working directory."""
+    if run_dir is not None:
+        path = os.path.join(run_dir, "error.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            traceback.print_exc(file=f)
+        return path
+    fd, path = tempfile.mkstemp(prefix="esper-run-error-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        traceback.print_exc(file=f)
+    return path
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from esper.shell.run_checkpoint import (
 )
 from esper.shell.run_config import RunConfig, resolve
 from esper.shell.telemetry import RunDirectory, TelemetryHub, make_run_id, open_hub, print_summary
+from esper.shell.telemetry.rundir import tag_failed_run
 from esper.shell.trainer import Trainer, TrainingDiverged
 
 RESUMABLE = ("epochs", "device", "precision", "telemetry_level", "profile", "events", "tensorboard",
@@ -136,13 +137,20 @@ def _loop(run: Run) -> RunSummary:
             run.run_dir.append_metrics(result.metrics)
             if result.epoch % run.cfg.checkpoint_every == 0 and result.epoch < trainer.epochs:
                 _checkpoint(run, f"epoch-{result.epoch:04d}")
-    except TrainingDiverged:
+    except TrainingDiverged as exc:
         status = "aborted"
         hub.emit(getattr(trainer, "abort_event", GovernorAbort(epoch=trainer.epoch + 1, reason="panic",
                                                                rollbacks=trainer.governor.rollbacks)))
+        tag_failed_run(exc, run.run_dir.path)
         raise
     except KeyboardInterrupt:
         status = "interrupted"
+        raise
+    except Exception as exc:
+        # A crash mid-epoch leaves the model half-stepped: no "final" checkpoint (the last periodic
+        # one stays the resume point), status "aborted", and the traceback goes to <run>/error.txt.
+        status = "aborted"
+        tag_failed_run(exc, run.run_dir.path)
         raise
     finally:
         _finish(run, status)

@@ -139,3 +139,51 @@ def test_a_closed_stdout_stops_quietly_without_a_traceback_file(tmp_path, monkey
     assert main(["tasks"]) == 141
     assert not (tmp_path / "error.txt").exists()
     assert capsys.readouterr().err == ""
+
+
+def test_a_crash_mid_run_keeps_the_last_checkpoint_and_writes_its_traceback_in_the_run(
+        tmp_path, monkeypatch, capsys):
+    """An unexpected exception: exit 1, one line naming <run>/error.txt, status "aborted", no "final"
+    checkpoint of half-stepped weights, and the user's own error.txt untouched."""
+    from esper.shell.trainer import Trainer
+
+    real_run_epoch = Trainer.run_epoch
+
+    def crash_in_epoch_3(self):
+        if self.epoch == 2:
+            raise RuntimeError("simulated device fault")
+        return real_run_epoch(self)
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "error.txt").write_text("the user's notes")
+    monkeypatch.setattr(Trainer, "run_epoch", crash_in_epoch_3)
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "4", "--out", str(out), *SMALL, "--checkpoint-every", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"esper-run: RuntimeError: simulated device fault; traceback in {out / 'error.txt'}"]
+    assert "simulated device fault" in (out / "error.txt").read_text()
+    assert (tmp_path / "error.txt").read_text() == "the user's notes"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "aborted" and summary["epochs"] == 2
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["epoch-0002.pt"]
+
+
+def test_a_crash_outside_a_run_writes_its_traceback_to_a_new_temporary_file(tmp_path, monkeypatch, capsys):
+    import esper.shell.evaluate
+
+    def broken() -> None:
+        raise ValueError("simulated bug")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(esper.shell.evaluate, "list_tasks", broken)
+    assert main(["tasks"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    prefix = "esper-run: ValueError: simulated bug; traceback in "
+    assert line.startswith(prefix)
+    path = Path(line[len(prefix):])
+    try:
+        assert path.parent != tmp_path and path.name.startswith("esper-run-error-")
+        assert "simulated bug" in path.read_text()
+    finally:
+        path.unlink()
+    assert list(tmp_path.iterdir()) == []

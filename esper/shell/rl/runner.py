@@ -34,6 +34,7 @@ from esper.shell.rl.update import HEAD_NAMES, Normalisers, UpdateResult, ppo_upd
 from esper.shell.run_checkpoint import load_run_checkpoint, save_run_checkpoint, versions
 from esper.shell.run_config import RunConfig, resolve
 from esper.shell.telemetry import RunDirectory, make_run_id, open_hub
+from esper.shell.telemetry.rundir import tag_failed_run
 
 FORMAT = "esper.rl_run"
 POLICY_FILE = "policy.pt"
@@ -330,6 +331,9 @@ def train_ppo(cfg: RunConfig, *, out: str | None = None, resume: str | None = No
             run.restore(resumed[1])
         run.hub.emit(run.started_event(str(resumed[0]) if resumed else None))
         summary = run.run(stop_after)
+    except Exception as exc:
+        tag_failed_run(exc, run_dir.path)
+        raise
     finally:
         run.close()
     if cfg.report:

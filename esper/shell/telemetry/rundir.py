@@ -9,6 +9,7 @@ fsync of the directory), so a reader sees the old or the new file, never a torn 
 level, `off` included, so it is written directly rather than through the hub's level filter.
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -29,6 +30,19 @@ METRICS_COLUMNS = (
     "seed_params", "live_seeds", "fossilized", "action", "reason", "rollback", "epoch_s",
 )
 SLOT_COLUMNS = ("stage", "blueprint", "alpha", "contrib")
+_FAILED_RUN_ATTR = "esper_run_dir"
+
+
+def tag_failed_run(exc: BaseException, run_dir: Path) -> None:
+    """Mark an exception leaving a run with that run's directory, so the CLI writes its traceback
+    to `<run>/error.txt` (§4.6) rather than into the user's working directory."""
+    with contextlib.suppress(AttributeError):  # a type with __slots__: the CLI uses a temp file
+        setattr(exc, _FAILED_RUN_ATTR, run_dir)
+
+
+def failed_run_dir(exc: BaseException) -> Path | None:
+    """The directory `tag_failed_run` put on `exc`, if any."""
+    return getattr(exc, _FAILED_RUN_ATTR, None)
 
 
 class RunDirectoryError(Exception):

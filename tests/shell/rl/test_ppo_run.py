@@ -177,3 +177,20 @@ def test_ppo_envs_take_the_presets_g2_threshold(data):
     for source, expected in ((data, 0.005), (tuned, -0.005)):
         vec = VecEnv(TINY, source, [CPU], n_envs=2, batch=0, epochs=TINY.epochs)
         assert {env.trainer.lifecycle_cfg.min_training_improvement for env in vec} == {expected}
+
+
+def test_a_crash_in_a_ppo_run_writes_its_traceback_in_the_run_directory(tmp_path, monkeypatch, capsys):
+    from esper.shell.rl.runner import PPORun
+
+    def crash(self, stop_after=None):
+        raise RuntimeError("simulated rollout fault")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(PPORun, "run", crash)
+    out = tmp_path / "ppo"
+    assert main(["train", "--controller", "ppo", "--task", "synth-images", "--epochs", "3", "--n-envs", "2",
+                 "--episodes", "2", "--train-size", "256", "--val-size", "128", "--batch-size", "64",
+                 "--device", "cpu", "--telemetry-level", "minimal", "--no-progress", "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"traceback in {out / 'error.txt'}")
+    assert "simulated rollout fault" in (out / "error.txt").read_text()
+    assert not (tmp_path / "error.txt").exists()
