@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from esper.core.config import LifecycleConfig
 from esper.core.errors import ConfigError
 from esper.core.heuristic import GERMINATION_MODES
 from esper.core.lr_schedule import SCHEDULES
@@ -100,6 +101,10 @@ class TaskPreset:
         if self.min_training_improvement is None:
             return {}
         return {"min_training_improvement": self.min_training_improvement}
+
+    def lifecycle_config(self, horizon: int, *, max_seeds: int) -> LifecycleConfig:
+        """The lifecycle config of a run of this task over `horizon` epochs (every controller's)."""
+        return LifecycleConfig.for_horizon(horizon, max_seeds=max_seeds, **self.lifecycle_overrides)
 
     @property
     def random_guess_loss(self) -> float:

@@ -133,8 +133,7 @@ class Trainer:
         if preset.topology != host.config.KIND:
             raise ConfigError(f"host {cfg.host} is a {host.config.KIND} host; task {preset.name} needs a "
                               f"{preset.topology} host")
-        self.lifecycle_cfg = lifecycle_config or LifecycleConfig.for_horizon(
-            self.epochs, max_seeds=cfg.max_seeds, **preset.lifecycle_overrides)
+        self.lifecycle_cfg = lifecycle_config or preset.lifecycle_config(self.epochs, max_seeds=cfg.max_seeds)
         self._controller = controller
         enabled = set(cfg.slots) if cfg.slots else None
         self.model = MorphogeneticModel(host, run_seed=cfg.seed, lifecycle=self.lifecycle_cfg,

@@ -139,8 +139,7 @@ class VecEnv:
     def __init__(self, cfg: RunConfig, data: Sequence[TaskData], devices: Sequence[torch.device], *,
                  n_envs: int, batch: int, epochs: int) -> None:
         self.epochs = epochs
-        lifecycle_cfg = LifecycleConfig.for_horizon(epochs, max_seeds=cfg.max_seeds,
-                                                    **data[0].preset.lifecycle_overrides)
+        lifecycle_cfg = data[0].preset.lifecycle_config(epochs, max_seeds=cfg.max_seeds)
         self.envs = []
         for i in range(n_envs):
             env_cfg = attrs.evolve(cfg, seed=batch_seed(cfg.seed, batch, i), epochs=epochs)
