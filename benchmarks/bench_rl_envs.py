@@ -1,4 +1,4 @@
-"""RL.md §8 throughput: env-epochs/s and images/s of N vectorised envs against 1 env in the same
+"""docs/rl.md §8 throughput: env-epochs/s and images/s of N vectorised envs against 1 env in the same
 process, and the share of a step spent outside train/validate (observation, policy, lifecycle, reward).
 
     python benchmarks/bench_rl_envs.py [--device cuda] [--n-envs 4] [--epochs 3] [--train-size 4096]

@@ -1,6 +1,6 @@
 """A small, independent reference model of the seed lifecycle, for the state-machine test.
 
-Written from the rule tables of LIFECYCLE.md §1.2–§1.5, §3 and §9 in the plainest possible
+Written from the rule tables of docs/lifecycle.md §1.2–§1.5, §3 and §9 in the plainest possible
 style (mutable records, string stages, no shared helpers with esper.core's lifecycle), so
 that a bug in the real step function shows up as a disagreement instead of being copied.
 """

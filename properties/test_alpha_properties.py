@@ -1,4 +1,4 @@
-"""LIFECYCLE.md §11 P4: alpha schedules. Exact endpoints, monotone, positive inside the ramp,
+"""docs/lifecycle.md §11 P4: alpha schedules. Exact endpoints, monotone, positive inside the ramp,
 the tensor form equals the float form, and vmap / grad / compile(fullgraph) agree with eager."""
 
 import math
@@ -86,7 +86,7 @@ def test_compiled_equals_eager(us, curve):
     (8, Curve.SIGMOID, [.0086, .0452, .1808, .5, .8192, .9548, .9914, 1]),
 ])
 def test_spec_table(tempo, curve, table):
-    """LIFECYCLE.md §4's table of alphas per BLENDING epoch (rounded to 4 places there)."""
+    """docs/lifecycle.md §4's table of alphas per BLENDING epoch (rounded to 4 places there)."""
     got = [ramp_alpha(curve, tempo, k) for k in range(1, tempo + 1)]
     assert got == pytest.approx(table, abs=5e-5)
     assert got[-1] == 1.0

@@ -1,4 +1,4 @@
-"""Blend invariants of LIFECYCLE.md §5 over random shapes and alphas (§11 items 8 and 10).
+"""Blend invariants of docs/lifecycle.md §5 over random shapes and alphas (§11 items 8 and 10).
 
 I1: α = 0 gives exactly h, even when δ returns NaN or inf, in every stage that runs a seed.
 I3: in BLENDING and PROBATIONARY ∂L/∂h == g and ∂L/∂d == α·g exactly; TRAINING's straight

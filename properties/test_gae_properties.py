@@ -1,4 +1,4 @@
-"""RL.md §10 items 1–5 for GAE: closed-form oracle, λ limits, returns, linearity, termination vs truncation,
+"""docs/rl.md §10 items 1–5 for GAE: closed-form oracle, λ limits, returns, linearity, termination vs truncation,
 padding isolation, vmap == loop; plus the masked advantage statistics of §5."""
 
 import math

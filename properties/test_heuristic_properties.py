@@ -1,4 +1,4 @@
-"""Heuristic and governor properties (RUNTIME.md §10 items 2, 5).
+"""Heuristic and governor properties (docs/runtime.md §10 items 2, 5).
 
 For random reachable lifecycle views, tracker states, configs and penalties: every action
 `decide` returns is allowed by the masks (and accepted by the lifecycle), it never fossilizes

@@ -1,4 +1,4 @@
-"""RL.md §10 item 7: torch equals the JAX twin after a DLPack round trip, for gae, episode_arrays, the advantage
+"""docs/rl.md §10 item 7: torch equals the JAX twin after a DLPack round trip, for gae, episode_arrays, the advantage
 statistics and ppo_loss (loss, every diagnostic and the gradients), in float64.
 
 The twins run under `jax.jit` (as JAX would use them) and shapes come from a few fixed sizes, so each traced

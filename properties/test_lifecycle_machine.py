@@ -1,4 +1,4 @@
-"""LIFECYCLE.md §11 P1–P3, P5, P6, P15, P16: a Hypothesis state machine drives random
+"""docs/lifecycle.md §11 P1–P3, P5, P6, P15, P16: a Hypothesis state machine drives random
 measurements, masked and unmasked actions, governor rollbacks and direct `transition` calls
 through the pure lifecycle, and checks it against `lifecycle_reference.RefModel` and the
 invariants after every step."""

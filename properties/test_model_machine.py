@@ -1,4 +1,4 @@
-"""LIFECYCLE.md §11 items 3 and 14 on a real network: a Hypothesis state machine drives a tiny
+"""docs/lifecycle.md §11 items 3 and 14 on a real network: a Hypothesis state machine drives a tiny
 `MorphogeneticModel` (fashion-mnist CNN host) through random lifecycles of the pure core and
 checks after every step that `sync_to` made the module tree mirror the slot states.
 

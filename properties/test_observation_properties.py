@@ -1,4 +1,4 @@
-"""Observation contract (RL.md §10 items 5 and 14): length 15 + S(18 + K), every entry inside its clamp
+"""Observation contract (docs/rl.md §10 items 5 and 14): length 15 + S(18 + K), every entry inside its clamp
 for NaN/Inf/huge inputs, one-hots consistent with real lifecycle views, binary entries untouched by
 `normalize`, and vmap == loop for encode_observation."""
 

@@ -1,4 +1,4 @@
-"""Masked sampling and the policy on real lifecycle views (RL.md §10 items 10 and 12).
+"""Masked sampling and the policy on real lifecycle views (docs/rl.md §10 items 10 and 12).
 
 Masks are exact: 10⁴ sampled joint actions on a reachable view are all allowed by the masks and
 accepted by the lifecycle step, and together they reach every allowed action. Masked distributions:

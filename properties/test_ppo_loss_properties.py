@@ -1,4 +1,4 @@
-"""RL.md §6 / §10 item 11 as properties of `ppo_loss`: it equals a per-element oracle of the loss table, stored
+"""docs/rl.md §6 / §10 item 11 as properties of `ppo_loss`: it equals a per-element oracle of the loss table, stored
 samples of irrelevant heads and padded steps change neither the loss, the diagnostics nor any gradient, and the
 diagnostics keep their ranges."""
 
@@ -37,7 +37,7 @@ def cases(draw):
 
 
 def _oracle(logp, ent, value, batch: PPOBatch, c: PPOCoefs) -> float:
-    """The loss table of RL.md §6 written element by element in Python floats."""
+    """The loss table of docs/rl.md §6 written element by element in Python floats."""
     b, t = batch.valid.shape
     n = sum(batch.valid.flatten().tolist())
     pol, val, ent_sum, n_h = 0.0, 0.0, [0.0] * 4, [0.0] * 4

@@ -1,4 +1,4 @@
-"""RL.md §10 items 8 and 9: PBRS telescopes on the runtime reward, and reward sanity.
+"""docs/rl.md §10 items 8 and 9: PBRS telescopes on the runtime reward, and reward sanity.
 
 Episodes are driven through the real pure lifecycle (record / rollback → masks → apply_action) with random
 measurements, actions biased towards culls and fossilizations, and one forced governor rollback; every

@@ -1,4 +1,4 @@
-"""RL.md §10 items 5–6 as properties: vmap equals a Python loop, and torch.compile(fullgraph=True) equals eager,
+"""docs/rl.md §10 items 5–6 as properties: vmap equals a Python loop, and torch.compile(fullgraph=True) equals eager,
 for GAE (scalar and per-step λ), the episode layout, the three reward modes, the discounted return prefix and
 the PPO loss.
 

@@ -1,4 +1,4 @@
-"""Running normaliser (RL.md §2, §10 items 5, 7, 14): merge over split batches equals the two-pass
+"""Running normaliser (docs/rl.md §2, §10 items 5, 7, 14): merge over split batches equals the two-pass
 statistics of the concatenation and merging all at once; masked rows are ignored; no valid rows leave the
 stats unchanged; vmap == loop; torch == the JAX twin after a DLPack round trip (merge and normalize)."""
 

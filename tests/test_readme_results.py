@@ -1,4 +1,4 @@
-"""RUNTIME.md §9: every results figure in the README comes from a committed compare.md (made by
+"""docs/runtime.md §9: every results figure in the README comes from a committed compare.md (made by
 `esper-run compare` from its committed run.sh), so a number typed by hand fails here."""
 
 import re

@@ -1,4 +1,4 @@
-"""The factored action space (LIFECYCLE.md §9, RL.md §3): op, slot, blueprint, tempo.
+"""The factored action space (docs/lifecycle.md §9, docs/rl.md §3): op, slot, blueprint, tempo.
 
 Heads an op does not use are irrelevant: `act` ignores them, and the masks offer them a
 one-hot-at-0 dummy row, so an irrelevant head has exactly one choice.

@@ -1,4 +1,4 @@
-r"""Alpha schedules: how a seed is faded into the host while BLENDING (LIFECYCLE.md §4).
+r"""Alpha schedules: how a seed is faded into the host while BLENDING (docs/lifecycle.md §4).
 
 With ramp position u ∈ [0, 1] and steepness s (default 12):
 

@@ -1,4 +1,4 @@
-r"""Blending and gradient isolation at a slot (LIFECYCLE.md §5): pure tensor functions.
+r"""Blending and gradient isolation at a slot (docs/lifecycle.md §5): pure tensor functions.
 
 Notation: h = host features at the slot, δ = the seed's delta module, s(h) = h + δ(h) the
 seed's function, α ∈ [0, 1] the slot's alpha (a tensor broadcastable to h), g = ∂L/∂y the

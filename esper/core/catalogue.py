@@ -1,4 +1,4 @@
-"""The blueprint catalogue as data (LIFECYCLE.md §6): names, parameter formulas, constraints.
+"""The blueprint catalogue as data (docs/lifecycle.md §6): names, parameter formulas, constraints.
 
 A catalogue is a frozen value built by `catalogue_for(topology)`; there is no global registry.
 The modules themselves live in `esper.core.nets.blueprints`, whose tests pin each module's
@@ -105,7 +105,7 @@ Entry = bool | None
 
 @attrs.frozen
 class ValidationTable:
-    """Per slot, per catalogue entry: did the built blueprint pass its probe (LIFECYCLE.md §6.4)?
+    """Per slot, per catalogue entry: did the built blueprint pass its probe (docs/lifecycle.md §6.4)?
 
     G0 reads presence (an entry exists: the pair fits); G1 reads the probe result.
     """

@@ -1,4 +1,4 @@
-"""Lifecycle timing and thresholds (LIFECYCLE.md §1.5), and `Rules`: everything the pure
+"""Lifecycle timing and thresholds (docs/lifecycle.md §1.5), and `Rules`: everything the pure
 lifecycle needs besides the state itself (config, blueprint catalogue, validation table).
 """
 
@@ -41,7 +41,7 @@ class LifecycleConfig:
     max_seed_params: int = 0
     alpha_granularity: str = "epoch"
     input_grad_from: Stage = attrs.field(default=Stage.FOSSILIZED, converter=Stage)
-    # seed lr × this scale in TRAINING, BLENDING, PROBATIONARY (RUNTIME.md §2.2's stage_lr_scale).
+    # seed lr × this scale in TRAINING, BLENDING, PROBATIONARY (docs/runtime.md §2.2's stage_lr_scale).
     # TRAINING is 0.1 (esper's calibration): the straight-through objective <g, δ> is linear, so at
     # the full seed lr δ overshoots and no seed passed G2's shadow-gain check on synth-images.
     stage_lr_scale: tuple[float, float, float] = attrs.field(default=(0.1, 1.0, 1.0), converter=tuple)

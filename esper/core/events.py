@@ -101,7 +101,7 @@ class ActionRejected(Event):
     reason: str
 
 
-# --- telemetry vocabulary (RUNTIME.md §4.3) -----------------------------------------------------
+# --- telemetry vocabulary (docs/runtime.md §4.3) -----------------------------------------------------
 # Wire names, levels, severities and the JSON codec live in `esper.core.wire`; these classes are
 # only the values. Fields whose meaning is free-form JSON (a resolved config, a data source
 # record, per-head statistics) are plain dicts so the schema can grow without a new class.
@@ -298,7 +298,7 @@ class TelemetryWarning(Event):
 
 @attrs.frozen(kw_only=True)
 class PPOUpdate(Event):
-    """One PPO update (RL.md §9); the long tail of per-head statistics goes in `heads`/`extra`."""
+    """One PPO update (docs/rl.md §9); the long tail of per-head statistics goes in `heads`/`extra`."""
 
     kind: ClassVar[str] = "ppo.update"
     update: int
@@ -322,7 +322,7 @@ class PPOUpdate(Event):
 
 @attrs.frozen(kw_only=True)
 class RLRunStarted(Event):
-    """A PPO training run starts or resumes (RL.md §9)."""
+    """A PPO training run starts or resumes (docs/rl.md §9)."""
 
     kind: ClassVar[str] = "rl.run_started"
     run_seed: int

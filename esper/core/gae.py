@@ -1,4 +1,4 @@
-r"""Generalised advantage estimation, episode layout and advantage statistics (RL.md §5).
+r"""Generalised advantage estimation, episode layout and advantage statistics (docs/rl.md §5).
 
 Rank-1 trajectories in the rlax convention: step t = 0 … T−1 holds the reward r_t received after
 acting at t, the discount d_t = γ·(1 − terminal_t) applied to what follows t, and the value v_t the
@@ -56,7 +56,7 @@ def gae(rewards: Tensor, discounts: Tensor, values: Tensor, bootstrap: Tensor | 
 
 def episode_arrays(rewards: Tensor, values: Tensor, valid: Tensor, terminal: Tensor, gamma: float,
                    lam: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """GAE inputs (r, d, λ_t, v, bootstrap) of one buffer row of E steps (RL.md §5, episode layout).
+    """GAE inputs (r, d, λ_t, v, bootstrap) of one buffer row of E steps (docs/rl.md §5, episode layout).
 
     `valid` marks the kept prefix (bool or 0/1 float); `values[T_v]` of a cut episode is the stored
     bootstrap V(o_{T_v}) and is kept, every value beyond it becomes 0; `terminal` may only be set at

@@ -1,4 +1,4 @@
-"""Quality gates G0, G1, G2, G3, G5 (LIFECYCLE.md §3) and the gradient-activity ratio (§3.2).
+"""Quality gates G0, G1, G2, G3, G5 (docs/lifecycle.md §3) and the gradient-activity ratio (§3.2).
 
 A gate evaluates *all* its checks in table order and reports each; its `reason` is the code
 of the first failing check. A check whose input was not measured (None) fails with
@@ -165,7 +165,7 @@ def gradient_ratio(
     seed_sq: Tensor, host_sq: Tensor, seed_params: Tensor | int, host_params: Tensor | int,
     cap: float = 10.0, eps: float = 1e-16,
 ) -> tuple[Tensor, Tensor]:
-    r"""Per-parameter gradient-activity ratio of a seed against the host (LIFECYCLE.md §3.2).
+    r"""Per-parameter gradient-activity ratio of a seed against the host (docs/lifecycle.md §3.2).
 
         ratio = min( sqrt(S_seed / P_seed) / sqrt(S_host / P_host), cap )
 

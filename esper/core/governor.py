@@ -1,4 +1,4 @@
-"""The governor's detection rules (RUNTIME.md §3.1): pure, over Python floats.
+"""The governor's detection rules (docs/runtime.md §3.1): pure, over Python floats.
 
 `check(state, train_loss, val_loss, cfg)` applies, in order:
 

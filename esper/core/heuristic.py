@@ -1,4 +1,4 @@
-"""The rule-based controller (RUNTIME.md §1.3–1.4): one decision per epoch, from the same
+"""The rule-based controller (docs/runtime.md §1.3–1.4): one decision per epoch, from the same
 `FactoredAction` space and masks as PPO. It only issues actions its masks allow.
 
 Seed rules: scan live seeds in slot order (early → late); per seed the first matching row
@@ -252,7 +252,7 @@ class DecisionView:
 
 def decision_view(view: LifecycleState, tracker: TrackerState, masks: ActionMasks, horizon: int,
                   rules: Rules) -> DecisionView:
-    """The heuristic's view of a recorded lifecycle view (LIFECYCLE.md §1.3) at horizon E."""
+    """The heuristic's view of a recorded lifecycle view (docs/lifecycle.md §1.3) at horizon E."""
     cfg = rules.config
     return DecisionView(
         epoch=view.epoch, horizon=horizon, topology=view.topology, tracker=tracker, masks=masks,

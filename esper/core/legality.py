@@ -1,5 +1,5 @@
 """The single legality predicate `can_apply` and the exact action masks built from it
-(LIFECYCLE.md §9). `act` and `masks` both call `can_apply` on the same view, so an action the
+(docs/lifecycle.md §9). `act` and `masks` both call `can_apply` on the same view, so an action the
 masks allow is always accepted and an action they forbid is always refused.
 """
 
@@ -53,7 +53,7 @@ def _blueprint_row(slot: SlotState, rules: Rules) -> Row:
 
 
 def masks(view: LifecycleState, rules: Rules) -> ActionMasks:
-    """Exact per-head masks for this view (LIFECYCLE.md §9; RL.md §3)."""
+    """Exact per-head masks for this view (docs/lifecycle.md §9; docs/rl.md §3)."""
     n_slots, n_tempo = len(view.slots), len(rules.config.tempo_choices)
     blueprint = tuple(_blueprint_row(slot, rules) for slot in view.slots)
 

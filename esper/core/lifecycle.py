@@ -1,4 +1,4 @@
-"""The seed lifecycle as pure functions over frozen values (LIFECYCLE.md §1–§2).
+"""The seed lifecycle as pure functions over frozen values (docs/lifecycle.md §1–§2).
 
 At every boundary b (after training epoch b and its validation):
 
@@ -271,7 +271,7 @@ def plant_fossil(state: LifecycleState, slot_id: str, blueprint: str, rules: Rul
 
 
 def advance(state: LifecycleState, rules: Rules) -> tuple[LifecycleState, Events]:
-    """Apply at most one mechanical edge per slot (LIFECYCLE.md §1.4), first matching rule.
+    """Apply at most one mechanical edge per slot (docs/lifecycle.md §1.4), first matching rule.
 
     Seeds whose stage began at this boundary (`epochs_in_stage == 0`) are left alone.
     """
@@ -349,7 +349,7 @@ def step(state: LifecycleState, action: FactoredAction, m: EpochMeasurements,
 
 def rollback(snapshot: LifecycleState, state: LifecycleState, m: EpochMeasurements,
              rules: Rules) -> tuple[LifecycleState, Events]:
-    """The view after a governor rollback to `snapshot` (LIFECYCLE.md §1.3).
+    """The view after a governor rollback to `snapshot` (docs/lifecycle.md §1.3).
 
     Records `m` on the snapshot with every measurement missing (the epoch jumps to
     `m.epoch`, counters advance once), keeps `next_serial` and the slot counters of the
@@ -380,7 +380,7 @@ def rollback(snapshot: LifecycleState, state: LifecycleState, m: EpochMeasuremen
 
 
 def measurement_plan(state: LifecycleState, *, fossil_contribution: bool = False) -> MeasurementPlan:
-    """What the shell must measure during the coming epoch, per slot (LIFECYCLE.md §2.4)."""
+    """What the shell must measure during the coming epoch, per slot (docs/lifecycle.md §2.4)."""
     def plan(slot: SlotState) -> SlotPlan:
         stage = slot.stage
         return SlotPlan(

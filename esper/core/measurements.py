@@ -1,4 +1,4 @@
-"""What the shell measured at a boundary, and what the lifecycle asks it to measure (LIFECYCLE.md §2.4).
+"""What the shell measured at a boundary, and what the lifecycle asks it to measure (docs/lifecycle.md §2.4).
 
 `contribution = acc(real) − acc(slot α→0)`; `shadow_gain = acc(slot α→1) − acc(real)`;
 both fractions, measured on the full held-out split in one batched pass.

@@ -1,4 +1,4 @@
-r"""The PPO observation (RL.md §2): one feature table, a plain-Python packer and a pure tensor encoder.
+r"""The PPO observation (docs/rl.md §2): one feature table, a plain-Python packer and a pure tensor encoder.
 
 Time index: step t is boundary b = t + 1. `o_t` encodes the recorded view of that boundary
 (`lifecycle.record`, or `lifecycle.rollback` after a governor panic), the tracker after its update
@@ -123,7 +123,7 @@ FEATURES: tuple[Feature, ...] = RUN_FEATURES + SLOT_FEATURES
 SLOT_SCALARS: tuple[Feature, ...] = tuple(f for f in SLOT_FEATURES if f.kind in ("scalar", "binary"))
 RUN_DIM = len(RUN_FEATURES)
 SLOT_FIXED = SLOT_FEATURES[-1].offset
-assert (RUN_DIM, SLOT_FIXED) == (15, 18) and SLOT_FEATURES[-1].kind == "blueprint"  # RL.md §2's layout
+assert (RUN_DIM, SLOT_FIXED) == (15, 18) and SLOT_FEATURES[-1].kind == "blueprint"  # docs/rl.md §2's layout
 
 
 def obs_dim(n_slots: int, n_blueprints: int) -> int:
@@ -192,7 +192,7 @@ class ObsContext:
     prev_val_acc: float | None = None  # None at t = 0
     rolled_back_now: bool = False
     rollbacks: int = 0  # governor rollbacks so far this episode
-    max_rollbacks: int  # the governor's limit (RUNTIME.md's config; no second default here)
+    max_rollbacks: int  # the governor's limit (docs/runtime.md's config; no second default here)
     host_params: int
 
     def __attrs_post_init__(self) -> None:
@@ -327,7 +327,7 @@ def _column(rows: Sequence[Feature], attr: str, like: Tensor) -> Tensor:
 
 
 def safe(x: Tensor, default: Tensor | float) -> Tensor:
-    """RL.md §2's safe(v, default): non-finite entries (NaN = undefined, ±Inf) → default."""
+    """docs/rl.md §2's safe(v, default): non-finite entries (NaN = undefined, ±Inf) → default."""
     return torch.where(torch.isfinite(x), x, default)
 
 

@@ -1,4 +1,4 @@
-r"""The clipped PPO loss over factored heads, its diagnostics and the entropy schedule (RL.md §6).
+r"""The clipped PPO loss over factored heads, its diagnostics and the entropy schedule (docs/rl.md §6).
 
 Inputs are [B, T, ·] (B env sequences, step t = 0 … T−1 of each); heads h = op, slot, blueprint, tempo.
 With u_h the relevance of head h under the executed op, valid_t the kept-step mask, m_{t,h} = valid_t·u_h,

@@ -1,4 +1,4 @@
-"""Per-step rewards of the PPO controller (RL.md §7): pure, vmappable over envs, compilable fullgraph.
+"""Per-step rewards of the PPO controller (docs/rl.md §7): pure, vmappable over envs, compilable fullgraph.
 
 Time index (rlax style). Step t (epoch t+1) moves the env from x_{t−1} to x_t (x_{−1}: every slot DORMANT).
 `RewardInputs` of step t holds stage_before = stages of x_{t−1} (the structure trained and validated this

@@ -1,6 +1,6 @@
-"""Every constant of the learned controller (RL.md): one frozen `RLConfig`, no other RL knobs.
+"""Every constant of the learned controller (docs/rl.md): one frozen `RLConfig`, no other RL knobs.
 
-Accuracies, contributions and gains are fractions in [0, 1] (RL.md's conventions). Lifecycle and
+Accuracies, contributions and gains are fractions in [0, 1] (docs/rl.md's conventions). Lifecycle and
 governor constants (`min_cull_age`, `max_seeds`, G5's threshold, `max_rollbacks`) live in their own
 configs; the reward reads G5's threshold from `LifecycleConfig.min_fossilize_contribution`.
 """
@@ -15,16 +15,16 @@ from esper.core.stages import Stage
 RewardMode = Literal["shaped", "sparse", "minimal"]
 REWARD_MODES: tuple[str, ...] = ("shaped", "sparse", "minimal")
 
-# φ(stage) of RL.md §7.3, indexed by Stage code: the post-cull stages (CULLED, EMBARGOED, RESETTING) are 0.
+# φ(stage) of docs/rl.md §7.3, indexed by Stage code: the post-cull stages (CULLED, EMBARGOED, RESETTING) are 0.
 DEFAULT_POTENTIALS: tuple[float, ...] = (0.0, 0.10, 0.20, 0.35, 0.55, 0.60, 0.0, 0.0, 0.0)
 
 
 @attrs.frozen(kw_only=True)
 class RLConfig:
-    # -- returns (RL.md §5)
+    # -- returns (docs/rl.md §5)
     gamma: float = 0.995
     gae_lambda: float = 0.97
-    # -- rollouts and updates (RL.md §6)
+    # -- rollouts and updates (docs/rl.md §6)
     n_envs: int = 8
     episodes: int = 400
     ppo_epochs: int = 4
@@ -40,14 +40,14 @@ class RLConfig:
     kl_stop_factor: float = 1.5
     lr: float = 3e-4
     adam_eps: float = 1e-5
-    # -- policy network (RL.md §4)
+    # -- policy network (docs/rl.md §4)
     hidden: int = 128
     head_hidden: int = 64
     masked_logit: float = -1e4
-    # -- observation normaliser (RL.md §2)
+    # -- observation normaliser (docs/rl.md §2)
     obs_std_floor: float = 0.1
     obs_clip: float = 5.0
-    # -- rewards (RL.md §7)
+    # -- rewards (docs/rl.md §7)
     reward_mode: str = attrs.field(default="shaped")
     contribution_weight: float = 10.0
     contribution_cap: float = 0.05
@@ -64,11 +64,11 @@ class RLConfig:
     early_cull_age: int = 5
     reward_clip: float = 10.0
     reward_std_floor: float = 1e-4
-    # -- checkpoints (RL.md §8)
+    # -- checkpoints (docs/rl.md §8)
     checkpoint_every: int = 10
     keep_checkpoints: int = 3
     best_window: int = 5
-    # -- anomaly checks (RL.md §9)
+    # -- anomaly checks (docs/rl.md §9)
     ratio_explosion: float = 5.0
     ratio_collapse: float = 0.1
     kl_spike_factor: float = 4.0

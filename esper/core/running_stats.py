@@ -1,4 +1,4 @@
-r"""The running normaliser (RL.md §2, §7.5): per-feature mean and population variance over every
+r"""The running normaliser (docs/rl.md §2, §7.5): per-feature mean and population variance over every
 valid row merged so far, and the clipped z-score of an observation.
 
 Merge (Chan et al.'s parallel update, exact in exact arithmetic): with the stored (μ_A, σ²_A, n_A)

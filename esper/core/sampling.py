@@ -1,4 +1,4 @@
-"""Masked factored sampling (RL.md §3): mask tensors, masked logits, normalised entropy,
+"""Masked factored sampling (docs/rl.md §3): mask tensors, masked logits, normalised entropy,
 Gumbel-max sampling from passed noise, and the conditional mask rows of each head.
 
 Heads h ∈ (op, slot, blueprint, tempo), relevance u(op) ∈ {0, 1}^4 from `actions.RELEVANCE`.

@@ -1,4 +1,4 @@
-"""Frozen lifecycle values: `SlotSpec`, `SeedState`, `SlotState`, `LifecycleState` (LIFECYCLE.md §2).
+"""Frozen lifecycle values: `SlotSpec`, `SeedState`, `SlotState`, `LifecycleState` (docs/lifecycle.md §2).
 
 Plain Python scalars only, so states hash, compare and serialise exactly. Each class checks
 its invariants on construction (and so on every `attrs.evolve`); `to_dict` / `from_dict`

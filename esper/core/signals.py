@@ -1,4 +1,4 @@
-"""The signal tracker (RUNTIME.md §1.2): a pure fold over epoch metrics that tells the heuristic
+"""The signal tracker (docs/runtime.md §1.2): a pure fold over epoch metrics that tells the heuristic
 whether the host has stabilised and how long its accuracy has been on a plateau.
 
 Per epoch, in order (`update`):
@@ -33,7 +33,7 @@ from esper.core.errors import ConfigError
 from esper.core.events import Event, HostDestabilised, HostStabilised
 from esper.core.plain import plain_fields
 
-# Plateau gain per task family (RUNTIME.md §5.1): image presets use the CNN hosts, LM presets
+# Plateau gain per task family (docs/runtime.md §5.1): image presets use the CNN hosts, LM presets
 # the transformer hosts.
 PLATEAU_MIN_GAIN = {"cnn": 0.005, "transformer": 0.002}
 STRUCTURE_CHANGES = ("fossilized", "rollback")
@@ -48,7 +48,7 @@ def _floats(values: Any) -> tuple[float, ...]:
 
 @attrs.frozen(kw_only=True)
 class TrackerConfig:
-    """The constants of RUNTIME.md §1.2. `plateau_min_gain` is per preset: 0.005 for image
+    """The constants of docs/runtime.md §1.2. `plateau_min_gain` is per preset: 0.005 for image
     tasks, 0.002 for LM tasks (`TrackerConfig.for_topology`)."""
 
     history_window: int = 10
@@ -60,7 +60,7 @@ class TrackerConfig:
     unlatch_rel: float = 0.06
     # "best" (esper's calibration): progress is measured against the best val loss so far, so a
     # spike counts as no progress and the recovery after it is not mistaken for learning; with
-    # "previous" (RUNTIME.md §1.2 as written) one noisy epoch resets the count on synth-images.
+    # "previous" (docs/runtime.md §1.2 as written) one noisy epoch resets the count on synth-images.
     progress_reference: str = "best"
 
     def __attrs_post_init__(self) -> None:
@@ -185,7 +185,7 @@ def update(tracker: TrackerState, metrics: EpochSignals,
 
 
 def _check(tracker: TrackerState, metrics: EpochSignals) -> None:
-    # The governor panics on non-finite losses before the tracker runs (RUNTIME.md §2.1 step 5),
+    # The governor panics on non-finite losses before the tracker runs (docs/runtime.md §2.1 step 5),
     # so a NaN here is a caller bug that would silently poison the EMA and the best values.
     for name in ("val_loss", "val_acc"):
         if not math.isfinite(getattr(metrics, name)):

@@ -1,4 +1,4 @@
-"""Seed stages and the complete table of legal edges (LIFECYCLE.md §1).
+"""Seed stages and the complete table of legal edges (docs/lifecycle.md §1).
 
 Every stage change in esper goes through `lifecycle.transition`, which consults `EDGES`; any
 pair not listed here raises `IllegalTransition`.
@@ -28,7 +28,7 @@ COOLING = frozenset({Stage.CULLED, Stage.EMBARGOED, Stage.RESETTING})
 TERMINAL = frozenset({Stage.FOSSILIZED})
 CULLABLE = frozenset({Stage.TRAINING, Stage.BLENDING, Stage.PROBATIONARY})
 
-# (from, to) -> edge name. Complete: LIFECYCLE.md §1.2.
+# (from, to) -> edge name. Complete: docs/lifecycle.md §1.2.
 EDGES: dict[tuple[Stage, Stage], str] = {
     (Stage.DORMANT, Stage.GERMINATED): "E1",
     (Stage.GERMINATED, Stage.TRAINING): "E2",

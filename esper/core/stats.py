@@ -1,4 +1,4 @@
-r"""Statistics for `esper-run compare` (RUNTIME.md §9): per-group summaries and Welch's t-test.
+r"""Statistics for `esper-run compare` (docs/runtime.md §9): per-group summaries and Welch's t-test.
 
 Index convention: a sample x_1 … x_n is one value per run (one seed of one group); nothing here
 looks at epochs. For a sample of size n:
@@ -15,7 +15,7 @@ Welch's t-test of sample a (n_a, m_a, s_a) against sample b (n_b, m_b, s_b), une
     CI  = (m_a − m_b) ± t_{1−α/2, df} · se                              (level 1 − α: 95 % at α = 0.05)
 
 t and p come from `scipy.stats.ttest_ind(equal_var=False)`; df and the CI are computed here from the
-formulas above. A difference is called "real" only when p < α, else "within noise" (RUNTIME.md §9).
+formulas above. A difference is called "real" only when p < α, else "within noise" (docs/runtime.md §9).
 
 Degenerate cases (no exception, so a table can still be printed):
 - n < 2 in either sample: no variance estimate exists → t, df, p, CI are NaN, real = False,

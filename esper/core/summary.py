@@ -1,4 +1,4 @@
-"""`summary.json` as a value (RUNTIME.md §4.6): `RunSummary`, `SeedRecord`, and the fold that
+"""`summary.json` as a value (docs/runtime.md §4.6): `RunSummary`, `SeedRecord`, and the fold that
 builds the seed records from lifecycle events.
 
 Pure: the shell supplies wall time and drop counts, and writes the file atomically.

@@ -1,4 +1,4 @@
-"""Task presets (RUNTIME.md §5.1): what each task trains on, with which host, batch and optimizer.
+"""Task presets (docs/runtime.md §5.1): what each task trains on, with which host, batch and optimizer.
 
 Plain frozen values, no I/O. The loaders that fill a preset with data live in `esper.shell.data`;
 the host of a preset is `esper.core.nets.hosts.host_for(preset.host, generator)`.
@@ -45,7 +45,7 @@ def _optional_floats(value: Any) -> tuple[float, ...] | None:
 
 @attrs.frozen(kw_only=True)
 class TaskPreset:
-    """One row of RUNTIME.md §5.1. Sizes count images, stories or windows (`size_unit`);
+    """One row of docs/runtime.md §5.1. Sizes count images, stories or windows (`size_unit`);
     `train_size=None` means the source's whole train split."""
 
     name: str
@@ -58,7 +58,7 @@ class TaskPreset:
     heldout_size: int
     size_unit: str  # "images" | "stories" | "windows"
     batch_size: int
-    eval_batch_size: int  # 1,000 images or 64 windows (RUNTIME.md §2.3)
+    eval_batch_size: int  # 1,000 images or 64 windows (docs/runtime.md §2.3)
     epochs: int
     train_batches_per_epoch: int | None  # None = a full pass over the train split
     optimizer: str
@@ -123,7 +123,7 @@ class TaskPreset:
 
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
-# Image presets share the optimizer row of RUNTIME.md §2.2: SGD momentum 0.9, wd 5e-4, lr 0.01 (constant).
+# Image presets share the optimizer row of docs/runtime.md §2.2: SGD momentum 0.9, wd 5e-4, lr 0.01 (constant).
 _IMAGE_COMMON: dict[str, Any] = {
     "topology": "cnn", "modality": "images", "n_classes": 10, "size_unit": "images", "batch_size": 128,
     "eval_batch_size": 1000, "train_batches_per_epoch": None, "optimizer": "sgd", "host_lr": 0.01,

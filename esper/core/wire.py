@@ -1,4 +1,4 @@
-"""The wire side of events (RUNTIME.md §4.2–4.4): registry, levels, profiles and the JSON codec.
+"""The wire side of events (docs/runtime.md §4.2–4.4): registry, levels, profiles and the JSON codec.
 
 Pure: the shell stamps `seq`/`time` and writes the line; everything about *what* an event
 looks like on the wire, at which level it is emitted and whether it may be dropped is decided

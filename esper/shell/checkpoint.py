@@ -1,4 +1,4 @@
-"""Model checkpoints (LIFECYCLE.md §8.6): the architecture as plain data, rebuilt, then loaded.
+"""Model checkpoints (docs/lifecycle.md §8.6): the architecture as plain data, rebuilt, then loaded.
 
 A checkpoint is a dict of plain data and tensors, loadable with `torch.load(weights_only=True)`:
 

@@ -1,4 +1,4 @@
-"""`esper-run`: train, compare, report, evaluate, tasks (RUNTIME.md §6, §8).
+"""`esper-run`: train, compare, report, evaluate, tasks (docs/runtime.md §6, §8).
 
 User errors print one line on stderr (`esper-run: error: <what>`) and exit 2; a diverged run
 exits 1; Ctrl-C exits 130. `--debug` (or ESPER_DEBUG=1) shows tracebacks.
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_traceback(run_dir: "os.PathLike[str] | None") -> str:
-    """The current exception's traceback in `<run>/error.txt` (RUNTIME.md §4.6) when a run directory
+    """The current exception's traceback in `<run>/error.txt` (docs/runtime.md §4.6) when a run directory
     exists, else in a new temporary file: never over a file of the user's working directory."""
     if run_dir is not None:
         path = os.path.join(run_dir, "error.txt")

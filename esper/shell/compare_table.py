@@ -1,4 +1,4 @@
-"""`esper-run compare` output (RUNTIME.md §9): compare.md, compare.json and the console table.
+"""`esper-run compare` output (docs/runtime.md §9): compare.md, compare.json and the console table.
 
 One row per group; every cell is mean ± sample std over the group's seeds. Accuracies are shown as
 percentages with 2 decimals, FLOPs in engineering notation (3 significant digits, exponent a multiple

@@ -1,9 +1,9 @@
 """One epoch of training and one validation pass, with every gate input the lifecycle asked for
-(RUNTIME.md §2.3–§2.4). Everything accumulates on the device; the caller fetches it once.
+(docs/runtime.md §2.3–§2.4). Everything accumulates on the device; the caller fetches it once.
 
 Train: a fresh permutation, last partial batch dropped; after `backward` and before the step,
 the squared gradient norms of the host and of each measured seed are added on the device
-(`grad_ratio`'s S terms, LIFECYCLE.md §3.2). Validation: eval mode, every held-out sample once,
+(`grad_ratio`'s S terms, docs/lifecycle.md §3.2). Validation: eval mode, every held-out sample once,
 all variants of the measurement plan (the real model, each α→0 ablation, each α→1 shadow) in
 one batched pass per batch; train mode is restored even if validation raises.
 """

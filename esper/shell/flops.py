@@ -1,4 +1,4 @@
-"""Training FLOPs, counted (RUNTIME.md §9): one real train step per model structure × samples.
+"""Training FLOPs, counted (docs/runtime.md §9): one real train step per model structure × samples.
 
     F_step(S)   = FLOPs `FlopCounterMode` counts for one forward + backward of structure S on the
                   first B training samples (the loss of `epoch.loss_and_correct`, no optimizer step)

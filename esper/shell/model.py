@@ -1,4 +1,4 @@
-"""`MorphogeneticModel`: a host with live seed modules in its slots (LIFECYCLE.md §8).
+"""`MorphogeneticModel`: a host with live seed modules in its slots (docs/lifecycle.md §8).
 
 The model mirrors the pure lifecycle and never decides. Its only structural mutator is
 `sync_to(state)`, which builds, removes and re-stages seed modules so that the module tree
@@ -71,7 +71,7 @@ def probe_shape(topology: str, spec: SlotSpec) -> tuple[int, ...]:
 def validate_catalogue(
     catalogue: Catalogue, slot_specs: Sequence[SlotSpec], enabled: Collection[str] | None = None,
 ) -> ValidationTable:
-    """Build every fitting blueprint for every slot and probe it (LIFECYCLE.md §6.4).
+    """Build every fitting blueprint for every slot and probe it (docs/lifecycle.md §6.4).
 
     Entries: True = built and probed, None = the constraint rejects the slot's dim (unfit).
     A probe failure raises `HostCatalogueMismatch` naming slot and blueprint; an enabled slot

@@ -1,4 +1,4 @@
-"""`esper-run report` (RUNTIME.md §8): the PNGs of a run, a PPO learning run or a compare directory.
+"""`esper-run report` (docs/runtime.md §8): the PNGs of a run, a PPO learning run or a compare directory.
 
 Reads only `metrics.csv`, `ppo.csv`, `config.json` and `summary.json`, so it works at telemetry level
 `off`. Figures are `matplotlib.figure.Figure`s rendered by the Agg canvas directly: no pyplot, no global

@@ -1,4 +1,4 @@
-"""`esper-run train`: one run of E epochs, top to bottom (RUNTIME.md §2, §4.6, §7).
+"""`esper-run train`: one run of E epochs, top to bottom (docs/runtime.md §2, §4.6, §7).
 
     resolve device and data → run directory and config.json → telemetry hub → trainer
     → for each epoch: run_epoch, telemetry, metrics.csv row, periodic checkpoint

@@ -1,4 +1,4 @@
-"""Run checkpoints (RUNTIME.md §7): everything needed to continue a run exactly.
+"""Run checkpoints (docs/runtime.md §7): everything needed to continue a run exactly.
 
     format "esper.run", schema_version 1, versions, run {run_id, controller, config, data_source},
     progress {epoch, seq}, model (the "esper.model/1" checkpoint), controller {tracker, heuristic,

@@ -1,4 +1,4 @@
-"""The resolved run configuration and the one declarative flag table (RUNTIME.md §6.2–§6.3).
+"""The resolved run configuration and the one declarative flag table (docs/runtime.md §6.2–§6.3).
 
 Precedence: built-in defaults < task preset < `--config FILE` (TOML or a run's config.json)
 < flags. A key left at None means "the task preset decides" and is filled by

@@ -1,4 +1,4 @@
-"""The epoch engine (RUNTIME.md §2.1): one `run_epoch` for every controller.
+"""The epoch engine (docs/runtime.md §2.1): one `run_epoch` for every controller.
 
     0  plan = measurement_plan(state)
     1  train one epoch;  2  validate every variant of the plan in one pass per batch
@@ -40,7 +40,7 @@ from esper.shell.flops import FlopMeter
 from esper.shell.model import MorphogeneticModel, param_groups, set_lrs, sync_optimizer
 from esper.shell.run_config import RunConfig
 
-# Generator streams (RUNTIME.md §2.5): SeedSequence([seed, 0, k]).
+# Generator streams (docs/runtime.md §2.5): SeedSequence([seed, 0, k]).
 STREAM_DATA, STREAM_AUGMENT, STREAM_GLOBAL, STREAM_HOST = 2_000_001, 2_000_002, 2_000_004, 2_000_005
 
 
@@ -399,7 +399,7 @@ class Trainer:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """None = fp32. `auto` is bf16 on CUDA where supported, fp32 elsewhere (RUNTIME.md §2.5)."""
+    """None = fp32. `auto` is bf16 on CUDA where supported, fp32 elsewhere (docs/runtime.md §2.5)."""
     if precision == "bf16":
         return torch.bfloat16
     if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -408,7 +408,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 
 def set_determinism(requested: bool | None, device: torch.device) -> bool:
-    """Deterministic kernels: on by default on CPU, off on CUDA (RUNTIME.md §2.5)."""
+    """Deterministic kernels: on by default on CPU, off on CUDA (docs/runtime.md §2.5)."""
     deterministic = (device.type == "cpu") if requested is None else requested
     if deterministic and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

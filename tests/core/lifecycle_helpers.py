@@ -3,7 +3,7 @@ test_lifecycle_examples.py): the cifar10 slot layout, rules, hand-built seed sta
 drivers that walk a lifecycle state through boundaries with healthy measurements.
 
 Healthy = every input the measurement plan asks for, comfortably past its gate threshold
-(LIFECYCLE.md §3: grad ratio ≥ 0.05, shadow gain ≥ 0.005, contribution ≥ 0.01).
+(docs/lifecycle.md §3: grad ratio ≥ 0.05, shadow gain ≥ 0.005, contribution ≥ 0.01).
 """
 
 from collections.abc import Mapping
@@ -19,7 +19,7 @@ from esper.core.measurements import EpochMeasurements, SlotMeasurement
 from esper.core.seed import LifecycleState, SeedState, SlotSpec, SlotState
 from esper.core.stages import COOLING, Stage
 
-# The default `cifar10` host's slots (LIFECYCLE.md §7.2).
+# The default `cifar10` host's slots (docs/lifecycle.md §7.2).
 SPECS = (
     SlotSpec("early", 0, 0, 8, (8, 16, 16)),
     SlotSpec("mid", 1, 1, 16, (16, 8, 8)),
@@ -28,7 +28,7 @@ SPECS = (
 CIFAR10_HOST_PARAMS = 6_418
 HEALTHY = {"contribution": 0.02, "shadow_gain": 0.02, "grad_ratio": 1.0}
 
-# The stages a seed passes through to reach each stage, in order (LIFECYCLE.md §1.2).
+# The stages a seed passes through to reach each stage, in order (docs/lifecycle.md §1.2).
 _PATHS = {
     Stage.GERMINATED: (Stage.GERMINATED,),
     Stage.TRAINING: (Stage.GERMINATED, Stage.TRAINING),

@@ -1,4 +1,4 @@
-"""Example tests of LIFECYCLE.md §5: the blend table, straight-through, vmap/grad/compile parity."""
+"""Example tests of docs/lifecycle.md §5: the blend table, straight-through, vmap/grad/compile parity."""
 
 import pytest
 import torch

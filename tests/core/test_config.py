@@ -1,4 +1,4 @@
-"""Example tests of `LifecycleConfig` (LIFECYCLE.md §1.5), `Rules.for_layout`, the blueprint
+"""Example tests of `LifecycleConfig` (docs/lifecycle.md §1.5), `Rules.for_layout`, the blueprint
 catalogue (§6.2, §6.3) and the action-head sizes (§9)."""
 
 import pytest
@@ -117,7 +117,7 @@ def test_for_horizon_refuses_a_horizon_below_one(horizon: int) -> None:
 
 
 def test_for_horizon_allows_horizons_too_short_to_fossilize() -> None:
-    cfg = LifecycleConfig.for_horizon(3)  # RL.md §10's 3-epoch run; the shell only warns
+    cfg = LifecycleConfig.for_horizon(3)  # docs/rl.md §10's 3-epoch run; the shell only warns
     assert min_span(cfg, min(cfg.tempo_choices)) > 3
 
 
@@ -173,7 +173,7 @@ def test_unknown_topology_raises(topology: str) -> None:
 
 # -------------------------------------------------------------------------------- catalogue
 
-CNN_TABLE = {  # LIFECYCLE.md §6.2: params at C = 8, 16, 32, 64, 128
+CNN_TABLE = {  # docs/lifecycle.md §6.2: params at C = 8, 16, 32, 64, 128
     "noop": (0, 0, 0, 0, 0),
     "norm": (17, 33, 65, 129, 257),
     "attention": (64, 128, 512, 2048, 8192),
@@ -182,7 +182,7 @@ CNN_TABLE = {  # LIFECYCLE.md §6.2: params at C = 8, 16, 32, 64, 128
     "conv_light": (592, 2336, 9280, 36992, 147712),
     "conv_heavy": (1184, 4672, 18560, 73984, 295424),
 }
-TRANSFORMER_TABLE = {  # LIFECYCLE.md §6.3: params at D = 64, 128, 384
+TRANSFORMER_TABLE = {  # docs/lifecycle.md §6.3: params at D = 64, 128, 384
     "noop": (0, 0, 0),
     "norm": (129, 257, 769),
     "lora": (1024, 2048, 6144),

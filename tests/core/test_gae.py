@@ -1,5 +1,5 @@
-"""GAE, episode layout and advantage statistics on hand-computed examples (RL.md §5), plus compiled == eager
-(RL.md §10 item 6) for the whole rollout-side pipeline."""
+"""GAE, episode layout and advantage statistics on hand-computed examples (docs/rl.md §5), plus compiled == eager
+(docs/rl.md §10 item 6) for the whole rollout-side pipeline."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Example tests of the gates (LIFECYCLE.md §3) and the gradient-activity ratio (§3.2).
+"""Example tests of the gates (docs/lifecycle.md §3) and the gradient-activity ratio (§3.2).
 
 Thresholds come from §1.5's defaults: G2 needs epochs_in_stage ≥ 3, grad_ratio ≥ 0.05 and
 shadow_gain ≥ 0.005; G3 needs ramp_step == tempo, alpha ≥ 0.95 and epochs_in_stage ≥ 3;

@@ -1,4 +1,4 @@
-"""The governor's detection rules (RUNTIME.md §3.1, §10 item 5) on crafted windows."""
+"""The governor's detection rules (docs/runtime.md §3.1, §10 item 5) on crafted windows."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""The heuristic controller (RUNTIME.md §1.3–1.4, §10 items 2–3): one crafted case per row M0–M5
+"""The heuristic controller (docs/runtime.md §1.3–1.4, §10 items 2–3): one crafted case per row M0–M5
 and C1–C7 with its reason, blueprint rotation and cull penalty, config validation, purity.
 
 Views are real lifecycle values: either driven through `lifecycle` with crafted measurements

@@ -1,4 +1,4 @@
-"""Worked lifecycle examples on the cifar10 slot layout (LIFECYCLE.md §1.2–§1.5, §4, §9).
+"""Worked lifecycle examples on the cifar10 slot layout (docs/lifecycle.md §1.2–§1.5, §4, §9).
 
 Every expected boundary is derived from the spec's timing rules: a seed germinated at
 boundary e enters BLENDING at e + 3 (G2, min_training_epochs 3), PROBATIONARY at e + 3 + T
@@ -87,7 +87,7 @@ def test_fastest_germinate_to_fossilize_path(tempo: int) -> None:
     )
 
 
-SIGMOID_TABLE = {  # LIFECYCLE.md §4, sigmoid column: alpha in BLENDING epoch k = 1…T
+SIGMOID_TABLE = {  # docs/lifecycle.md §4, sigmoid column: alpha in BLENDING epoch k = 1…T
     3: (0.1173, 0.8827, 1.0),
     5: (0.0242, 0.2301, 0.7699, 0.9758, 1.0),
     8: (0.0086, 0.0452, 0.1808, 0.5, 0.8192, 0.9548, 0.9914, 1.0),

@@ -1,4 +1,4 @@
-"""Example tests of the lifecycle's state values and queries (LIFECYCLE.md §1.3, §2): `record`,
+"""Example tests of the lifecycle's state values and queries (docs/lifecycle.md §1.3, §2): `record`,
 `measurement_plan`, `param_counts`, `initial_state`, `transition`, the invariants of §2.1–§2.2
 and the `to_dict` / `from_dict` round trip."""
 
@@ -114,7 +114,7 @@ def test_record_refuses_non_finite_values(field: str, value: float) -> None:
 
 # ---------------------------------------------------------------------------- measurement plan
 
-# LIFECYCLE.md §2.4: (contribution, shadow_gain, grad_ratio, finite) per stage.
+# docs/lifecycle.md §2.4: (contribution, shadow_gain, grad_ratio, finite) per stage.
 PLAN = {
     Stage.TRAINING: (False, True, True, True),
     Stage.BLENDING: (True, False, True, True),

@@ -1,4 +1,4 @@
-"""Example tests of RL.md §2: the feature table, entries read from real lifecycle views, the running
+"""Example tests of docs/rl.md §2: the feature table, entries read from real lifecycle views, the running
 normaliser's checkpoint form, and compiled (fullgraph) == eager for encode_observation and merge."""
 
 import io

@@ -1,4 +1,4 @@
-"""PPO loss on hand examples (RL.md §6): ratios at 1, policy and value clipping, the entropy schedule, exact
+"""PPO loss on hand examples (docs/rl.md §6): ratios at 1, policy and value clipping, the entropy schedule, exact
 exclusion of irrelevant heads (§10 item 11), a hand-computed B = 1, T = 2 batch, and compiled == eager (item 6)."""
 
 import math

@@ -1,4 +1,4 @@
-"""Rewards (RL.md §7): hand examples, the packer, a scripted lifecycle episode, vmap == loop,
+"""Rewards (docs/rl.md §7): hand examples, the packer, a scripted lifecycle episode, vmap == loop,
 compiled (fullgraph) == eager, and torch == the JAX twin after a DLPack round trip (§10 items 5–9)."""
 
 import math

@@ -1,4 +1,4 @@
-"""Masked sampling (RL.md §3): mask tensors, masked logits, normalised entropy, Gumbel-max, head rows."""
+"""Masked sampling (docs/rl.md §3): mask tensors, masked logits, normalised entropy, Gumbel-max, head rows."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The signal tracker (RUNTIME.md §1.2, §10 item 4): steps 1–7 on crafted loss and accuracy
+"""The signal tracker (docs/runtime.md §1.2, §10 item 4): steps 1–7 on crafted loss and accuracy
 sequences, `structure_changed`, and the JSON round trips."""
 
 import json
@@ -11,7 +11,7 @@ from esper.core.errors import ConfigError
 from esper.core.events import HostDestabilised, HostStabilised
 from esper.core.signals import EpochSignals, TrackerConfig, TrackerState, structure_changed, update
 
-# The step tests follow RUNTIME.md §1.2 as written (progress against the previous epoch);
+# The step tests follow docs/runtime.md §1.2 as written (progress against the previous epoch);
 # the calibrated default, progress against the best loss so far, has its own tests below.
 CFG = TrackerConfig(progress_reference="previous")
 

@@ -1,4 +1,4 @@
-"""RUNTIME.md §1.5 and §10.1: the real heuristic, default settings, synth-images on CPU, drives a seed
+"""docs/runtime.md §1.5 and §10 item 1: the real heuristic, default settings, synth-images on CPU, drives a seed
 GERMINATED → TRAINING → BLENDING → PROBATIONARY → FOSSILIZED with no gate failing on a missing input;
 and (slow) growth pays: heuristic beats static at equal epochs, mean of 3 seeds."""
 

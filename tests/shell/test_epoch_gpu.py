@@ -1,4 +1,4 @@
-"""ARCHITECTURE.md "Performance shape" on the GPU (device tool): launching an epoch — train, gradient
+"""docs/architecture.md "Performance shape" on the GPU (device tool): launching an epoch — train, gradient
 ratios, finite checks, validation with every counterfactual variant — queues work without one host
 sync, whatever stage the seed is in. `torch.cuda.set_sync_debug_mode("error")` turns a sync into
 an exception. A scripted controller walks one seed through every stage, so the path does not hang

@@ -1,4 +1,4 @@
-"""RUNTIME.md §6.6: every `train` flag maps to one config key and a non-default value changes it;
+"""docs/runtime.md §6.6: every `train` flag maps to one config key and a non-default value changes it;
 precedence is defaults < --config file < flags; a 1-epoch run reads every key it should."""
 
 import attrs

@@ -1,4 +1,4 @@
-"""Training FLOPs (RUNTIME.md §9): `FlopCounterMode` on one train step, checked against hand counts
+"""Training FLOPs (docs/runtime.md §9): `FlopCounterMode` on one train step, checked against hand counts
 made from layer shapes with torch's conventions (2 FLOPs per multiply–add; a conv / linear backward
 is a weight-gradient product plus an input-gradient product only when the input needs a gradient;
 norms, activations, pooling, embeddings and the loss count 0)."""

@@ -1,4 +1,4 @@
-"""MorphogeneticModel (LIFECYCLE.md §6.4, §8; §11 items 3, 8–11, 13, 14): validation, sync_to,
+"""MorphogeneticModel (docs/lifecycle.md §6.4, §8; §11 items 3, 8–11, 13, 14): validation, sync_to,
 exact identity and isolation per blueprint × slot, counterfactual purity, optimizer groups."""
 
 import copy

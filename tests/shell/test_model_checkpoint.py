@@ -1,4 +1,4 @@
-"""Model checkpoints (LIFECYCLE.md §8.6, §11 item 12): round trip with seeds in every stage at
+"""Model checkpoints (docs/lifecycle.md §8.6, §11 item 12): round trip with seeds in every stage at
 once (one case in a fresh process), architecture mismatches and pickled objects refused."""
 
 import copy

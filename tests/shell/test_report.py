@@ -1,4 +1,4 @@
-"""RUNTIME.md §8: `esper-run report` draws every PNG, of the documented pixel size and not blank, for a
+"""docs/runtime.md §8: `esper-run report` draws every PNG, of the documented pixel size and not blank, for a
 heuristic run, a PPO learning run and a compare directory; bad input raises ReportError (exit 2)."""
 
 import csv

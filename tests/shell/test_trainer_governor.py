@@ -1,5 +1,5 @@
 """A NaN in training triggers exactly one governor rollback and the run still completes
-(RUNTIME.md §3.2); a panic past max_rollbacks aborts with TrainingDiverged."""
+(docs/runtime.md §3.2); a panic past max_rollbacks aborts with TrainingDiverged."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""JAX twin of `esper.core.gae` (RL.md §5): `gae`, `episode_arrays`, `normalize_advantages`, `explained_variance`.
+"""JAX twin of `esper.core.gae` (docs/rl.md §5): `gae`, `episode_arrays`, `normalize_advantages`, `explained_variance`.
 
 Same equations and time-index convention as the torch module (see its docstring): δ_t = r_t + d_t·v_next_t − v_t,
 A_t = δ_t + d_t·λ_t·A_{t+1}, G_t = A_t + v_t, v_next_{T−1} = bootstrap. The recursion is a `lax.scan(reverse=True)`;

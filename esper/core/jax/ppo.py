@@ -1,4 +1,4 @@
-"""JAX twin of `esper.core.ppo.ppo_loss` (RL.md §6): same equations, masks and diagnostics (see the torch module).
+"""JAX twin of `esper.core.ppo.ppo_loss` (docs/rl.md §6): same equations, masks and diagnostics (see the torch module).
 
 `batch` is the torch module's `PPOBatch` pytree holding jax arrays (`register_pytree` registers it with jax too);
 the diagnostics come back as a dict keyed by `PPODiagnostics`' field names.

@@ -1,4 +1,4 @@
-"""JAX twin of `esper.core.rewards` (RL.md §7): `reward` in all three modes and `discounted_prefix`.
+"""JAX twin of `esper.core.rewards` (docs/rl.md §7): `reward` in all three modes and `discounted_prefix`.
 
 Same equations and time-index convention as the torch module (see its docstring): step t moves x_{t−1} to
 x_t; F_t = γ·Φ(x_t)·(1 − terminal_t) − Φ(x_{t−1}); H_t = valid_t·(r_t + γ·H_{t−1}). Inputs and outputs are

@@ -1,4 +1,4 @@
-"""Seed modules, one per catalogue blueprint (LIFECYCLE.md §6.2 and §6.3).
+"""Seed modules, one per catalogue blueprint (docs/lifecycle.md §6.2 and §6.3).
 
 Every module computes the seed's *delta* δ only; the identity lives in `esper.core.blend`,
 so the seed's function is s(h) = h + δ(h). The last layer named in the spec tables starts at

@@ -1,4 +1,4 @@
-"""The host contract shared by every host (LIFECYCLE.md §7.1): slot layouts and segment forwards.
+"""The host contract shared by every host (docs/lifecycle.md §7.1): slot layouts and segment forwards.
 
 A host is a stack of `n_blocks` blocks between a stem and a head. A slot at position i sees
 the features right after block i, so `n` slots with positions p_0 < … < p_{n−1} cut the stack

@@ -1,4 +1,4 @@
-"""Hosts: the networks seeds grow in (LIFECYCLE.md §7), their plain-data configs and presets.
+"""Hosts: the networks seeds grow in (docs/lifecycle.md §7), their plain-data configs and presets.
 
 `host_for(preset, generator, **overrides)` builds a preset's host; `build_host(config, generator)`
 rebuilds one from its config (what checkpoints store, via `config.to_dict()` and
@@ -112,7 +112,7 @@ HostConfig = CNNHostConfig | TransformerHostConfig
 
 
 class CNNHost(Host):
-    """The image host (LIFECYCLE.md §7.2). Input (B, C, H, W) float; output (B, n_classes) logits."""
+    """The image host (docs/lifecycle.md §7.2). Input (B, C, H, W) float; output (B, n_classes) logits."""
 
     def __init__(self, config: CNNHostConfig, generator: torch.Generator) -> None:
         super().__init__()
@@ -172,7 +172,7 @@ HOST_PRESETS: Mapping[str, HostConfig] = MappingProxyType({
         vocab_size=256, block_size=64, d_model=64, n_layers=3, n_heads=4, dropout=0.0, slots=THREE_SLOTS,
     ),
 })
-# Task presets that share another preset's host (RUNTIME.md §5.1).
+# Task presets that share another preset's host (docs/runtime.md §5.1).
 HOST_ALIASES: Mapping[str, str] = MappingProxyType({"synth-images": "cifar10"})
 
 

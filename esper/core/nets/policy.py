@@ -1,4 +1,4 @@
-"""The PPO controller's network (RL.md §4): an LSTM trunk, four sequential masked heads and a value head.
+"""The PPO controller's network (docs/rl.md §4): an LSTM trunk, four sequential masked heads and a value head.
 
 Time index: step t is one epoch boundary; h_t summarises o_0 … o_t (zeros before step 0).
 

@@ -1,4 +1,4 @@
-"""The GPT-2-style transformer host (LIFECYCLE.md §7.3), with an `hf` and a `native` backend.
+"""The GPT-2-style transformer host (docs/lifecycle.md §7.3), with an `hf` and a `native` backend.
 
 Both backends build the same module tree with the same parameter names and shapes
 (`blocks.i.ln_1`, `blocks.i.attn.c_attn`, …, projection weights stored (in, out) as in GPT-2),

@@ -1,4 +1,4 @@
-"""Task data (RUNTIME.md §5): loaders, procedural generators, device-resident splits, augmentation.
+"""Task data (docs/runtime.md §5): loaders, procedural generators, device-resident splits, augmentation.
 
 `load_task(name, device=...)` returns a `TaskData` whose `source` record says exactly what was
 loaded. Missing data raises `DatasetNotFound` and unusable data `DataError` (both exit 2 in the

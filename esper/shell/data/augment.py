@@ -1,4 +1,4 @@
-"""On-device augmentation and normalisation of uint8 image batches (RUNTIME.md §5.4).
+"""On-device augmentation and normalisation of uint8 image batches (docs/runtime.md §5.4).
 
 Random crop with zero padding p (offsets in [0, 2p] per sample) and a horizontal flip with
 probability 0.5, both drawn from the run's `augment` generator; the same distribution as
@@ -49,7 +49,7 @@ class ImageTransform:
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
-        # CNNs run channels_last on CUDA (RUNTIME.md §2.5); the CPU keeps contiguous tensors.
+        # CNNs run channels_last on CUDA (docs/runtime.md §2.5); the CPU keeps contiguous tensors.
         self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
 
     def __call__(self, x: Tensor, train: bool, generator: torch.Generator | None = None) -> Tensor:

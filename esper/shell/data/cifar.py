@@ -1,4 +1,4 @@
-"""CIFAR-10 (RUNTIME.md §5.2): `--data-dir` (binary, python-pickle or `save_to_disk` layouts), then
+"""CIFAR-10 (docs/runtime.md §5.2): `--data-dir` (binary, python-pickle or `save_to_disk` layouts), then
 HF `uoft-cs/cifar10` (cache, or the hub when online). Missing data is an error, never noise.
 
 The python layout is a pickle; it is read with `RestrictedUnpickler`, which resolves only the

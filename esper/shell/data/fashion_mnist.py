@@ -1,4 +1,4 @@
-"""Fashion-MNIST (RUNTIME.md §5.2): `--data-dir`, then the Debian package's folder, then the HF
+"""Fashion-MNIST (docs/runtime.md §5.2): `--data-dir`, then the Debian package's folder, then the HF
 cache only (never downloaded). The IDX files are checked (magic 2051/2049, counts, 28×28).
 """
 

@@ -1,4 +1,4 @@
-"""The data source record (RUNTIME.md §5.4), hashing, and the decoded-array cache.
+"""The data source record (docs/runtime.md §5.4), hashing, and the decoded-array cache.
 
 The record travels in config.json, run.start, summary.json and checkpoints, so it is plain data.
 `fingerprint` identifies the raw source (files, HF dataset fingerprint, generator version and seed)

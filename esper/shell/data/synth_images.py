@@ -1,4 +1,4 @@
-"""`synth-images/v1`: a procedural 10-class image task (RUNTIME.md §5.3), generated in-process.
+"""`synth-images/v1`: a procedural 10-class image task (docs/runtime.md §5.3), generated in-process.
 
 Class y = shape (y mod 5: disk, square, triangle, ring, plus) × fill (y div 5: solid, striped).
 Each image: a gradient background between two random colours plus Gaussian noise, one object

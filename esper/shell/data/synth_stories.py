@@ -1,4 +1,4 @@
-"""`synth-stories/v1`: short children's stories from a probabilistic grammar (RUNTIME.md §5.3).
+"""`synth-stories/v1`: short children's stories from a probabilistic grammar (docs/runtime.md §5.3).
 
 A story: an opening, 2–5 events from 12 templates, a problem and its resolution naming the same
 object, and an ending whose emotion depends on whether the problem was resolved; pronouns follow

@@ -1,4 +1,4 @@
-"""TinyStories (RUNTIME.md §5.2): `--data-dir` (the two `.txt` files or a `save_to_disk` folder),
+"""TinyStories (docs/runtime.md §5.2): `--data-dir` (the two `.txt` files or a `save_to_disk` folder),
 then HF `roneneldan/TinyStories` (cache, or the hub when online).
 
 Stories are tokenised once, each followed by EOS, and the ids cached as a uint16 file under

@@ -1,4 +1,4 @@
-"""The `tinystories` tokenizer (RUNTIME.md §5.2): GPT-2 from the local HF cache, or a byte-level BPE
+"""The `tinystories` tokenizer (docs/runtime.md §5.2): GPT-2 from the local HF cache, or a byte-level BPE
 trained on the first 100,000 training stories and cached by sha256 under `$XDG_CACHE_HOME/esper/`.
 
 Both end up as a `tokenizers.Tokenizer`, so encoding is one code path; `transformers` and

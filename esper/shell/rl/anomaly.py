@@ -1,4 +1,4 @@
-"""PPO anomaly checks (RL.md §9): warnings after each update, at most one per kind per update.
+"""PPO anomaly checks (docs/rl.md §9): warnings after each update, at most one per kind per update.
 
 The checks read the update's fetched numbers only (no device work). Streaks count consecutive
 updates a kind fired and are checkpointed; `nonfinite` aborts the run after `nonfinite_abort`.

@@ -1,4 +1,4 @@
-"""One rollout batch (RL.md §1.3, §8): every env steps E epochs; one batched policy act per step.
+"""One rollout batch (docs/rl.md §1.3, §8): every env steps E epochs; one batched policy act per step.
 
     for t in 0..E−1:
         each live env: begin_epoch → view           (train, validate, governor, tracker, record)
@@ -28,7 +28,7 @@ from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
 
 
 class RewardBoundError(AssertionError):
-    """A raw reward outside its RL.md §7.4 bound: a bug, never a data condition."""
+    """A raw reward outside its docs/rl.md §7.4 bound: a bug, never a data condition."""
 
 
 @attrs.frozen

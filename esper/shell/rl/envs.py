@@ -1,4 +1,4 @@
-"""Vectorised environments (RL.md §1, §8): N episodes of the one epoch protocol, stepped together.
+"""Vectorised environments (docs/rl.md §1, §8): N episodes of the one epoch protocol, stepped together.
 
 Each env is a full `Trainer` (fresh host, optimizers and slots per episode) on the shared read-only
 task data; its governor, tracker and rollback are its own, so a rollback touches only its env.
@@ -112,7 +112,7 @@ class Env:
 
 def observe(trainer: Trainer, pending: PendingEpoch, prev: tuple[float, float] | None, epochs: int,
             random_guess_loss: float) -> ObsInputs:
-    """The raw observation inputs of a pending epoch (RL.md §2); `prev` = last step's (val loss, acc)."""
+    """The raw observation inputs of a pending epoch (docs/rl.md §2); `prev` = last step's (val loss, acc)."""
     numbers = pending.numbers
     ctx = ObsContext(
         epochs=epochs, random_guess_loss=random_guess_loss,

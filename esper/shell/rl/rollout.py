@@ -1,8 +1,8 @@
-"""The rollout buffer (RL.md §8): fixed-shape [N, E, ·] CPU tensors, one row per episode.
+"""The rollout buffer (docs/rl.md §8): fixed-shape [N, E, ·] CPU tensors, one row per episode.
 
 Row i holds env i's episode from step 0; `valid[i, t]` marks kept steps (a prefix). When env i's
 step t fails, steps [0, t−1) stay valid and step t−1's transition is dropped: its stored value is
-the bootstrap V(o_{T_v}), T_v = max(t − 1, 0) (RL.md §1.6).
+the bootstrap V(o_{T_v}), T_v = max(t − 1, 0) (docs/rl.md §1.6).
 """
 
 import attrs

@@ -1,4 +1,4 @@
-"""`esper-run train --controller ppo`: learn when to grow, top to bottom (RL.md §6, §8, §9).
+"""`esper-run train --controller ppo`: learn when to grow, top to bottom (docs/rl.md §6, §8, §9).
 
     data (one read-only copy per device) → run directory, config.json → policy, Adam, normalisers
     → for each batch b < U: VecEnv(b) → collect_rollout → ppo_update → telemetry, anomaly checks
@@ -39,7 +39,7 @@ from esper.shell.telemetry.rundir import tag_failed_run
 FORMAT = "esper.rl_run"
 POLICY_FILE = "policy.pt"
 PPO_CSV = "ppo.csv"
-# What a PPO resume may change: `episodes` may grow; where and how it reports (RL.md §8).
+# What a PPO resume may change: `episodes` may grow; where and how it reports (docs/rl.md §8).
 PPO_RESUMABLE = ("episodes", "device", "telemetry_level", "profile", "events", "tensorboard", "progress", "report")
 PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
                "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
@@ -108,7 +108,7 @@ class PPORun:
         """Batches up to U (or `stop_after` updates in total: tests and interrupted runs).
 
         The learner changes only at a batch's end, so an interrupt mid-batch checkpoints the last
-        finished batch and the partial one is re-run on resume (RL.md §1.6)."""
+        finished batch and the partial one is re-run on resume (docs/rl.md §1.6)."""
         learner, rl = self.learner, self.rl
         last = rl.updates if stop_after is None else min(rl.updates, stop_after)
         try:

@@ -1,4 +1,4 @@
-"""One PPO update over a rollout batch (RL.md §6 "Update procedure"), top to bottom:
+"""One PPO update over a rollout batch (docs/rl.md §6 "Update procedure"), top to bottom:
 
     1  the CPU buffer to the policy device
     2  reward scale from the frozen reward normaliser (first batch: merge first); r = clamp(r·scale, ±10)

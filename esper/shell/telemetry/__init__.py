@@ -1,4 +1,4 @@
-"""Telemetry (RUNTIME.md §4): the per-run hub, its backends and the run directory.
+"""Telemetry (docs/runtime.md §4): the per-run hub, its backends and the run directory.
 
 The event values and their wire form live in the pure core (`esper.core.events`,
 `esper.core.wire`); this package stamps, queues and writes them. The TensorBoard backend is

@@ -1,4 +1,4 @@
-"""Console backend (RUNTIME.md §6.5): rich progress on a TTY, plain one-line-per-event logs elsewhere.
+"""Console backend (docs/runtime.md §6.5): rich progress on a TTY, plain one-line-per-event logs elsewhere.
 
 On a terminal a transient display shows a run bar with ETA, an epoch bar the trainer feeds
 through `set_batch_progress` (CPU-side counters, no device sync) and a compact table of the

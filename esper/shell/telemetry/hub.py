@@ -1,4 +1,4 @@
-"""The per-run telemetry hub (RUNTIME.md §4.1).
+"""The per-run telemetry hub (docs/runtime.md §4.1).
 
 `emit` filters by level and profile, stamps `seq` and `time`, and hands the record to every
 backend's own bounded mailbox without ever blocking; one worker thread per backend drains its

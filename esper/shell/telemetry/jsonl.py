@@ -1,4 +1,4 @@
-"""JSONL backend (RUNTIME.md §4.2, §4.6): one schema-v1 record per line.
+"""JSONL backend (docs/runtime.md §4.2, §4.6): one schema-v1 record per line.
 
 Each line goes to the kernel in one `os.write` on an `O_APPEND` descriptor, so there is no
 user-space buffer to lose and a SIGKILL can cut the file only between lines; `--events PATH`

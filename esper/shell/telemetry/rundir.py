@@ -1,4 +1,4 @@
-"""The run directory (RUNTIME.md §4.6): layout, atomic results files and `metrics.csv`.
+"""The run directory (docs/runtime.md §4.6): layout, atomic results files and `metrics.csv`.
 
 ```
 runs/<run_id>/  config.json  summary.json  events.jsonl  metrics.csv  checkpoints/  tb/

@@ -1,4 +1,4 @@
-"""TensorBoard backend (RUNTIME.md §4.6, extra `esper[tensorboard]`): scalars in `<run>/tb/`.
+"""TensorBoard backend (docs/runtime.md §4.6, extra `esper[tensorboard]`): scalars in `<run>/tb/`.
 
 Epoch metrics, per-slot alpha and contribution, per-seed gate inputs, diagnostics and PPO
 statistics become scalars; everything else stays in the JSONL. Importing this module without

@@ -1,4 +1,4 @@
-"""Blueprint modules (LIFECYCLE.md §6.2, §6.3, §11 item 11): identity at birth, counts, init, causality."""
+"""Blueprint modules (docs/lifecycle.md §6.2, §6.3, §11 item 11): identity at birth, counts, init, causality."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Hosts (LIFECYCLE.md §7): parameter counts, slot layouts, segment contract, both transformer backends."""
+"""Hosts (docs/lifecycle.md §7): parameter counts, slot layouts, segment contract, both transformer backends."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""PolicyNet (RL.md §4): size, init, act/evaluate agreement, determinism and irrelevant heads."""
+"""PolicyNet (docs/rl.md §4): size, init, act/evaluate agreement, determinism and irrelevant heads."""
 
 import math
 

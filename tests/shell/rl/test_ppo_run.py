@@ -1,4 +1,4 @@
-"""The PPO shell end to end on CPU (RL.md §10 items 13, 15, 16, 17; issue 6 acceptance): a real
+"""The PPO shell end to end on CPU (docs/rl.md §10 items 13, 15, 16, 17; issue 6 acceptance): a real
 rollout of N envs over the one epoch protocol, real updates, checkpoints, exact resume, rollback
 isolation, PBRS telescoping on the stored buffer, and the trained policy driving an ordinary run."""
 

@@ -1,4 +1,4 @@
-"""No dead knobs (RL.md §10 item 17): every `RLConfig` field changes some runtime value.
+"""No dead knobs (docs/rl.md §10 item 17): every `RLConfig` field changes some runtime value.
 
 The test is parametrized over `attrs.fields(RLConfig)`, so a new field without a probe fails. Each probe
 is (a valid perturbed value, a measurement cfg → runtime value); the measurement runs the smallest piece

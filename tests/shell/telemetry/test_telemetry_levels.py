@@ -1,4 +1,4 @@
-"""Levels filter what is emitted and profiles what is computed (RUNTIME.md §4.4)."""
+"""Levels filter what is emitted and profiles what is computed (docs/runtime.md §4.4)."""
 
 import pytest
 from telemetry_samples import RecordingBackend, epoch_metrics
