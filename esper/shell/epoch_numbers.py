@@ -74,7 +74,7 @@ class EpochLayout:
             slot_id=plan.slot_id,
             contribution=acc[0] - acc[where.ablate] if where.ablate is not None else None,
             shadow_gain=acc[where.shadow] - acc[0] if where.shadow is not None else None,
-            grad_ratio=ratio, seed_finite=bool(fetched.finite) if fetched is not None else True)
+            grad_ratio=ratio, seed_finite=fetched.finite if fetched is not None else True)
 
 
 @attrs.frozen
@@ -82,8 +82,8 @@ class SlotFetched:
     """One measured slot's gradient ratio, its validity and the finiteness check, as fetched."""
 
     grad_ratio: float
-    ratio_valid: float
-    finite: float
+    ratio_valid: bool
+    finite: bool
 
 
 @attrs.frozen
@@ -121,8 +121,8 @@ class LaunchedEpoch:
                  for slot, n in self.seed_params.items()}
         host: tuple[Any, ...] = fetch((train.loss, train.correct, train.count, val.loss, val.correct, slots))
         loss, correct, count, val_loss, val_correct, fetched = host
-        return self.read(loss, correct, count, val_loss, val_correct,
-                         {slot: SlotFetched(*values) for slot, values in fetched.items()})
+        per_slot = {slot: SlotFetched(ratio, bool(valid), bool(ok)) for slot, (ratio, valid, ok) in fetched.items()}
+        return self.read(loss, correct, count, val_loss, val_correct, per_slot)
 
     def read(self, loss: float, correct: float, count: float, val_loss: list[float], val_correct: list[float],
              slots: Mapping[str, SlotFetched]) -> EpochNumbers:
