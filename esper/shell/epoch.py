@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from esper.core.measurements import MeasurementPlan
 from esper.shell.data.taskdata import TaskData
 from esper.shell.model import MorphogeneticModel
 
@@ -99,20 +98,6 @@ def seeds_finite(model: MorphogeneticModel, sums: TrainSums) -> dict[str, Tensor
         params_ok = torch.stack([torch.isfinite(p).all() for p in params]).all()
         out[slot] = torch.isfinite(sq) & params_ok
     return out
-
-
-def plan_variants(plan: MeasurementPlan) -> tuple[list[dict[str, float]], dict[tuple[str, str], int]]:
-    """The variant list (index 0 = the real model) and where each slot's ablation/shadow sits."""
-    variants: list[dict[str, float]] = [{}]
-    where: dict[tuple[str, str], int] = {}
-    for slot in plan.slots:
-        if slot.contribution:
-            where[(slot.slot_id, "ablate")] = len(variants)
-            variants.append({slot.slot_id: 0.0})
-        if slot.shadow_gain:
-            where[(slot.slot_id, "shadow")] = len(variants)
-            variants.append({slot.slot_id: 1.0})
-    return variants, where
 
 
 @attrs.define

@@ -26,16 +26,17 @@ from esper.core.actions import ActionMasks, FactoredAction
 from esper.core.config import LifecycleConfig, Rules
 from esper.core.errors import ConfigError
 from esper.core.events import EpochMetrics, Event, GovernorAbort, GovernorRollback, SeedMetrics, SlotStatus
-from esper.core.gates import gradient_ratio
 from esper.core.legality import masks
-from esper.core.measurements import EpochMeasurements, SlotMeasurement
+from esper.core.measurements import EpochMeasurements
 from esper.core.nets.hosts import host_for
 from esper.core.seed import LifecycleState
 from esper.core.stages import LIVE, Stage
 from esper.core.summary import SeedRecord, summarize_seeds
+from esper.core.tasks import TaskPreset
 from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state, model_checkpoint
 from esper.shell.data.taskdata import TaskData
-from esper.shell.epoch import plan_variants, seeds_finite, train_epoch, validate
+from esper.shell.epoch import seeds_finite, train_epoch, validate
+from esper.shell.epoch_numbers import EpochLayout, EpochNumbers, LaunchedEpoch
 from esper.shell.flops import FlopMeter
 from esper.shell.model import MorphogeneticModel, param_groups, set_lrs, sync_optimizer
 from esper.shell.run_config import RunConfig
@@ -64,25 +65,12 @@ def _generator(seed: int, stream: int, device: torch.device) -> torch.Generator:
 
 
 @attrs.frozen
-class LaunchedEpoch:
-    """An epoch trained and validated on the device, its numbers not yet fetched."""
-
-    started: float
-    plan: Any
-    measured: list[str]
-    sums: Any
-    finite: dict[str, torch.Tensor]
-    where: dict[tuple[str, str], int]
-    val: Any
-
-
-@attrs.frozen
 class PendingEpoch:
     """An epoch trained, validated and recorded, waiting for its controller's action."""
 
     epoch: int
     started: float
-    numbers: dict[str, Any]
+    numbers: EpochNumbers
     verdict: governor.Verdict
     view: LifecycleState
     masks: ActionMasks
@@ -109,6 +97,8 @@ class EpochResult:
 
 class Trainer:
     """One run of `epochs` boundaries under the heuristic or static controller."""
+
+    abort_event: GovernorAbort | None = None  # why the governor gave up, set before TrainingDiverged
 
     def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device, *,
                  controller: Controller | None = None, lifecycle_config: LifecycleConfig | None = None,
@@ -149,11 +139,7 @@ class Trainer:
         self.schedule = cfg.lr_schedule or preset.lr_schedule  # esper.core.lr_schedule
         self.tracker_cfg = signals.TrackerConfig(plateau_min_gain=preset.plateau_gain)
         self.tracker = signals.TrackerState()
-        self.heuristic_cfg = heuristic.HeuristicConfig(
-            max_seeds=cfg.max_seeds, plateau_epochs=cfg.plateau_epochs,
-            min_germinate_epoch=preset.min_germinate_epoch if cfg.min_germinate_epoch is None
-            else cfg.min_germinate_epoch,
-            germination=cfg.germination or preset.germination)
+        self.heuristic_cfg = heuristic_config(cfg, preset)
         self.heuristic = heuristic.HeuristicState(topology=self.model.topology)
         self.governor_cfg = governor.GovernorConfig(random_guess_loss=data.random_guess_loss,
                                                     max_rollbacks=cfg.max_rollbacks)
@@ -210,17 +196,18 @@ class Trainer:
         N envs launched one after another overlap until each `collect_epoch` fetches."""
         started = time.perf_counter()
         self._schedule_lr()
-        plan = lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils)
-        measured = [p.slot_id for p in plan.slots if p.grad_ratio or p.finite]
+        layout = EpochLayout.of(lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils))
+        measured = layout.measured
         self.flops.add_epoch(self.model, self.data, self.samples_per_epoch, self.autocast)
         sums = train_epoch(self.model, self.optimizer, self.data, batch_size=self.batch_size,
                            data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
                            max_batches=self.max_batches, grad_clip=self.preset.grad_clip, autocast=self.autocast)
         finite = seeds_finite(self.model, sums)
-        variants, where = plan_variants(plan)
-        val = validate(self.model, self.data, variants, batch_size=self.preset.eval_batch_size,
+        val = validate(self.model, self.data, layout.variants, batch_size=self.preset.eval_batch_size,
                        autocast=self.autocast)
-        return LaunchedEpoch(started, plan, measured, sums, finite, where, val)
+        return LaunchedEpoch(started, layout, sums, finite, val,
+                             seed_params={slot: self.model.slot(slot).n_params() for slot in measured},
+                             host_params=self.model.host_params)
 
     def _schedule_lr(self) -> None:
         """This epoch's lr in every group: preset lr × the governor's factor × the schedule's s(e).
@@ -232,27 +219,25 @@ class Trainer:
     def collect_epoch(self, launched: "LaunchedEpoch") -> "PendingEpoch":
         """Steps 3–5: the one device→host copy, governor, tracker, record."""
         epoch = self.state.epoch + 1
-        numbers = self._fetch(launched.sums, launched.finite, launched.val, launched.measured)  # the one copy
-        train_loss, train_acc = numbers["train_loss"], numbers["train_acc"]
-        val_loss, val_acc = numbers["val_loss"][0], numbers["val_acc"][0]
-        m = _measurements(epoch, launched.plan, launched.where, numbers)
+        numbers = launched.fetch()  # the one device→host copy
         if self.cfg.governor:
-            self.governor, verdict = governor.check(self.governor, train_loss, val_loss, self.governor_cfg)
+            self.governor, verdict = governor.check(self.governor, numbers.train_loss, numbers.val_loss,
+                                                    self.governor_cfg)
         else:
             verdict = governor.Verdict.ok()
         events: list[Event] = []
         if verdict.is_anomaly:
-            events.append(verdict.anomaly_event(epoch, val_loss))
+            events.append(verdict.anomaly_event(epoch, numbers.val_loss))
         if verdict.kind == governor.VerdictKind.PANIC:
-            view, rollback_events = self._rollback(verdict, epoch, val_loss, val_acc)
+            view, rollback_events = self._rollback(verdict, epoch, numbers.val_loss, numbers.val_acc)
             events += rollback_events
         else:
             self.tracker, tracker_events = signals.update(
-                self.tracker, signals.EpochSignals(epoch=epoch, val_loss=val_loss, val_acc=val_acc,
-                                                   train_loss=train_loss, train_acc=train_acc),
+                self.tracker, signals.EpochSignals(epoch=epoch, val_loss=numbers.val_loss, val_acc=numbers.val_acc,
+                                                   train_loss=numbers.train_loss, train_acc=numbers.train_acc),
                 self.tracker_cfg)
             events += tracker_events
-            view = lifecycle.record(self.state, m)
+            view = lifecycle.record(self.state, numbers.measurements(epoch))
         return PendingEpoch(epoch=epoch, started=launched.started, numbers=numbers, verdict=verdict, view=view,
                             masks=masks(view, self.rules), events=events)
 
@@ -272,39 +257,12 @@ class Trainer:
         events = [*pending.events, *decision_events, *self._apply(view, action)]
         if verdict.is_ok and self.cfg.governor:
             self.snapshot = self._take_snapshot()
-        val_loss, val_acc = numbers["val_loss"][0], numbers["val_acc"][0]
-        self.history.append((epoch, val_acc, val_loss))
+        self.history.append((epoch, numbers.val_acc, numbers.val_loss))
         events += self._seed_metrics(view)
         self.records = summarize_seeds(events, self.records)
         metrics = self._epoch_metrics(epoch, numbers, action, reason, verdict, time.perf_counter() - pending.started)
-        return EpochResult(epoch, numbers["train_loss"], numbers["train_acc"], val_loss, val_acc, action, reason,
-                           pending.rolled_back, tuple(events), metrics)
-
-    def _fetch(self, sums: Any, finite: dict[str, torch.Tensor], val: Any,
-               measured: list[str]) -> dict[str, Any]:
-        ratios = {}
-        for slot in measured:
-            n_params = self.model.slot(slot).n_params()
-            ratios[slot] = gradient_ratio(sums.seed_sq[slot], sums.host_sq, n_params, self.model.host_params)
-        parts = [sums.loss.reshape(1), sums.correct.reshape(1).float(), sums.count.reshape(1).float(),
-                 val.loss, val.correct.float()]
-        for slot in measured:
-            ratio, valid = ratios[slot]
-            parts += [ratio.reshape(1).float(), valid.reshape(1).float(), finite[slot].reshape(1).float()]
-        flat = torch.cat([p.reshape(-1).float() for p in parts]).tolist()
-        n_var = val.loss.numel()
-        count = max(flat[2], 1.0)
-        out: dict[str, Any] = {
-            "train_loss": flat[0] / count, "train_acc": flat[1] / count, "train_count": flat[2],
-            "val_loss": [x / val.count for x in flat[3:3 + n_var]],
-            "val_acc": [x / val.count for x in flat[3 + n_var:3 + 2 * n_var]],
-        }
-        rest = flat[3 + 2 * n_var:]
-        for k, slot in enumerate(measured):
-            ratio, valid, ok = rest[3 * k:3 * k + 3]
-            out[f"{slot}.grad_ratio"] = ratio if valid and np.isfinite(ratio) else None
-            out[f"{slot}.finite"] = bool(ok)
-        return out
+        return EpochResult(epoch, numbers.train_loss, numbers.train_acc, numbers.val_loss, numbers.val_acc, action,
+                           reason, pending.rolled_back, tuple(events), metrics)
 
     def _apply(self, view: LifecycleState, action: FactoredAction) -> list[Event]:
         events: list[Event] = []
@@ -377,7 +335,7 @@ class Trainer:
                                    total_gain=view.val_acc - seed.acc_at_germination))
         return out
 
-    def _epoch_metrics(self, epoch: int, numbers: dict[str, Any], action: FactoredAction, reason: str,
+    def _epoch_metrics(self, epoch: int, numbers: EpochNumbers, action: FactoredAction, reason: str,
                        verdict: governor.Verdict, seconds: float) -> EpochMetrics:
         counts = self.model.param_counts()
         slots = tuple(SlotStatus(slot=s.slot_id, stage=s.stage,
@@ -386,12 +344,12 @@ class Trainer:
                                  alpha=s.seed.alpha if s.seed else 0.0,
                                  contribution=s.seed.contribution if s.seed else None)
                       for s in self.state.slots if s.enabled)
-        val_loss = numbers["val_loss"][0]
+        val_loss = numbers.val_loss
         return EpochMetrics(
-            epoch=epoch, train_loss=numbers["train_loss"], train_acc=numbers["train_acc"], val_loss=val_loss,
-            val_acc=numbers["val_acc"][0], params=counts.total, seed_params=counts.live + counts.fossilized,
+            epoch=epoch, train_loss=numbers.train_loss, train_acc=numbers.train_acc, val_loss=val_loss,
+            val_acc=numbers.val_acc, params=counts.total, seed_params=counts.live + counts.fossilized,
             lr_host=self.optimizer.param_groups[0]["lr"], action=str(action), reason=reason,
-            epoch_s=seconds, samples_per_s=numbers["train_count"] / max(seconds, 1e-9),
+            epoch_s=seconds, samples_per_s=numbers.train_count / max(seconds, 1e-9),
             val_ppl=float(np.exp(min(val_loss, 50.0))) if self.preset.modality == "text" else None,
             live_seeds=sum(1 for s in self.state.slots if s.stage in LIVE),
             fossilized=sum(1 for s in self.state.slots if s.stage == Stage.FOSSILIZED),
@@ -438,20 +396,10 @@ def samples_per_epoch(n_train: int, batch_size: int, max_batches: int | None) ->
     return batch_size * (batches if max_batches is None else min(batches, max_batches))
 
 
-def _measurements(epoch: int, plan: Any, where: dict[tuple[str, str], int],
-                  numbers: dict[str, Any]) -> EpochMeasurements:
-    acc = numbers["val_acc"]
-    slots = []
-    for p in plan.slots:
-        if not p.any:
-            continue
-        ablate, shadow = where.get((p.slot_id, "ablate")), where.get((p.slot_id, "shadow"))
-        slots.append(SlotMeasurement(
-            slot_id=p.slot_id,
-            contribution=acc[0] - acc[ablate] if ablate is not None else None,
-            shadow_gain=acc[shadow] - acc[0] if shadow is not None else None,
-            grad_ratio=numbers.get(f"{p.slot_id}.grad_ratio") if p.grad_ratio else None,
-            seed_finite=numbers.get(f"{p.slot_id}.finite", True),
-        ))
-    val_acc = acc[0] if np.isfinite(acc[0]) else 0.0
-    return EpochMeasurements(epoch=epoch, val_acc=val_acc, slots=tuple(slots))
+def heuristic_config(cfg: RunConfig, preset: TaskPreset) -> heuristic.HeuristicConfig:
+    """The heuristic's knobs: the run's, falling back to the task preset's."""
+    return heuristic.HeuristicConfig(
+        max_seeds=cfg.max_seeds, plateau_epochs=cfg.plateau_epochs,
+        min_germinate_epoch=preset.min_germinate_epoch if cfg.min_germinate_epoch is None
+        else cfg.min_germinate_epoch,
+        germination=cfg.germination or preset.germination)

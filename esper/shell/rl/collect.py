@@ -10,10 +10,12 @@
 import time
 from collections import Counter
 from functools import partial
+from typing import TypeVar
 
 import attrs
 import torch
 from torch.func import vmap
+from torch.utils._pytree import tree_map
 
 from esper.core.actions import Op
 from esper.core.nets.policy import PolicyNet
@@ -22,7 +24,7 @@ from esper.core.rewards import RewardComponents, reward, reward_bound
 from esper.core.rewards import stack_inputs as stack_rewards
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, normalize
-from esper.core.sampling import MaskTensors, draw_noise, mask_tensors, relevance, stack_masks, to_actions
+from esper.core.sampling import draw_noise, mask_tensors, relevance, stack_masks, to_actions
 from esper.shell.rl.envs import VecEnv
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
 
@@ -78,8 +80,8 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
             step = steps[i]
             _check_bound(rewards, j, bound)
             buffer.store_decision(i, t, obs=obs[i], obs_raw=raw[i], action=actions[i], logp=logp[i],
-                                  relevance=relevance(actions[i, 0]), masks=_row(masks, i), value=value[i])
-            buffer.store_outcome(i, t, components=_one(rewards, j), stage_before=step.reward.stage_before,
+                                  relevance=relevance(actions[i, 0]), masks=_at(masks, i), value=value[i])
+            buffer.store_outcome(i, t, components=_at(rewards, j), stage_before=step.reward.stage_before,
                                  stage_after=step.reward.stage_after, terminal=t == e - 1,
                                  acc=step.result.val_acc)
             ops[Op(decided[i].op).name] += 1
@@ -88,12 +90,12 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
     return buffer, RolloutStats(time.perf_counter() - started, dict(ops), dict(blueprints), tuple(cuts))
 
 
-def _row(masks: MaskTensors, i: int) -> MaskTensors:
-    return MaskTensors(op=masks.op[i], slot=masks.slot[i], blueprint=masks.blueprint[i], tempo=masks.tempo[i])
+T = TypeVar("T")
 
 
-def _one(components: RewardComponents, j: int) -> RewardComponents:
-    return RewardComponents(**{f.name: getattr(components, f.name)[j] for f in attrs.fields(RewardComponents)})
+def _at(batched: T, i: int) -> T:
+    """Row i of every tensor of a batched record (MaskTensors, RewardComponents: registered pytrees)."""
+    return tree_map(lambda t: t[i], batched)
 
 
 def _check_bound(components: RewardComponents, j: int, bound: float) -> None:

@@ -26,8 +26,9 @@ from esper.core.rewards import RewardInputs, reward_inputs
 from esper.core.seed import LifecycleState
 from esper.core.stages import HAS_MODULE
 from esper.shell.data.taskdata import TaskData
+from esper.shell.epoch_numbers import LaunchedEpoch
 from esper.shell.run_config import RunConfig
-from esper.shell.trainer import EpochResult, LaunchedEpoch, PendingEpoch, Trainer, TrainingDiverged
+from esper.shell.trainer import EpochResult, PendingEpoch, Trainer, TrainingDiverged
 
 ACTING_STREAM, SHUFFLE_STREAM = 1_000_001, 1_000_002
 
@@ -88,7 +89,7 @@ class Env:
             self.cut_reason = "governor_exhausted"
             return None
         numbers = pending.numbers
-        if not all(np.isfinite([numbers["train_loss"], numbers["val_loss"][0]])) and not pending.rolled_back:
+        if not all(np.isfinite([numbers.train_loss, numbers.val_loss])) and not pending.rolled_back:
             self.cut_reason = "nonfinite"
             return None
         obs = observe(trainer, pending, self.prev, epochs, random_guess_loss)
@@ -116,7 +117,7 @@ def observe(trainer: Trainer, pending: PendingEpoch, prev: tuple[float, float] |
     numbers = pending.numbers
     ctx = ObsContext(
         epochs=epochs, random_guess_loss=random_guess_loss,
-        train_loss=numbers["train_loss"], train_acc=numbers["train_acc"], val_loss=numbers["val_loss"][0],
+        train_loss=numbers.train_loss, train_acc=numbers.train_acc, val_loss=numbers.val_loss,
         prev_val_loss=prev[0] if prev else None, prev_val_acc=prev[1] if prev else None,
         rolled_back_now=pending.rolled_back, rollbacks=trainer.governor.rollbacks,
         max_rollbacks=trainer.governor_cfg.max_rollbacks, host_params=trainer.model.host_params)

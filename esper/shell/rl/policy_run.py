@@ -65,5 +65,5 @@ class PolicyDecider:
         s, k = masks.blueprint.shape[-2:]
         noise = draw_noise(self.noise_gen, 1, s, k, masks.tempo.shape[-1])
         actions, _, _, self.hc = self.policy.act(obs, masks, self.hc, noise, deterministic=True)
-        self.prev = (pending.numbers["val_loss"][0], pending.numbers["val_acc"][0])
+        self.prev = (pending.numbers.val_loss, pending.numbers.val_acc)
         return to_actions(actions[0]), "policy", []

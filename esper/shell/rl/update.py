@@ -4,8 +4,8 @@
     2  reward scale from the frozen reward normaliser (first batch: merge first); r = clamp(r·scale, ±10)
     3  vmap(episode_arrays) → vmap(gae) → Â (normalised over valid steps), G; rollout explained variance
     4  for each epoch, for each minibatch of whole env sequences: evaluate, ppo_loss, backward, clip;
-       one host fetch of [joint KL, loss, grad norm]; non-finite → abort the update (restore); KL over
-       1.5·target → stop; else step
+       one host fetch of [joint KL, loss, grad norm] → MinibatchOutcome; non-finite → abort the update
+       (restore); KL over 1.5·target → stop; else step. The loop's LoopOutcome keeps every outcome.
     5  merge raw observations into the obs normaliser, discounted return prefixes into the reward one
 
 The normalisers are frozen for a whole rollout and its update (they change only in step 5).
@@ -20,14 +20,17 @@ import attrs
 import torch
 from torch import Tensor
 from torch.func import vmap
+from torch.utils._pytree import tree_map
 
 from esper.core.gae import episode_arrays, explained_variance, gae, masked_mean_var, normalize_advantages
 from esper.core.nets.policy import PolicyNet
 from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, entropy_coef, ppo_loss
+from esper.core.pytree import register_pytree
 from esper.core.rewards import discounted_prefix
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, merge
 from esper.core.sampling import MaskTensors
+from esper.shell.fetch import fetch
 from esper.shell.rl.rollout import RolloutBuffer
 
 HEAD_NAMES = ("op", "slot", "blueprint", "tempo")
@@ -73,6 +76,64 @@ class UpdateResult:
     diagnostics: dict[str, Any]  # the last minibatch's PPODiagnostics as numbers (per head as dicts)
 
 
+@register_pytree
+@attrs.frozen
+class UpdateData:
+    """The rollout batch on the policy device, as the minibatch loop indexes it (rows = envs)."""
+
+    obs: Tensor  # [N, E, obs_dim], normalised
+    actions: Tensor  # [N, E, 4]
+    masks: MaskTensors
+    batch: PPOBatch
+
+    def rows(self, index: Tensor) -> "UpdateData":
+        return tree_map(lambda t: t[index], self)
+
+
+@attrs.frozen
+class MinibatchOutcome:
+    """One minibatch's loss evaluation and clipped gradient, with the numbers the loop decides on."""
+
+    joint_kl: float
+    loss: float
+    grad_norm: float  # before clipping
+    max_abs_ratio_dev: float
+    diagnostics: PPODiagnostics  # detached, on the policy device
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(x) for x in (self.joint_kl, self.loss, self.grad_norm))
+
+
+@attrs.frozen
+class LoopOutcome:
+    """What the minibatch loop did: every minibatch it evaluated, in order, and where it stopped."""
+
+    minibatches: tuple[MinibatchOutcome, ...]
+    steps: int  # optimizer steps taken
+    epochs_done: int
+    stop: tuple[int, int] | None = None  # (epoch, minibatch) of a KL early stop
+
+    @property
+    def finite(self) -> bool:
+        """False: the last minibatch was non-finite and the loop aborted before stepping on it."""
+        return all(m.finite for m in self.minibatches)
+
+    @property
+    def initial_logratio_max(self) -> float:
+        return self.minibatches[0].max_abs_ratio_dev if self.minibatches else 0.0
+
+    @property
+    def grad_norms(self) -> tuple[float, ...]:
+        """The pre-clip gradient norm of every finite minibatch (the KL-stopped one included)."""
+        return tuple(m.grad_norm for m in self.minibatches if m.finite)
+
+    @property
+    def diagnostics(self) -> PPODiagnostics | None:
+        """The last minibatch's."""
+        return self.minibatches[-1].diagnostics if self.minibatches else None
+
+
 def reward_scale(norm: RunningStats, cfg: RLConfig) -> Tensor:
     """1 / max(std of the discounted return, floor): a scale only, never a shift (keeps PBRS exact)."""
     return 1.0 / torch.sqrt(norm.var[0]).clamp_min(cfg.reward_std_floor)
@@ -109,7 +170,7 @@ def ppo_update(policy: PolicyNet, optimizer: torch.optim.Optimizer, buffer: Roll
     data = _to_device(buffer, adv_hat, returns, device)
     saved = (copy.deepcopy(policy.state_dict()), copy.deepcopy(optimizer.state_dict()))
     loop = _minibatch_loop(policy, optimizer, data, cfg, coefs, shuffle, n_envs=buffer.valid.shape[0])
-    if not loop["finite"]:
+    if not loop.finite:
         policy.load_state_dict(saved[0])
         optimizer.load_state_dict(saved[1])
     if not first:
@@ -117,72 +178,55 @@ def ppo_update(policy: PolicyNet, optimizer: torch.optim.Optimizer, buffer: Roll
     obs_norm = merge(norms.obs, buffer.obs_raw.reshape(-1, buffer.obs_raw.shape[-1]), valid.reshape(-1))
     adv_mean, adv_std = _masked_mean_std(adv_raw, valid)
     ret_mean, ret_std = _masked_mean_std(returns, valid)
-    grad_norms = loop["grad_norms"] or [0.0]
+    grad_norms = loop.grad_norms or (0.0,)
     result = UpdateResult(
-        applied=loop["finite"], epochs_done=loop["epochs_done"], minibatches_done=loop["minibatches"],
-        stop_epoch=loop["stop"][0] if loop["stop"] else None, stop_minibatch=loop["stop"][1] if loop["stop"] else None,
-        initial_logratio_max=loop["initial_logratio_max"], grad_norm_mean=sum(grad_norms) / len(grad_norms),
+        applied=loop.finite, epochs_done=loop.epochs_done, minibatches_done=loop.steps,
+        stop_epoch=loop.stop[0] if loop.stop else None, stop_minibatch=loop.stop[1] if loop.stop else None,
+        initial_logratio_max=loop.initial_logratio_max, grad_norm_mean=sum(grad_norms) / len(grad_norms),
         grad_norm_max=max(grad_norms), reward_scale=float(scale), clip_frac_reward=float(clipped_frac),
         advantage_mean=adv_mean, advantage_std=adv_std, return_mean=ret_mean, return_std=ret_std,
         rollout_explained_variance=float(rollout_ev), entropy_coef=ent_coef,
-        diagnostics=diagnostics_dict(loop["diagnostics"]))
+        diagnostics=diagnostics_dict(loop.diagnostics))
     return result, Normalisers(obs_norm, reward_norm)
 
 
-def _to_device(buffer: RolloutBuffer, adv_hat: Tensor, returns: Tensor, device: torch.device) -> dict[str, Any]:
-    move = partial(torch.Tensor.to, device=device, non_blocking=True)
-    masks = buffer.masks
-    return {
-        "obs": move(buffer.obs), "actions": move(buffer.actions),
-        "masks": MaskTensors(op=move(masks.op), slot=move(masks.slot), blueprint=move(masks.blueprint),
-                             tempo=move(masks.tempo)),
-        "batch": PPOBatch(logp_old=move(buffer.logp), value_old=move(buffer.value), relevance=move(buffer.relevance),
-                          valid=move(buffer.valid), advantages=move(adv_hat), returns=move(returns)),
-    }
+def _to_device(buffer: RolloutBuffer, adv_hat: Tensor, returns: Tensor, device: torch.device) -> UpdateData:
+    on_cpu = UpdateData(obs=buffer.obs, actions=buffer.actions, masks=buffer.masks,
+                        batch=PPOBatch(logp_old=buffer.logp, value_old=buffer.value, relevance=buffer.relevance,
+                                       valid=buffer.valid, advantages=adv_hat, returns=returns))
+    return tree_map(partial(torch.Tensor.to, device=device, non_blocking=True), on_cpu)
 
 
-def _rows(data: dict[str, Any], index: Tensor) -> tuple[Tensor, Tensor, MaskTensors, PPOBatch]:
-    masks: MaskTensors = data["masks"]
-    batch: PPOBatch = data["batch"]
-    picked_masks = MaskTensors(op=masks.op[index], slot=masks.slot[index], blueprint=masks.blueprint[index],
-                               tempo=masks.tempo[index])
-    picked = PPOBatch(**{f.name: getattr(batch, f.name)[index] for f in attrs.fields(PPOBatch)})
-    return data["obs"][index], data["actions"][index], picked_masks, picked
-
-
-def _minibatch_loop(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: dict[str, Any], cfg: RLConfig,
-                    coefs: PPOCoefs, shuffle: torch.Generator, n_envs: int) -> dict[str, Any]:
+def _minibatch_loop(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: UpdateData, cfg: RLConfig,
+                    coefs: PPOCoefs, shuffle: torch.Generator, n_envs: int) -> LoopOutcome:
     size = min(cfg.minibatch_envs, n_envs)
-    out: dict[str, Any] = {"finite": True, "epochs_done": 0, "minibatches": 0, "stop": None,
-                           "initial_logratio_max": 0.0, "grad_norms": [], "diagnostics": None}
+    done: list[MinibatchOutcome] = []
     for epoch in range(cfg.ppo_epochs):
         order = torch.randperm(n_envs, generator=shuffle)
         for mb, start in enumerate(range(0, n_envs, size)):
-            index = order[start:start + size].to(data["obs"].device)
-            obs, actions, masks, batch = _rows(data, index)
-            logp, ent, value = policy.evaluate(obs, actions, masks)
-            loss, diag = ppo_loss(logp, ent, value, batch, coefs)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            kl, loss_v, gn, dev = torch.stack([diag.joint_approx_kl, loss.detach(), grad_norm,
-                                               diag.max_abs_ratio_dev]).tolist()  # the one fetch
-            if epoch == 0 and mb == 0:
-                out["initial_logratio_max"] = dev
-            out["diagnostics"] = diag
-            if not all(math.isfinite(x) for x in (kl, loss_v, gn)):
-                out["finite"] = False
-                return out
-            out["grad_norms"].append(gn)
-            if kl > cfg.kl_stop_factor * cfg.target_kl:
+            index = order[start:start + size].to(data.obs.device)
+            outcome = _minibatch(policy, optimizer, data.rows(index), cfg, coefs)
+            done.append(outcome)
+            steps = len(done) - 1  # every minibatch before this one stepped
+            if not outcome.finite:
+                return LoopOutcome(tuple(done), steps, epochs_done=epoch)
+            if outcome.joint_kl > cfg.kl_stop_factor * cfg.target_kl:
                 optimizer.zero_grad(set_to_none=True)
-                out["stop"] = (epoch, mb)
-                out["epochs_done"] = epoch + 1
-                return out
+                return LoopOutcome(tuple(done), steps, epochs_done=epoch + 1, stop=(epoch, mb))
             optimizer.step()
-            out["minibatches"] += 1
-        out["epochs_done"] = epoch + 1
-    return out
+    return LoopOutcome(tuple(done), len(done), epochs_done=cfg.ppo_epochs)
+
+
+def _minibatch(policy: PolicyNet, optimizer: torch.optim.Optimizer, rows: UpdateData, cfg: RLConfig,
+               coefs: PPOCoefs) -> MinibatchOutcome:
+    """Evaluate, loss, backward, clip (no step): the caller steps once the outcome is known good."""
+    logp, ent, value = policy.evaluate(rows.obs, rows.actions, rows.masks)
+    loss, diag = ppo_loss(logp, ent, value, rows.batch, coefs)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+    kl, loss_v, gn, dev = fetch((diag.joint_approx_kl, loss, grad_norm, diag.max_abs_ratio_dev))  # the one fetch
+    return MinibatchOutcome(kl, loss_v, gn, dev, diag)
 
 
 def _masked_mean_std(x: Tensor, valid: Tensor) -> tuple[float, float]:
@@ -194,10 +238,10 @@ def diagnostics_dict(diag: PPODiagnostics | None) -> dict[str, Any]:
     """Per-head fields as {head: {stat: value}}, scalars as numbers (JSON types for telemetry)."""
     if diag is None:
         return {"heads": {h: {} for h in HEAD_NAMES}}
+    values: dict[str, Any] = fetch(attrs.asdict(diag, recurse=False))  # one copy, not one per field
     heads: dict[str, dict[str, float]] = {h: {} for h in HEAD_NAMES}
     for name in PPODiagnostics.HEAD_FIELDS:
-        for h, value in zip(HEAD_NAMES, getattr(diag, name).tolist(), strict=True):
+        for h, value in zip(HEAD_NAMES, values[name], strict=True):
             heads[h][name] = value
-    scalars = {f.name: float(getattr(diag, f.name)) for f in attrs.fields(PPODiagnostics)
-               if f.name not in PPODiagnostics.HEAD_FIELDS}
+    scalars = {name: value for name, value in values.items() if name not in PPODiagnostics.HEAD_FIELDS}
     return {"heads": heads, **scalars}
