@@ -14,7 +14,8 @@ reward was computed from, so an analyst can recompute r_t → Â_t, G_t without 
     inputs.<field>        RewardInputs, stacked [N, E, ·]
     rl_config             the RLConfig as JSON; min_fossilize_contribution: G5's θ of the reward
 
-About 40 bytes per env-step (8 envs × 25 epochs: some 8 KB compressed per update), so it is always on.
+At most about 115 bytes per env-step compressed (measured on incompressible data: 8 envs × 25 epochs is
+under 25 KB per update, about 1 MB for the default 50 updates, less than one checkpoint), so it is always on.
 A, Â and G come from `update.advantages`, the very function `ppo_update` runs on the same buffer and
 scale, so they are the numbers the update used.
 """
