@@ -11,18 +11,16 @@ from PIL import Image
 
 from esper.shell.report import (
     DPI,
-    METRICS_REQUIRED,
     PANEL_SIZE,
     PPO_SIZE,
     REPORT_CELL,
     SEEDS_SIZE,
     ReportError,
-    mean_std,
     pixel_size,
     report_grid,
-    stage_spans,
     write_report,
 )
+from esper.shell.report_data import METRICS_REQUIRED, mean_std, stage_spans
 from esper.shell.telemetry.rundir import METRICS_COLUMNS, SLOT_COLUMNS
 
 # The lead's ppo.csv header, spelled out here (not imported) so a drift in either side fails a test.
