@@ -133,15 +133,31 @@ def _finish_axes(ax: Any, xlabel: str, ylabel: str) -> None:
         ax.legend(fontsize=7, loc="best")
 
 
+def germinated(curves: Curves) -> bool:
+    """Did a seed germinate in this run? Not where every slot stays DORMANT, or holds a fossil planted
+    before epoch 1 (a static baseline's fixed seed) throughout."""
+    return any(len(set(t.stages)) > 1 or t.stages[0] not in ("DORMANT", "FOSSILIZED") for t in curves.slots)
+
+
+def timeline_runs(groups: Sequence[Group]) -> list[tuple[str, Curves]]:
+    """(run name, curves) the seed timeline shows: per non-baseline group, its first run that germinated a
+    seed; groups that never germinate are left out. A lone run is shown whatever it did."""
+    drawn = [g for g in groups if g.curves]
+    shown = [next((r.path.name, c) for r in g.runs for c in r.curves if germinated(c))
+             for g in drawn if not g.baseline and any(germinated(c) for c in g.curves)]
+    if not shown and len(drawn) == 1:
+        shown = [(drawn[0].runs[0].path.name, drawn[0].curves[0])]
+    return shown
+
+
 def draw_seeds(fig: FigureBase, groups: Sequence[Group]) -> None:
-    """One row per slot of one run per non-baseline group (its first run): stage bars, alpha line,
-    rollbacks as red dashed verticals."""
-    shown = [g for g in groups if not g.baseline and g.curves] or [g for g in groups if g.curves]
-    several = len(shown) > 1
-    rows = [(f"{g.runs[0].path.name}\n{t.slot}" if several else t.slot, g.curves[0], t)
-            for g in shown for t in g.curves[0].slots]
+    """One row per slot of each run `timeline_runs` picks: stage bars, alpha line, rollbacks as red
+    dashed verticals."""
+    shown = timeline_runs(groups)
+    several = sum(len(g.runs) for g in groups) > 1  # name the run where there are others it could be
+    rows = [(f"{name}\n{t.slot}" if several else t.slot, curves, t) for name, curves in shown for t in curves.slots]
     if not rows:
-        fig.text(0.5, 0.5, "no seed slots", ha="center", va="center")
+        fig.text(0.5, 0.5, "no seed slots" if shown else "no seed germinated", ha="center", va="center")
         return
     axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (label, curves, track) in zip(axes, rows, strict=True):

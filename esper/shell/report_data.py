@@ -59,6 +59,7 @@ class Run:
     title: str
     curves: tuple[Curves, ...]  # the last episode's envs; empty for a PPO learning run
     ppo: dict[str, np.ndarray] | None
+    task: str | None = None
 
 
 @attrs.frozen(eq=False)
@@ -176,7 +177,7 @@ def load_run(path: Path) -> Run:
     title = " · ".join(str(v) if k != "seed" else f"seed {v}" for k, v in info.items() if v is not None)
     curves = read_metrics(path / "metrics.csv") if (path / "metrics.csv").is_file() else ()
     ppo = read_ppo(path / "ppo.csv") if (path / "ppo.csv").is_file() else None
-    return Run(path=path, group=group, title=title or path.name, curves=curves, ppo=ppo)
+    return Run(path=path, group=group, title=title or path.name, curves=curves, ppo=ppo, task=info["task"])
 
 
 def load_groups(target: Path) -> tuple[str, dict[str, list[Run]]]:
@@ -190,8 +191,16 @@ def load_groups(target: Path) -> tuple[str, dict[str, list[Run]]]:
     for sub in sorted(p for p in target.iterdir() if p.is_dir() and _is_run_dir(p)):
         run = load_run(sub)
         grouped.setdefault(run.group, []).append(run)
-    return f"compare · {target.name}", grouped
+    return compare_title(target, grouped), grouped
 
+
+def compare_title(target: Path, grouped: dict[str, list[Run]]) -> str:
+    """`<task> · compare`, then the folder's name where it says more than "compare". The task is
+    compare.json's (`meta.task`), else that of the runs inside."""
+    meta = (_read_json(target / "compare.json") or {}).get("meta", {})
+    tasks = [meta["task"]] if meta.get("task") else sorted({r.task for rs in grouped.values() for r in rs if r.task})
+    parts = [" + ".join(tasks) or "?", "compare", *([target.name] if target.name != "compare" else [])]
+    return " · ".join(parts)
 
 
 def mean_std(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
