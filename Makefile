@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/esper-run train
 
 lint: $(STAMP)
-	$(BIN)/ruff check esper tests properties
+	$(BIN)/ruff check esper tests properties examples
 	$(BIN)/lint-imports
 
 test: lint

@@ -1,13 +1,11 @@
 """`esper-run report` (docs/runtime.md §8): the PNGs of a run, a PPO learning run or a compare directory.
 
-Reads only `metrics.csv`, `ppo.csv`, `config.json` and `summary.json`, so it works at telemetry level
-`off`. Figures are `matplotlib.figure.Figure`s rendered by the Agg canvas directly: no pyplot, no global
-backend or figure registry, so it is safe headless and inside a training process.
+What is drawn comes from `report_data` (the run files, read into curves). Figures are
+`matplotlib.figure.Figure`s rendered by the Agg canvas directly: no pyplot, no global backend or figure
+registry, so it is safe headless and inside a training process.
 
-Index convention: the metrics.csv row with `epoch` e holds what was measured at the end of epoch e
-(1-based); the seed timeline's bar for epoch e spans [e − ½, e + ½) so bars centre on the curves' points.
-The ppo.csv row with `update` u holds the statistics of update u. A group of runs is drawn as
-mean(x) ± std(x) (population std, over the runs that have a value at that x; the band only when n > 1).
+The seed timeline's bar for epoch e spans [e − ½, e + ½) so bars centre on the curves' points. A group of
+runs is drawn as mean ± std, the band only when n > 1.
 
 Sizes are fixed (inches; pixels = inches × DPI, DPI = 150):
     accuracy.png, loss.png, params.png   PANEL_SIZE   8 × 4.5   → 1200 × 675 px
@@ -17,19 +15,27 @@ Sizes are fixed (inches; pixels = inches × DPI, DPI = 150):
                  1×1 (a PPO learning run: ppo only)
 """
 
-import csv
-import json
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure, FigureBase
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+from esper.shell.report_data import (
+    Curves,
+    Group,
+    ReportError,
+    Run,
+    SlotTrack,
+    load_groups,
+    load_run,
+    mean_std,
+    stage_spans,
+)
 
 DPI = 150
 PANEL_SIZE = (8.0, 4.5)
@@ -37,215 +43,13 @@ SEEDS_SIZE = (10.0, 5.5)
 PPO_SIZE = (12.0, 6.5)
 REPORT_CELL = (8.0, 5.0)
 
-METRICS_REQUIRED = ("episode", "env", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "params",
-                    "seed_params", "rollback")
-PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
-               "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance",
-               "value_loss", "policy_loss", "early_stopped")
 STAGE_COLOURS = {
     "GERMINATED": "#7f7f7f", "TRAINING": "#1f77b4", "BLENDING": "#ff7f0e", "PROBATIONARY": "#9467bd",
     "FOSSILIZED": "#2ca02c", "CULLED": "#d62728", "EMBARGOED": "#d3d3d3", "RESETTING": "#d3d3d3",
 }
-LIVE_STAGES = ("GERMINATED", "TRAINING", "BLENDING", "PROBATIONARY", "FOSSILIZED")
 BASELINE_GROUP = "static"  # inside a compare directory this group is the grey baseline
 GROUP_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 BASELINE_GREYS = ("0.45", "0.65", "0.3", "0.55")
-_SPECIAL_CELLS = {"": float("nan"), "true": 1.0, "false": 0.0}
-_RUN_NAME = re.compile(r"^(?P<group>.+)-s\d+$")
-
-
-class ReportError(Exception):
-    """The report cannot be drawn: missing or unreadable run directory, file or column."""
-
-
-@attrs.frozen(eq=False)
-class SlotTrack:
-    """One slot's per-epoch stage, blueprint and alpha."""
-
-    slot: str
-    stages: tuple[str, ...]
-    blueprints: tuple[str, ...]
-    alpha: np.ndarray
-
-
-@attrs.frozen(eq=False)
-class Curves:
-    """One (episode, env) series of metrics.csv."""
-
-    epoch: np.ndarray
-    values: dict[str, np.ndarray]  # the numeric METRICS_REQUIRED columns
-    slots: tuple[SlotTrack, ...]
-    rollbacks: tuple[float, ...]
-
-
-@attrs.frozen(eq=False)
-class Run:
-    path: Path
-    group: str
-    title: str
-    curves: tuple[Curves, ...]  # the last episode's envs; empty for a PPO learning run
-    ppo: dict[str, np.ndarray] | None
-
-
-@attrs.frozen(eq=False)
-class Group:
-    name: str
-    runs: tuple[Run, ...]
-    colour: str
-    baseline: bool = False
-
-    @property
-    def curves(self) -> list[Curves]:
-        return [c for r in self.runs for c in r.curves]
-
-    @property
-    def label(self) -> str:
-        n = len(self.runs)
-        return self.name if n == 1 else f"{self.name} (n={n})"
-
-
-@attrs.frozen(kw_only=True)
-class Span:
-    """Rows [start, stop) of one slot in one stage; `label` is the blueprint on a seed's first span."""
-
-    start: int
-    stop: int
-    stage: str
-    label: str | None
-
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ReportError(f"{path}: cannot read ({exc})") from exc
-    if missing := [c for c in required if c not in header]:
-        raise ReportError(f"{path}: missing column(s) {', '.join(missing)}")
-    if not rows:
-        raise ReportError(f"{path}: no rows yet")
-    return header, rows
-
-
-def _number(text: str | None, path: Path, line: int, column: str) -> float:
-    """A CSV cell as a float: empty → NaN (None in the run), booleans as 0/1, nan/inf spelled out."""
-    text = (text or "").strip().lower()
-    try:
-        return _SPECIAL_CELLS[text] if text in _SPECIAL_CELLS else float(text)
-    except ValueError as exc:
-        raise ReportError(f"{path}: line {line}: {column} is not a number: {text!r}") from exc
-
-
-def _column(rows: list[dict[str, str]], column: str, path: Path) -> np.ndarray:
-    return np.array([_number(r[column], path, i + 2, column) for i, r in enumerate(rows)], dtype=float)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: cannot read ({exc})") from exc
-
-
-def read_metrics(path: Path) -> tuple[Curves, ...]:
-    """metrics.csv → one `Curves` per env of the last episode (heuristic and static runs: exactly one)."""
-    header, rows = _read_csv(path, METRICS_REQUIRED)
-    episode, env = _column(rows, "episode", path), _column(rows, "env", path)
-    last = np.nanmax(episode)
-    out = []
-    for e in sorted(set(env[episode == last].tolist())):
-        picked = [r for r, keep in zip(rows, (episode == last) & (env == e), strict=True) if keep]
-        out.append(_curves(header, picked, path))
-    return tuple(out)
-
-
-def _curves(header: list[str], rows: list[dict[str, str]], path: Path) -> Curves:
-    values = {c: _column(rows, c, path) for c in METRICS_REQUIRED if c not in ("episode", "env")}
-    epoch = values.pop("epoch")
-    slots = tuple(
-        SlotTrack(slot=name, stages=tuple(r[f"{name}_stage"] or "DORMANT" for r in rows),
-                  blueprints=tuple(r.get(f"{name}_blueprint") or "" for r in rows),
-                  alpha=_column(rows, f"{name}_alpha", path) if f"{name}_alpha" in header else np.zeros(len(rows)))
-        for name in (c.removesuffix("_stage") for c in header if c.endswith("_stage"))
-    )
-    rollbacks = tuple(float(x) for x, flag in zip(epoch, values.pop("rollback"), strict=True) if flag > 0)
-    return Curves(epoch=epoch, values=values, slots=slots, rollbacks=rollbacks)
-
-
-def read_ppo(path: Path) -> dict[str, np.ndarray]:
-    _, rows = _read_csv(path, PPO_COLUMNS)
-    return {c: _column(rows, c, path) for c in PPO_COLUMNS}
-
-
-def _is_run_dir(path: Path) -> bool:
-    return (path / "metrics.csv").is_file() or (path / "ppo.csv").is_file()
-
-
-def load_run(path: Path) -> Run:
-    """A run directory: an ordinary run (metrics.csv), a PPO learning run (ppo.csv), or both."""
-    if not path.is_dir():
-        raise ReportError(f"{path}: no such run directory")
-    config = _read_json(path / "config.json") or {}
-    summary = _read_json(path / "summary.json") or {}
-    train = config.get("config", {}).get("train", {})
-    info = {k: summary.get(k, train.get(k)) for k in ("task", "controller", "seed")}
-    if not _is_run_dir(path):
-        wanted = "ppo.csv" if (path / "rl_summary.json").exists() or info["controller"] == "ppo" else "metrics.csv"
-        raise ReportError(f"{path}: not a run directory with results ({wanted} is missing)")
-    match = _RUN_NAME.match(path.name)
-    group = (match["group"] if match else None) or info["controller"] or path.name
-    title = " · ".join(str(v) if k != "seed" else f"seed {v}" for k, v in info.items() if v is not None)
-    curves = read_metrics(path / "metrics.csv") if (path / "metrics.csv").is_file() else ()
-    ppo = read_ppo(path / "ppo.csv") if (path / "ppo.csv").is_file() else None
-    return Run(path=path, group=group, title=title or path.name, curves=curves, ppo=ppo)
-
-
-def load_groups(target: Path) -> tuple[str, dict[str, list[Run]]]:
-    """(title, runs grouped by name) of a run directory or a compare directory of `<group>-s<seed>` runs."""
-    if not target.is_dir():
-        raise ReportError(f"{target}: no such run directory")
-    if _is_run_dir(target) or not any(_is_run_dir(p) for p in target.iterdir() if p.is_dir()):
-        run = load_run(target)  # raises the run directory's own error
-        return run.title, {run.group: [run]}
-    grouped: dict[str, list[Run]] = {}
-    for sub in sorted(p for p in target.iterdir() if p.is_dir() and _is_run_dir(p)):
-        run = load_run(sub)
-        grouped.setdefault(run.group, []).append(run)
-    return f"compare · {target.name}", grouped
-
-
-
-def mean_std(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Align (x, y) series on the union of their x; mean and population std over the non-NaN values."""
-    xs = np.unique(np.concatenate([x for x, _ in series]))
-    table = np.full((len(series), len(xs)), np.nan)
-    for i, (x, y) in enumerate(series):
-        table[i, np.searchsorted(xs, x)] = np.where(np.isfinite(y), y, np.nan)
-    count = np.sum(~np.isnan(table), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nansum(table, axis=0) / count
-        std = np.sqrt(np.nansum((table - mean) ** 2, axis=0) / count)
-    return xs, mean, std, len(series)
-
-
-def stage_spans(stages: Sequence[str], blueprints: Sequence[str]) -> list[Span]:
-    """Contiguous runs of one stage (DORMANT omitted); a seed starts where a live stage follows a
-    non-live one (or the blueprint changes), and its first span carries the blueprint label."""
-    spans: list[Span] = []
-    for i, stage in enumerate(stages):
-        prev = stages[i - 1] if i else "DORMANT"
-        new_seed = stage in LIVE_STAGES and (prev not in LIVE_STAGES or blueprints[i] != blueprints[i - 1])
-        if spans and spans[-1].stop == i and spans[-1].stage == stage and not new_seed:
-            spans[-1] = attrs.evolve(spans[-1], stop=i + 1)
-        elif stage != "DORMANT":
-            spans.append(Span(start=i, stop=i + 1, stage=stage, label=(blueprints[i] or "?") if new_seed else None))
-    return spans
-
 
 
 def _band(ax: Any, series: list[tuple[np.ndarray, np.ndarray]], colour: str, label: str | None,
@@ -329,15 +133,31 @@ def _finish_axes(ax: Any, xlabel: str, ylabel: str) -> None:
         ax.legend(fontsize=7, loc="best")
 
 
+def germinated(curves: Curves) -> bool:
+    """Did a seed germinate in this run? Not where every slot stays DORMANT, or holds a fossil planted
+    before epoch 1 (a static baseline's fixed seed) throughout."""
+    return any(len(set(t.stages)) > 1 or t.stages[0] not in ("DORMANT", "FOSSILIZED") for t in curves.slots)
+
+
+def timeline_runs(groups: Sequence[Group]) -> list[tuple[str, Curves]]:
+    """(run name, curves) the seed timeline shows: per non-baseline group, its first run that germinated a
+    seed; groups that never germinate are left out. A lone run is shown whatever it did."""
+    drawn = [g for g in groups if g.curves]
+    shown = [next((r.path.name, c) for r in g.runs for c in r.curves if germinated(c))
+             for g in drawn if not g.baseline and any(germinated(c) for c in g.curves)]
+    if not shown and len(drawn) == 1:
+        shown = [(drawn[0].runs[0].path.name, drawn[0].curves[0])]
+    return shown
+
+
 def draw_seeds(fig: FigureBase, groups: Sequence[Group]) -> None:
-    """One row per slot of one run per non-baseline group (its first run): stage bars, alpha line,
-    rollbacks as red dashed verticals."""
-    shown = [g for g in groups if not g.baseline and g.curves] or [g for g in groups if g.curves]
-    several = len(shown) > 1
-    rows = [(f"{g.runs[0].path.name}\n{t.slot}" if several else t.slot, g.curves[0], t)
-            for g in shown for t in g.curves[0].slots]
+    """One row per slot of each run `timeline_runs` picks: stage bars, alpha line, rollbacks as red
+    dashed verticals."""
+    shown = timeline_runs(groups)
+    several = sum(len(g.runs) for g in groups) > 1  # name the run where there are others it could be
+    rows = [(f"{name}\n{t.slot}" if several else t.slot, curves, t) for name, curves in shown for t in curves.slots]
     if not rows:
-        fig.text(0.5, 0.5, "no seed slots", ha="center", va="center")
+        fig.text(0.5, 0.5, "no seed slots" if shown else "no seed germinated", ha="center", va="center")
         return
     axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (label, curves, track) in zip(axes, rows, strict=True):
@@ -485,5 +305,5 @@ def write_report(target: Path, *, baselines: Sequence[Path] = (), runs: Sequence
     return written
 
 
-__all__ = ["DPI", "PANEL_SIZE", "PPO_COLUMNS", "PPO_SIZE", "REPORT_CELL", "SEEDS_SIZE", "ReportError",
-           "pixel_size", "report_grid", "stage_spans", "write_report"]
+__all__ = ["DPI", "PANEL_SIZE", "PPO_SIZE", "REPORT_CELL", "SEEDS_SIZE", "ReportError", "pixel_size", "report_grid",
+           "write_report"]

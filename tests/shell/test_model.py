@@ -332,59 +332,88 @@ def _names(optimizer: torch.optim.Optimizer) -> list[str]:
     return [g["name"] for g in optimizer.param_groups]
 
 
+@attrs.define
+class _GroupScene:
+    """A fashion-mnist model, its AdamW over `param_groups`, and one batch to take optimizer steps on."""
+
+    model: MorphogeneticModel
+    optimizer: torch.optim.Optimizer
+    batch: tuple[torch.Tensor, torch.Tensor]
+
+    @property
+    def host_group(self) -> dict:
+        return self.optimizer.param_groups[0]
+
+    def sync(self, state) -> None:
+        self.model.sync_to(state)
+        sync_optimizer(self.optimizer, self.model)
+
+    def mirror(self, state) -> None:
+        """What the trainer does at a boundary: sync the model and the optimizer, then train a step."""
+        self.sync(state)
+        train_step(self.model, self.optimizer, *self.batch)
+
+
 def test_optimizer_groups_follow_germinate_fossilize_and_cull():
     model = make_model("fashion-mnist")
-    x, target = sample_batch(model)
-    rules = model.rules()
-    optimizer = torch.optim.AdamW(param_groups(model, host_lr=1e-3, seed_lr=1e-2, weight_decay=5e-4))
-    host_group = optimizer.param_groups[0]
-    assert _names(optimizer) == ["host"]
+    scene = _GroupScene(model, torch.optim.AdamW(param_groups(model, host_lr=1e-3, seed_lr=1e-2, weight_decay=5e-4)),
+                        sample_batch(model))
+    host_group, rules = scene.host_group, model.rules()
+    assert _names(scene.optimizer) == ["host"]
+    state = _germinated_mid_gets_a_seed_group_with_zero_state(scene, rules)
+    state = _fossilized_mid_keeps_its_parameters_and_state(scene, rules, state)
+    state = _culled_late_loses_its_group_and_state(scene, rules, state)
+    assert scene.host_group is host_group and host_group["params"] == list(model.host.parameters())
+    state = _regerminated_late_starts_from_zero_state(scene, rules, state)
+    assert model.param_counts() == lifecycle.param_counts(state, model.host_params)
 
-    def mirror(state):
-        model.sync_to(state)
-        sync_optimizer(optimizer, model)
-        train_step(model, optimizer, x, target)
 
-    state = boundary(initial(model), rules, germinate_action(initial(model), rules, "mid", "depthwise"))
-    model.sync_to(state)
-    sync_optimizer(optimizer, model)
-    seed_params = list(model.slot("mid").module.parameters())
-    seed_group = optimizer.param_groups[1]
-    assert _names(optimizer) == ["host", "seed:mid"]
-    training_scale = model.lifecycle_config.stage_lr_scale[0]
+def _germinated_mid_gets_a_seed_group_with_zero_state(scene: _GroupScene, rules):
+    state = boundary(initial(scene.model), rules, germinate_action(initial(scene.model), rules, "mid", "depthwise"))
+    scene.sync(state)
+    seed_params = list(scene.model.slot("mid").module.parameters())
+    seed_group = scene.optimizer.param_groups[1]
+    assert _names(scene.optimizer) == ["host", "seed:mid"]
+    training_scale = scene.model.lifecycle_config.stage_lr_scale[0]
     assert (seed_group["lr"], seed_group["weight_decay"]) == (pytest.approx(1e-2 * training_scale), 5e-4)
-    assert seed_group["betas"] == host_group["betas"]
-    assert all(p not in optimizer.state for p in seed_params)  # zero state at E2
-    train_step(model, optimizer, x, target)
-    assert all(p in optimizer.state for p in seed_params)
+    assert seed_group["betas"] == scene.host_group["betas"]
+    assert all(p not in scene.optimizer.state for p in seed_params)  # zero state at E2
+    train_step(scene.model, scene.optimizer, *scene.batch)
+    assert all(p in scene.optimizer.state for p in seed_params)
+    return state
 
-    state = drive_to(state, rules, "mid", Stage.PROBATIONARY, on_boundary=mirror)
+
+def _fossilized_mid_keeps_its_parameters_and_state(scene: _GroupScene, rules, state):
+    optimizer, seed_params = scene.optimizer, list(scene.model.slot("mid").module.parameters())
+    state = drive_to(state, rules, "mid", Stage.PROBATIONARY, on_boundary=scene.mirror)
     assert optimizer.param_groups[1]["lr"] == pytest.approx(1e-2)  # the TRAINING scale ends with TRAINING
     kept = {id(p): {k: v.clone() for k, v in optimizer.state[p].items()} for p in seed_params}
     state = drive_to(state, rules, "mid", Stage.FOSSILIZED)
-    model.sync_to(state)
-    sync_optimizer(optimizer, model)
+    scene.sync(state)
     assert _names(optimizer) == ["host", "fossil:mid"]
     fossil = optimizer.param_groups[1]
-    assert fossil["params"] == seed_params and fossil["lr"] == host_group["lr"]
+    assert fossil["params"] == seed_params and fossil["lr"] == scene.host_group["lr"]
     for p in seed_params:  # E8 moves the state with the parameters
         assert all(torch.equal(optimizer.state[p][k], v) for k, v in kept[id(p)].items())
+    return state
 
-    state = boundary(state, rules, germinate_action(state, rules, "late", "norm"))
-    mirror(state)
-    culled_params = list(model.slot("late").module.parameters())
-    assert _names(optimizer) == ["host", "fossil:mid", "seed:late"]
-    assert all(p in optimizer.state for p in culled_params)
-    state = drive_to(state, rules, "late", Stage.CULLED, on_boundary=mirror)
-    assert _names(optimizer) == ["host", "fossil:mid"]
-    assert all(p not in optimizer.state for p in culled_params)
-    assert optimizer.param_groups[0] is host_group
-    assert host_group["params"] == list(model.host.parameters())
 
-    state = drive_to(state, rules, "late", Stage.DORMANT, on_boundary=mirror)
+def _culled_late_loses_its_group_and_state(scene: _GroupScene, rules, state):
     state = boundary(state, rules, germinate_action(state, rules, "late", "norm"))
-    model.sync_to(state)
-    sync_optimizer(optimizer, model)
-    assert _names(optimizer) == ["host", "fossil:mid", "seed:late"]
-    assert all(p not in optimizer.state for p in model.slot("late").module.parameters())
-    assert model.param_counts() == lifecycle.param_counts(state, model.host_params)
+    scene.mirror(state)
+    culled_params = list(scene.model.slot("late").module.parameters())
+    assert _names(scene.optimizer) == ["host", "fossil:mid", "seed:late"]
+    assert all(p in scene.optimizer.state for p in culled_params)
+    state = drive_to(state, rules, "late", Stage.CULLED, on_boundary=scene.mirror)
+    assert _names(scene.optimizer) == ["host", "fossil:mid"]
+    assert all(p not in scene.optimizer.state for p in culled_params)
+    return state
+
+
+def _regerminated_late_starts_from_zero_state(scene: _GroupScene, rules, state):
+    state = drive_to(state, rules, "late", Stage.DORMANT, on_boundary=scene.mirror)
+    state = boundary(state, rules, germinate_action(state, rules, "late", "norm"))
+    scene.sync(state)
+    assert _names(scene.optimizer) == ["host", "fossil:mid", "seed:late"]
+    assert all(p not in scene.optimizer.state for p in scene.model.slot("late").module.parameters())
+    return state

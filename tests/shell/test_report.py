@@ -7,22 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from PIL import Image
 
 from esper.shell.report import (
     DPI,
-    METRICS_REQUIRED,
     PANEL_SIZE,
     PPO_SIZE,
     REPORT_CELL,
     SEEDS_SIZE,
     ReportError,
-    mean_std,
+    draw_seeds,
     pixel_size,
     report_grid,
-    stage_spans,
+    timeline_runs,
     write_report,
 )
+from esper.shell.report_data import METRICS_REQUIRED, Group, load_groups, mean_std, stage_spans
 from esper.shell.telemetry.rundir import METRICS_COLUMNS, SLOT_COLUMNS
 
 # The lead's ppo.csv header, spelled out here (not imported) so a drift in either side fails a test.
@@ -103,13 +104,13 @@ def make_ppo_run(run: Path, *, updates: int = 10, drop: str | None = None, seed:
     return run
 
 
-def make_compare(root: Path, *, with_ppo: bool = False) -> Path:
+def make_compare(root: Path, *, with_ppo: bool = False, meta: dict[str, object] | None = None) -> Path:
     for seed in (0, 1):
         make_run(root / f"static-s{seed}", "static", seed, seeds=False, acc_shift=-0.1 + 0.02 * seed)
         make_run(root / f"heuristic-s{seed}", "heuristic", seed, acc_shift=0.03 * seed, rollbacks=(6,) * seed)
         if with_ppo:
             make_ppo_run(root / f"ppo-s{seed}", seed=seed)
-    write_json(root / "compare.json", {})
+    write_json(root / "compare.json", {"meta": meta if meta is not None else {"task": "synth-images"}})
     return root
 
 
@@ -205,6 +206,51 @@ def test_compare_dir_draws_groups_and_static_baseline(tmp_path, with_ppo):
     assert has_colour(images["accuracy"], grey) and has_colour(images["accuracy"], BLUE)
     assert has_colour(images["params"], grey)  # static's count as a horizontal line
     assert has_colour(images["accuracy"], BAND, at_least=2000)  # two heuristic seeds that differ: a std band
+
+
+def test_compare_title_reads_the_task_not_the_folder_twice(tmp_path):
+    assert load_groups(make_compare(tmp_path / "compare"))[0] == "synth-images · compare"
+    # compare.json's task wins; a folder named otherwise is kept; without meta, the runs' own task
+    assert load_groups(make_compare(tmp_path / "a" / "compare", meta={"task": "cifar10"}))[0] == "cifar10 · compare"
+    assert load_groups(make_compare(tmp_path / "early", meta={}))[0] == "synth-images · compare · early"
+
+
+def _groups_of(root: Path) -> list[Group]:
+    return [Group(name=name, runs=tuple(runs), colour="#1f77b4", baseline=name == "static")
+            for name, runs in load_groups(root)[1].items()]
+
+
+def _timeline_labels(groups: list[Group]) -> list[str]:
+    fig = Figure(figsize=SEEDS_SIZE, layout="constrained")
+    draw_seeds(fig, groups)
+    return [ax.get_ylabel() for ax in fig.axes]
+
+
+def test_seed_timeline_leaves_out_groups_that_never_germinate(tmp_path):
+    root = make_compare(tmp_path / "compare")
+    for seed in (0, 1):  # a width-matched static baseline: not the `static` group, and it never germinates
+        make_run(root / f"static-param-s{seed}", "static", seed, seeds=False)
+    assert [name for name, _ in timeline_runs(_groups_of(root))] == ["heuristic-s0"]
+    assert _timeline_labels(_groups_of(root)) == ["heuristic-s0\nmid", "heuristic-s0\nlate"]
+
+
+def test_seed_timeline_shows_a_groups_first_run_that_germinated(tmp_path):
+    root = tmp_path / "compare"
+    make_run(root / "heuristic-s0", seeds=False)
+    make_run(root / "heuristic-s1", seed=1)
+    make_run(root / "grow-s0", "heuristic")
+    assert [name for name, _ in timeline_runs(_groups_of(root))] == ["grow-s0", "heuristic-s1"]
+    assert _timeline_labels(_groups_of(root)) == ["grow-s0\nmid", "grow-s0\nlate", "heuristic-s1\nmid",
+                                                  "heuristic-s1\nlate"]
+
+
+def test_seed_timeline_of_a_compare_where_nothing_germinated_is_a_note(tmp_path):
+    root = tmp_path / "compare"
+    for group in ("static-param", "static-flop"):
+        make_run(root / f"{group}-s0", "static", seeds=False)
+    assert timeline_runs(_groups_of(root)) == [] and _timeline_labels(_groups_of(root)) == []
+    lone = _groups_of(make_run(tmp_path / "lone", "static", seeds=False))
+    assert _timeline_labels(lone) == ["mid", "late"]  # one run alone: its dormant slots are its result
 
 
 def test_extra_runs_join_their_group(tmp_path):

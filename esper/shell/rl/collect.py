@@ -81,8 +81,7 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
             _check_bound(rewards, j, bound)
             buffer.store_decision(i, t, obs=obs[i], obs_raw=raw[i], action=actions[i], logp=logp[i],
                                   relevance=relevance(actions[i, 0]), masks=_at(masks, i), value=value[i])
-            buffer.store_outcome(i, t, components=_at(rewards, j), stage_before=step.reward.stage_before,
-                                 stage_after=step.reward.stage_after, terminal=t == e - 1,
+            buffer.store_outcome(i, t, components=_at(rewards, j), inputs=step.reward, terminal=t == e - 1,
                                  acc=step.result.val_acc)
             ops[Op(decided[i].op).name] += 1
             if decided[i].op == Op.GERMINATE:

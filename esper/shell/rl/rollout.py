@@ -7,9 +7,10 @@ the bootstrap V(o_{T_v}), T_v = max(t − 1, 0) (docs/rl.md §1.6).
 
 import attrs
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor
 
-from esper.core.rewards import RewardComponents
+from esper.core.rewards import RewardComponents, RewardInputs
 from esper.core.sampling import MaskTensors
 
 COMPONENTS = ("contribution", "pbrs", "rent", "terminal", "governor", "early_cull")
@@ -35,6 +36,7 @@ class RolloutBuffer:
     stage_after: Tensor  # [N, E, S]
     final_acc: Tensor  # [N] last kept step's val acc
     cut: list[str | None] = attrs.field(factory=list)
+    inputs: RewardInputs | None = None  # [N, E, ·] what each reward was computed from (set by the first store)
 
     @classmethod
     def empty(cls, n: int, e: int, d: int, s: int, k: int, n_tempo: int) -> "RolloutBuffer":
@@ -60,11 +62,16 @@ class RolloutBuffer:
         self.op_mask[i, t], self.slot_mask[i, t] = masks.op, masks.slot
         self.bp_mask[i, t], self.tempo_mask[i, t] = masks.blueprint, masks.tempo
 
-    def store_outcome(self, i: int, t: int, *, components: RewardComponents, stage_before: Tensor,
-                      stage_after: Tensor, terminal: bool, acc: float) -> None:
+    def store_outcome(self, i: int, t: int, *, components: RewardComponents, inputs: RewardInputs,
+                      terminal: bool, acc: float) -> None:
         self.reward[i, t] = components.total
         self.components[i, t] = torch.stack([getattr(components, c) for c in COMPONENTS])
-        self.stage_before[i, t], self.stage_after[i, t] = stage_before, stage_after
+        self.stage_before[i, t], self.stage_after[i, t] = inputs.stage_before, inputs.stage_after
+        if self.inputs is None:
+            n, e = self.valid.shape
+            self.inputs = pytree.tree_map(lambda x: x.new_zeros(n, e, *x.shape), inputs)
+        for stored, value in zip(pytree.tree_leaves(self.inputs), pytree.tree_leaves(inputs), strict=True):
+            stored[i, t] = value
         self.valid[i, t], self.terminal[i, t] = 1.0, float(terminal)
         self.final_acc[i] = acc
 

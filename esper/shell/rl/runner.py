@@ -29,6 +29,7 @@ from esper.shell.checkpoint import CheckpointError, write_atomic
 from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update
 from esper.shell.rl.collect import collect_rollout
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
+from esper.shell.rl.record import save_rollout_record
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
 from esper.shell.rl.update import HEAD_NAMES, Normalisers, UpdateResult, ppo_update
 from esper.shell.run_checkpoint import load_run_checkpoint, save_run_checkpoint, versions
@@ -152,6 +153,7 @@ class PPORun:
                                 "return": float((buffer.reward * valid).sum(1).mean()),
                                 "applied": result.applied})
         self.append_ppo_row(result)
+        save_rollout_record(self.run_dir.path, learner.batch, vec, buffer, result, rl)
 
     def append_ppo_row(self, r: UpdateResult) -> None:
         """One `ppo.csv` row per update: what `esper-run report` draws (it reads no events)."""

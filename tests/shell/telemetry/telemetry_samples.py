@@ -31,7 +31,13 @@ def epoch_metrics(epoch: int = 12, **over: object) -> ev.EpochMetrics:
 
 
 def sample_events() -> list[ev.Event]:
-    """One value per registered kind, with floats of ≤ 7 significant digits (exact on the wire)."""
+    """One value per registered kind, with floats of ≤ 7 significant digits (exact on the wire); tests index
+    into it (0: seed.germinated, 9: run.end, 12: seed.metrics, 23: ppo.update), so the order is fixed."""
+    return [*_lifecycle_events(), *_run_events(), *_epoch_events(), *_rl_events(), *_diag_events()]
+
+
+def _lifecycle_events() -> list[ev.Event]:
+    """The pure lifecycle's events."""
     checks = (Check("epochs_in_stage", 3, 3, True, "too_young"),
               Check("stage", Stage.TRAINING, Stage.TRAINING, True, "wrong_stage"),
               Check("shadow_gain", None, 0.005, False, "missing:shadow_gain"))
@@ -49,6 +55,12 @@ def sample_events() -> list[ev.Event]:
         ev.SeedRetired(slot="mid", seed_id="mid#2", history=((Stage.GERMINATED, 12), (Stage.CULLED, 21)),
                        cull_reason="negative_contribution"),
         ev.ActionRejected(action=FactoredAction.germinate(1, 2, 0), reason="slot_occupied"),
+    ]
+
+
+def _run_events() -> list[ev.Event]:
+    """A run's start, resume and end."""
+    return [
         ev.RunStarted(task="synth-images", controller="heuristic", seed=0, epochs=40, device="cpu",
                       precision="fp32", host_params=6418, flops_per_sample=1.25e6,
                       config={"train": {"epochs": 40}, "telemetry": {"level": "normal"}},
@@ -59,6 +71,12 @@ def sample_events() -> list[ev.Event]:
                     best_val_loss=1.01, best_epoch=38, params=15698, seed_params=9280, seeds_germinated=2,
                     seeds_fossilized=1, seeds_culled=1, rollbacks=0, wall_s=212.25, dropped=3,
                     run_dir="runs/x"),
+    ]
+
+
+def _epoch_events() -> list[ev.Event]:
+    """Per-epoch values, the host signal, the governor, checkpoints and telemetry's own."""
+    return [
         epoch_metrics(),
         epoch_metrics(13, val_ppl=3.5, rollback=True, episode=2, slots=()),
         ev.SeedMetrics(epoch=12, slot="late", seed_id="late#1", stage=Stage.BLENDING, alpha=0.6,
@@ -76,6 +94,12 @@ def sample_events() -> list[ev.Event]:
         ev.CheckpointLoaded(path="runs/x/checkpoints/epoch-0010.pt", epoch=10, update=None),
         ev.TelemetryDropped(total=12, since_last=5, per_backend={"tensorboard": 12}),
         ev.TelemetryWarning(source="telemetry", message="backend 'x' failed"),
+    ]
+
+
+def _rl_events() -> list[ev.Event]:
+    """PPO's updates, rollouts and anomalies."""
+    return [
         ev.PPOUpdate(update=3, episodes=24, env_steps=600, lr=0.0003, entropy_coef=0.05, loss=0.125,
                      policy_loss=-0.02, value_loss=0.3, entropy=1.1, approx_kl=0.004, clip_frac=0.12,
                      explained_variance=0.4, grad_norm=0.9, early_stopped=False, wall_s=12.5,
@@ -89,6 +113,12 @@ def sample_events() -> list[ev.Event]:
                        wall_s=12.5),
         ev.EnvTruncated(env_index=1, step=12, reason="governor_exhausted"),
         ev.RLAnomaly(check="ratio_explosion", value=6.5, threshold=5.0, update=4, head="op", streak=2),
+    ]
+
+
+def _diag_events() -> list[ev.Event]:
+    """Diagnostics."""
+    return [
         ev.DiagGradients(epoch=7, groups={"host": 0.012, "seed:late": 0.03}, layers={"conv0": 0.5}),
         ev.DiagSharpness(epoch=7, sharpness=0.0321, directions=2, seconds=0.4),
         ev.DiagPerClass(epoch=7, accuracy=(0.5, 0.25, 0.75)),
