@@ -24,10 +24,10 @@ import torch
 
 from esper.core.config import LifecycleConfig
 from esper.core.errors import ConfigError, HostConfigError, LifecycleError, UnknownBlueprintError
-from esper.core.nets.hosts import HOST_PRESETS, build_host, host_config_from_dict
 from esper.core.seed import LifecycleState
 from esper.core.stages import HAS_MODULE, Stage
 from esper.shell.model import MorphogeneticModel
+from esper.shell.nets.hosts import HOST_PRESETS, build_host, host_config_from_dict
 
 FORMAT = "esper.model/1"
 CATALOGUE_VERSION = 1

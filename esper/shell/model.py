@@ -26,10 +26,10 @@ from esper.core.catalogue import Catalogue, Entry, ValidationTable, catalogue_fo
 from esper.core.config import LifecycleConfig, Rules
 from esper.core.errors import ConfigError, HostCatalogueMismatch, HostConfigError, LifecycleError
 from esper.core.lifecycle import ParamCounts
-from esper.core.nets.blueprints import build_blueprint
-from esper.core.nets.host_base import Host
 from esper.core.seed import LifecycleState, SlotSpec, SlotState
 from esper.core.stages import HAS_MODULE, Stage
+from esper.shell.nets.blueprints import build_blueprint
+from esper.shell.nets.host_base import Host
 
 LIVE_WITH_MODULE = frozenset({Stage.TRAINING, Stage.BLENDING, Stage.PROBATIONARY})
 TRANSFORMER_PROBE_LENGTH = 8  # §6.4: transformer probes are (2, 8, D)

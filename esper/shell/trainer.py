@@ -29,7 +29,6 @@ from esper.core.events import EpochMetrics, Event, GovernorAbort, GovernorRollba
 from esper.core.gates import gradient_ratio
 from esper.core.legality import masks
 from esper.core.measurements import EpochMeasurements, SlotMeasurement
-from esper.core.nets.hosts import host_for
 from esper.core.seed import LifecycleState
 from esper.core.stages import LIVE, Stage
 from esper.core.summary import SeedRecord, summarize_seeds
@@ -38,6 +37,7 @@ from esper.shell.data.taskdata import TaskData
 from esper.shell.epoch import plan_variants, seeds_finite, train_epoch, validate
 from esper.shell.flops import FlopMeter
 from esper.shell.model import MorphogeneticModel, param_groups, set_lrs, sync_optimizer
+from esper.shell.nets.hosts import host_for
 from esper.shell.run_config import RunConfig
 
 # Generator streams (RUNTIME.md §2.5): SeedSequence([seed, 0, k]).

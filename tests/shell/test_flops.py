@@ -9,11 +9,11 @@ from seedbed_drive import boundary, make_model, seeded
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction
-from esper.core.nets.hosts import host_for
 from esper.core.stages import Stage
 from esper.shell.data.loading import load_task
 from esper.shell.flops import FlopMeter, structure_key, train_flops_per_sample
 from esper.shell.model import MorphogeneticModel
+from esper.shell.nets.hosts import host_for
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
 

@@ -26,7 +26,6 @@ from esper.core import lifecycle
 from esper.core.catalogue import BlueprintSpec, Catalogue, catalogue_for
 from esper.core.config import LifecycleConfig
 from esper.core.errors import ConfigError, HostCatalogueMismatch, HostConfigError
-from esper.core.nets.blueprints import build_blueprint
 from esper.core.stages import Stage
 from esper.shell import model as model_mod
 from esper.shell.model import (
@@ -37,6 +36,7 @@ from esper.shell.model import (
     seed_generator,
     sync_optimizer,
 )
+from esper.shell.nets.blueprints import build_blueprint
 
 PRESETS = ("cifar10", "fashion-mnist", "tiny")
 # Every host preset for the per-slot identity and isolation checks; tinystories at its 8,192-token

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esper.core.errors import HostConfigError
-from esper.core.nets.host_base import (
+from esper.core.seed import SlotSpec
+from esper.shell.nets.host_base import (
     Host,
     SlotLayout,
     block_spans,
@@ -25,7 +26,6 @@ from esper.core.nets.host_base import (
     to_layout,
     validate_layout,
 )
-from esper.core.seed import SlotSpec
 
 BACKENDS = ("hf", "native")
 INIT_STD = 0.02

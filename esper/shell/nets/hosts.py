@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from esper.core.errors import HostConfigError
-from esper.core.nets.host_base import (
+from esper.core.seed import SlotSpec
+from esper.shell.nets.host_base import (
     Host,
     SlotLayout,
     block_spans,
@@ -27,8 +28,7 @@ from esper.core.nets.host_base import (
     to_layout,
     validate_layout,
 )
-from esper.core.nets.transformer_host import TransformerHost, TransformerHostConfig
-from esper.core.seed import SlotSpec
+from esper.shell.nets.transformer_host import TransformerHost, TransformerHostConfig
 
 __all__ = [
     "HOST_ALIASES",
