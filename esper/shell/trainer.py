@@ -36,8 +36,9 @@ from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state, 
 from esper.shell.data.taskdata import TaskData
 from esper.shell.epoch import plan_variants, seeds_finite, train_epoch, validate
 from esper.shell.flops import FlopMeter
-from esper.shell.model import MorphogeneticModel, param_groups, set_lrs, sync_optimizer
+from esper.shell.model import MorphogeneticModel
 from esper.shell.nets.hosts import host_for
+from esper.shell.optim_groups import param_groups, set_lrs, sync_optimizer
 from esper.shell.run_config import RunConfig
 
 # Generator streams (RUNTIME.md §2.5): SeedSequence([seed, 0, k]).

@@ -32,12 +32,11 @@ from esper.shell.model import (
     MorphogeneticModel,
     OverrideError,
     SyncError,
-    param_groups,
     seed_generator,
-    sync_optimizer,
 )
 from esper.shell.nets.blueprints import build_blueprint
 from esper.shell.nets.dropout import dropout_generators
+from esper.shell.optim_groups import param_groups, sync_optimizer
 
 PRESETS = ("cifar10", "fashion-mnist", "tiny")
 # Every host preset for the per-slot identity and isolation checks; tinystories at its 8,192-token
