@@ -13,12 +13,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from esper.core import lifecycle
 from esper.core.blend import knobs_for
-from esper.core.nets.blueprints import build_blueprint
-from esper.core.nets.hosts import host_for
 from esper.core.seed import LifecycleState
 from esper.core.stages import HAS_MODULE, Stage
 from esper.shell.checkpoint import load_model_checkpoint, model_checkpoint
 from esper.shell.model import MorphogeneticModel, StructureChange, seed_generator
+from esper.shell.nets.blueprints import build_blueprint
+from esper.shell.nets.hosts import host_for
 from esper.testing import strategies as es
 
 BATCH = 2

@@ -18,7 +18,6 @@ from esper.core.actions import FactoredAction, Op
 from esper.core.config import Rules
 from esper.core.events import ActionRejected
 from esper.core.legality import can_apply, masks
-from esper.core.nets.policy import PolicyNet
 from esper.core.sampling import (
     MaskTensors,
     draw_noise,
@@ -29,6 +28,7 @@ from esper.core.sampling import (
     to_actions,
 )
 from esper.core.seed import LifecycleState
+from esper.shell.nets.policy import PolicyNet
 from esper.testing.strategies import reachable_views
 
 D = 8

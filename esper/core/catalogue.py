@@ -1,7 +1,7 @@
 """The blueprint catalogue as data (docs/lifecycle.md §6): names, parameter formulas, constraints.
 
 A catalogue is a frozen value built by `catalogue_for(topology)`; there is no global registry.
-The modules themselves live in `esper.core.nets.blueprints`, whose tests pin each module's
+The modules themselves live in `esper.shell.nets.blueprints`, whose tests pin each module's
 parameter count to the formula here. The blueprint action head indexes `germinable`
 (every entry but `noop`).
 """

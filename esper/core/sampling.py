@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 import attrs
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from esper.core.actions import HEADS, RELEVANCE, ActionMasks, FactoredAction, Op
@@ -130,7 +129,8 @@ def canonical(op: Tensor, index: Tensor, head: int, u: Tensor | None = None) -> 
 
 
 def _onehot0(n: int, like: Tensor) -> Tensor:
-    return F.one_hot(torch.zeros((), dtype=torch.long, device=like.device), n).bool()
+    """[True, False, …, False]: the dummy row, whose only choice is index 0."""
+    return torch.arange(n, device=like.device) == 0
 
 
 def _select_row(table: Tensor, index: Tensor) -> Tensor:

@@ -1,7 +1,7 @@
 """Task presets (docs/runtime.md §5.1): what each task trains on, with which host, batch and optimizer.
 
 Plain frozen values, no I/O. The loaders that fill a preset with data live in `esper.shell.data`;
-the host of a preset is `esper.core.nets.hosts.host_for(preset.host, generator)`.
+the host of a preset is `esper.shell.nets.hosts.host_for(preset.host, generator)`.
 """
 
 import math
@@ -49,7 +49,7 @@ class TaskPreset:
     `train_size=None` means the source's whole train split."""
 
     name: str
-    host: str  # preset name for esper.core.nets.hosts.host_for
+    host: str  # preset name for esper.shell.nets.hosts.host_for
     topology: str  # "cnn" | "transformer" (catalogue topology)
     modality: str  # "images" | "text"
     input_shape: tuple[int, ...] = attrs.field(converter=tuple)  # (C, H, W) or (block,)

@@ -24,10 +24,10 @@ import torch
 
 from esper.core.config import LifecycleConfig
 from esper.core.errors import ConfigError, HostConfigError, LifecycleError, UnknownBlueprintError
-from esper.core.nets.hosts import HOST_PRESETS, build_host, host_config_from_dict
 from esper.core.seed import LifecycleState
 from esper.core.stages import HAS_MODULE, Stage
 from esper.shell.model import MorphogeneticModel
+from esper.shell.nets.hosts import HOST_PRESETS, build_host, host_config_from_dict
 
 FORMAT = "esper.model/1"
 CATALOGUE_VERSION = 1
@@ -143,19 +143,19 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
 
 def load_model_checkpoint(source: str | os.PathLike[str] | Mapping[str, Any], *,
-                          lifecycle: LifecycleConfig | None = None,
-                          device: torch.device | str = "cpu") -> LoadedModel:
+                          lifecycle: LifecycleConfig | None = None, device: torch.device | str = "cpu",
+                          dropout_generator: torch.Generator | None = None) -> LoadedModel:
     """Rebuild the model a checkpoint describes and load its tensors (§8.6).
 
     Returns (model, state, optimizer_state); the optimizer state (or None) goes into an optimizer
     built with `param_groups(model, …)` through `load_optimizer_state`. The model is in training
-    mode on `device`.
+    mode on `device`; its host's dropout draws from `dropout_generator` (a run passes its own).
     """
     where = str(source) if not isinstance(source, Mapping) else "checkpoint"
     data = dict(source) if isinstance(source, Mapping) else read_checkpoint(source, device)
     _check_header(where, data)
     try:
-        model, state = _rebuild(data, lifecycle, torch.device(device))
+        model, state = _rebuild(data, lifecycle, torch.device(device), dropout_generator)
     except _REBUILD_ERRORS as exc:
         raise CheckpointError(f"{where}: architecture does not match: {_one_line(exc)}") from None
     _load_tensors(where, model, data["tensors"])
@@ -175,8 +175,8 @@ def _check_header(where: str, data: Mapping[str, Any]) -> None:
                               f"this esper reads {CATALOGUE_VERSION}")
 
 
-def _rebuild(data: Mapping[str, Any], lifecycle: LifecycleConfig | None,
-             device: torch.device) -> tuple[MorphogeneticModel, LifecycleState]:
+def _rebuild(data: Mapping[str, Any], lifecycle: LifecycleConfig | None, device: torch.device,
+             dropout_generator: torch.Generator | None) -> tuple[MorphogeneticModel, LifecycleState]:
     config = host_config_from_dict(data["host"]["config"])
     if data["topology"] != config.KIND:
         raise HostConfigError(f"host config kind {config.KIND!r} but topology {data['topology']!r}")
@@ -187,7 +187,7 @@ def _rebuild(data: Mapping[str, Any], lifecycle: LifecycleConfig | None,
         raise ConfigError(f"lifecycle input_grad_from {lifecycle.input_grad_from.name}, "
                           f"checkpoint {saved_grad_from.name}")
     # The host's initial weights do not matter: every tensor is loaded from the file below.
-    host = build_host(config, torch.Generator().manual_seed(0)).to(device)
+    host = build_host(config, torch.Generator().manual_seed(0), dropout_generator).to(device)
     model = MorphogeneticModel(host, run_seed=meta["run_seed"], episode=meta["episode"],
                                env_index=meta["env_index"], lifecycle=lifecycle)
     state = LifecycleState.from_dict(data["lifecycle"])

@@ -3,13 +3,13 @@
 import json
 from pathlib import Path
 
-from esper.core.nets.hosts import host_config
 from esper.core.tasks import TASKS
 from esper.shell.checkpoint import load_model_checkpoint, read_checkpoint
 from esper.shell.data.errors import DataError
 from esper.shell.data.hf import local_only
 from esper.shell.data.loading import load_task
 from esper.shell.epoch import validate
+from esper.shell.nets.hosts import host_config
 from esper.shell.rl.runner import FORMAT as RL_FORMAT
 from esper.shell.run import resolve_device
 from esper.shell.run_checkpoint import load_run_checkpoint, resolve_checkpoint

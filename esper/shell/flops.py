@@ -11,9 +11,9 @@ and norms, activations, pooling and the loss count 0. The CPU flash-attention ke
 torch's table, are counted with torch's own SDPA formulas so a CPU count equals a CUDA count.
 
 The measuring step leaves training untouched: parameters, buffers (BatchNorm statistics), `.grad`,
-train/eval mode and the global torch RNG (dropout draws) are restored, and the caller's data and
-augment generators are never read (the batch is the first B training samples, augmented from a
-private generator).
+train/eval mode, the host's dropout generator and the global torch RNG are restored, and the caller's
+data and augment generators are never read (the batch is the first B training samples, augmented
+from a private generator).
 """
 
 import contextlib
@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from esper.shell.data.taskdata import TaskData
 from esper.shell.epoch import autocast_for, loss_and_correct
 from esper.shell.model import MorphogeneticModel, SeedSlot
+from esper.shell.nets.dropout import dropout_generators
 
 SlotKey = tuple[str, str | None, bool, bool, bool]
 AUGMENT_SEED = 0  # the private augment generator of the measuring step
@@ -74,12 +75,14 @@ def structure_key(model: MorphogeneticModel) -> tuple[SlotKey, ...]:
 
 @contextlib.contextmanager
 def _untouched(model: MorphogeneticModel) -> Iterator[None]:
-    """Restore mode, `.grad`, buffers and the global RNG (CPU, and the model's CUDA device) on exit."""
+    """Restore mode, `.grad`, buffers, dropout generators and the global RNG (CPU, and the model's CUDA
+    device) on exit."""
     device = next(model.parameters()).device
     cuda = device.type == "cuda"
     was_training = model.training
     grads = [(p, p.grad) for p in model.parameters()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    drops = [(g, g.get_state()) for g in dropout_generators(model)]
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state(device) if cuda else None
     for p, _ in grads:
@@ -92,6 +95,8 @@ def _untouched(model: MorphogeneticModel) -> Iterator[None]:
                 b.copy_(saved)
         for p, grad in grads:
             p.grad = grad
+        for g, state in drops:
+            g.set_state(state)
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, device)

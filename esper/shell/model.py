@@ -9,12 +9,11 @@ chain with each slot's blend in between:
     slot_k(h) = blend(h, δ(seed_input(h, input_grad)), α, ste)      (identity when empty)
 
 Counterfactuals (`alpha_override`, `forward_variants`) only read state. Optimizer parameter
-groups follow §8.5 (`param_groups`, `sync_optimizer`). Save/load lives in `checkpoint`.
+groups (§8.5) live in `optim_groups`, save/load in `checkpoint`.
 """
 
 import functools
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
 
 import attrs
 import numpy as np
@@ -26,10 +25,10 @@ from esper.core.catalogue import Catalogue, Entry, ValidationTable, catalogue_fo
 from esper.core.config import LifecycleConfig, Rules
 from esper.core.errors import ConfigError, HostCatalogueMismatch, HostConfigError, LifecycleError
 from esper.core.lifecycle import ParamCounts
-from esper.core.nets.blueprints import build_blueprint
-from esper.core.nets.host_base import Host
 from esper.core.seed import LifecycleState, SlotSpec, SlotState
 from esper.core.stages import HAS_MODULE, Stage
+from esper.shell.nets.blueprints import build_blueprint
+from esper.shell.nets.host_base import Host
 
 LIVE_WITH_MODULE = frozenset({Stage.TRAINING, Stage.BLENDING, Stage.PROBATIONARY})
 TRANSFORMER_PROBE_LENGTH = 8  # §6.4: transformer probes are (2, 8, D)
@@ -375,82 +374,3 @@ def _on_device(value: float | Tensor, like: Tensor) -> Tensor:
     if isinstance(value, Tensor):
         return value.to(dtype=like.dtype, device=like.device)
     return torch.full_like(like, float(value))
-
-
-# --- optimizer groups (§8.5) -----------------------------------------------------------------
-
-
-def param_groups(model: MorphogeneticModel, *, host_lr: float, seed_lr: float,
-                 weight_decay: float = 0.0) -> list[dict[str, Any]]:
-    """Named parameter groups for a new optimizer: `host`, then one per slot holding a module.
-
-    The host group also carries `seed_lr`, so `sync_optimizer` can create seed groups later.
-    """
-    host = {"name": "host", "params": list(model.host.parameters()), "lr": host_lr,
-            "weight_decay": weight_decay, "seed_lr": seed_lr,
-            "stage_lr_scale": tuple(model.lifecycle_config.stage_lr_scale)}
-    groups = [host]
-    for slot in model.seed_slots():
-        if slot.module is not None:
-            groups.append(_slot_group(host, slot, {"params": list(slot.module.parameters())}))
-    return groups
-
-
-def _slot_group(host: Mapping[str, Any], slot: SeedSlot, group: dict[str, Any]) -> dict[str, Any]:
-    """Set a slot group's name, lr and weight decay: seeds use `seed_lr` × the stage's scale
-    (TRAINING, BLENDING, PROBATIONARY), fossils the host's lr."""
-    fossil = slot.stage == Stage.FOSSILIZED
-    group["name"] = f"{'fossil' if fossil else 'seed'}:{slot.slot_id}"
-    scale = host["stage_lr_scale"][slot.stage - Stage.TRAINING] if not fossil else 1.0
-    group["lr"] = host["lr"] if fossil else host["seed_lr"] * scale
-    group["weight_decay"] = host["weight_decay"]
-    return group
-
-
-def sync_optimizer(optimizer: torch.optim.Optimizer, model: MorphogeneticModel) -> None:
-    """Make the optimizer's slot groups match the model's modules, after every `sync_to` (§8.5).
-
-    New seed (E2): a `seed:<slot>` group with zero state. Removed module (cull): its group and
-    its state are deleted. Fossilized (E8): the seed group becomes `fossil:<slot>` in place, so
-    its parameters keep their optimizer state. The `host` group and other groups are untouched.
-    """
-    host = _named_group(optimizer, "host")
-    for slot in model.seed_slots():
-        params = [] if slot.module is None else list(slot.module.parameters())
-        keep = False
-        for group in [g for g in optimizer.param_groups
-                      if g.get("name") in (f"seed:{slot.slot_id}", f"fossil:{slot.slot_id}")]:
-            if params and _same_params(group["params"], params):
-                _slot_group(host, slot, group)  # a no-op unless the seed fossilized
-                keep = True
-            else:
-                _drop_group(optimizer, group)
-        if params and not keep:
-            # Copy the host's other hyperparameters (momentum, betas, …) so every group agrees.
-            extra = {k: v for k, v in host.items() if k not in ("params", "name", "seed_lr", "stage_lr_scale")}
-            optimizer.add_param_group(_slot_group(host, slot, {**extra, "params": params}))
-
-
-def set_lrs(optimizer: torch.optim.Optimizer, model: MorphogeneticModel, *, host_lr: float, seed_lr: float) -> None:
-    """Set the host group's lr and seed_lr, then every slot group's from them (`sync_optimizer`)."""
-    host = _named_group(optimizer, "host")
-    host["lr"], host["seed_lr"] = host_lr, seed_lr
-    sync_optimizer(optimizer, model)
-
-
-def _named_group(optimizer: torch.optim.Optimizer, name: str) -> dict[str, Any]:
-    for group in optimizer.param_groups:
-        if group.get("name") == name:
-            return group
-    raise ConfigError(f"optimizer has no {name!r} parameter group; build it with param_groups(model, …)")
-
-
-def _same_params(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
-
-
-def _drop_group(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> None:
-    # By identity: list.remove would compare dicts, hence tensors, with ==.
-    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g is not group]
-    for p in group["params"]:
-        optimizer.state.pop(p, None)

@@ -20,12 +20,12 @@ import torch
 
 from esper.core.errors import ConfigError
 from esper.core.events import CheckpointSaved, GovernorAbort, RunEnded, RunResumed, RunStarted
-from esper.core.nets.hosts import host_config
 from esper.core.summary import RunSummary
 from esper.core.tasks import task_preset
 from esper.shell.checkpoint import CheckpointError
 from esper.shell.data.loading import load_task
 from esper.shell.data.taskdata import TaskData
+from esper.shell.nets.hosts import host_config
 from esper.shell.run_checkpoint import (
     load_run_checkpoint,
     restore_trainer,

@@ -2,7 +2,10 @@
 
     format "esper.run", schema_version 1, versions, run {run_id, controller, config, data_source},
     progress {epoch, seq}, model (the "esper.model/1" checkpoint), controller {tracker, heuristic,
-    lr_factor, records, history}, governor {state, snapshot}, rng {torch, data, augment}
+    lr_factor, records, history}, governor {state, snapshot}, rng {torch, data, augment, dropout}
+
+A checkpoint written before the dropout stream existed has no rng.dropout; its run resumes with the
+stream at its start (its dropout had drawn from the global RNG).
 
 Written atomically (temp file, fsync, rename, fsync dir); loaded with weights_only=True.
 """
@@ -47,7 +50,7 @@ def run_payload(trainer: Trainer, *, run_id: str, config: dict[str, Any], data_s
                        "history": [list(h) for h in trainer.history], "train_flops": trainer.flops.total},
         "governor": {"state": trainer.governor.to_dict(), "snapshot": trainer.snapshot},
         "rng": {"torch": torch.get_rng_state(), "data": trainer.data_gen.get_state(),
-                "augment": trainer.augment_gen.get_state()},
+                "augment": trainer.augment_gen.get_state(), "dropout": trainer.dropout_gen.get_state()},
     }
 
 
@@ -108,6 +111,8 @@ def restore_trainer(trainer: Trainer, data: dict[str, Any]) -> None:
         torch.set_rng_state(data["rng"]["torch"])
         trainer.data_gen.set_state(data["rng"]["data"])
         trainer.augment_gen.set_state(data["rng"]["augment"])
+        if "dropout" in data["rng"]:
+            trainer.dropout_gen.set_state(data["rng"]["dropout"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint does not match this run ({type(exc).__name__}: {exc})") from exc
 

@@ -28,7 +28,6 @@ from esper.core.errors import ConfigError
 from esper.core.events import EpochMetrics, Event, GovernorAbort, GovernorRollback, SeedMetrics, SlotStatus
 from esper.core.legality import masks
 from esper.core.measurements import EpochMeasurements
-from esper.core.nets.hosts import host_for
 from esper.core.seed import LifecycleState
 from esper.core.stages import LIVE, Stage
 from esper.core.summary import SeedRecord, summarize_seeds
@@ -38,11 +37,14 @@ from esper.shell.data.taskdata import TaskData
 from esper.shell.epoch import seeds_finite, train_epoch, validate
 from esper.shell.epoch_numbers import EpochLayout, EpochNumbers, LaunchedEpoch
 from esper.shell.flops import FlopMeter
-from esper.shell.model import MorphogeneticModel, param_groups, set_lrs, sync_optimizer
+from esper.shell.model import MorphogeneticModel
+from esper.shell.nets.hosts import host_for
+from esper.shell.optim_groups import param_groups, set_lrs, sync_optimizer
 from esper.shell.run_config import RunConfig
 
 # Generator streams (docs/runtime.md §2.5): SeedSequence([seed, 0, k]).
 STREAM_DATA, STREAM_AUGMENT, STREAM_GLOBAL, STREAM_HOST = 2_000_001, 2_000_002, 2_000_004, 2_000_005
+STREAM_DROPOUT = 2_000_006  # every dropout mask of the host, on the run's device
 
 
 Controller = Callable[[heuristic.HeuristicState, heuristic.DecisionView, heuristic.HeuristicConfig],
@@ -118,8 +120,10 @@ class Trainer:
         torch.manual_seed(stream_seed(cfg.seed, STREAM_GLOBAL))  # dropout draws from the global RNG
         self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
         self.augment_gen = _generator(cfg.seed, STREAM_AUGMENT, device)
+        self.dropout_gen = _generator(cfg.seed, STREAM_DROPOUT, device)
         overrides = host_overrides(data, cfg.host_width)
-        host = host_for(cfg.host or preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")), **overrides)
+        host = host_for(cfg.host or preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")),
+                        dropout_generator=self.dropout_gen, **overrides)
         if preset.topology != host.config.KIND:
             raise ConfigError(f"host {cfg.host} is a {host.config.KIND} host; task {preset.name} needs a "
                               f"{preset.topology} host")
@@ -286,7 +290,8 @@ class Trainer:
     def restore_snapshot(self, snap: dict[str, Any]) -> LifecycleState:
         """Model, optimizer, tracker and heuristic from a snapshot (governor rollback, resume);
         returns the snapshot's lifecycle state for the caller to adopt or roll back from."""
-        loaded = load_model_checkpoint(snap["model"], lifecycle=self.lifecycle_cfg, device=self.device)
+        loaded = load_model_checkpoint(snap["model"], lifecycle=self.lifecycle_cfg, device=self.device,
+                                       dropout_generator=self.dropout_gen)
         self.model = loaded.model
         self.optimizer = self._new_optimizer()
         load_optimizer_state(self.optimizer, loaded.optimizer_state)

@@ -1,6 +1,7 @@
 """`esper.core.stats`: summaries, Welch's t-test and group comparison against hand-computed answers."""
 
 import math
+import warnings
 
 import pytest
 from scipy import stats as sps
@@ -109,6 +110,19 @@ def test_one_zero_variance_sample_uses_the_other() -> None:
     t, df = _hand_welch([0.5, 0.5, 0.5], [0.4, 0.5, 0.6])
     r = welch([0.5, 0.5, 0.5], [0.4, 0.5, 0.6])
     assert r.t == pytest.approx(t, abs=1e-9) and r.df == pytest.approx(df) and df == pytest.approx(2.0)
+
+
+def test_a_constant_sample_warns_nothing_and_matches_scipy() -> None:
+    # scipy's raw-sample ttest_ind warns of precision loss here; the core passes it summary stats.
+    a, b = [0.8123, 0.8123, 0.8123], [0.40, 0.41, 0.43]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = welch(a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = sps.ttest_ind(a, b, equal_var=False)
+    assert r.t == pytest.approx(reference.statistic, rel=1e-12)
+    assert r.p == pytest.approx(reference.pvalue, rel=1e-12)
 
 
 @pytest.mark.parametrize(("a", "b"), [([0.5], [0.4, 0.6]), ([0.4, 0.6], [0.5]), ([0.5], [0.5])])

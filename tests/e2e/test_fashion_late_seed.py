@@ -1,7 +1,7 @@
 """Regression, end to end: on fashion-mnist a conv_light seed in the `late` slot (32 channels at 3×3)
 made the next epoch's backward segfault. Cause: torch's CPU GroupNorm backward on a channels-last
 input that does not require grad (the seed's detached host activation); blueprints.GroupNorm hands
-it a contiguous input. The unit regression is in tests/core/nets/test_blueprints.py; this runs the
+it a contiguous input. The unit regression is in tests/shell/nets/test_blueprints.py; this runs the
 trainer's sequence in a subprocess so a crash is a failure, not a dead test session."""
 
 import subprocess

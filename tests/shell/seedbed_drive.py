@@ -14,10 +14,10 @@ from esper.core.actions import FactoredAction, Op
 from esper.core.config import LifecycleConfig, Rules
 from esper.core.legality import can_apply
 from esper.core.measurements import EpochMeasurements, SlotMeasurement
-from esper.core.nets.hosts import host_config, host_for
 from esper.core.seed import LifecycleState
 from esper.core.stages import COOLING, Stage
 from esper.shell.model import MorphogeneticModel
+from esper.shell.nets.hosts import host_config, host_for
 
 # Long timeouts, so seeds held in TRAINING or PROBATIONARY by a script are never culled by one.
 PATIENT = LifecycleConfig(max_training_epochs=30, max_probation_epochs=30)

@@ -9,11 +9,11 @@ from seedbed_drive import boundary, make_model, seeded
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction
-from esper.core.nets.hosts import host_for
 from esper.core.stages import Stage
 from esper.shell.data.loading import load_task
 from esper.shell.flops import FlopMeter, structure_key, train_flops_per_sample
 from esper.shell.model import MorphogeneticModel
+from esper.shell.nets.hosts import host_for
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
 
@@ -82,7 +82,7 @@ def test_bf16_autocast_counts_the_same_ops(images):
 
 
 # p = 0: the CPU flash kernel (counted with torch's SDPA formulas: backward recomputes the scores,
-# five products); p > 0: the CPU math path, plain bmm (backward: two products per bmm, four).
+# five products); p > 0: the explicit product of `causal_attention`, plain bmm (backward: two per bmm, four).
 @pytest.mark.parametrize(("dropout", "backward_bmm"), [(0.0, 5), (0.1, 4)])
 def test_transformer_host_matches_the_hand_count(stories, dropout, backward_bmm):
     model = MorphogeneticModel(host_for("tiny", torch.Generator().manual_seed(0), vocab_size=stories.n_classes,
@@ -94,9 +94,10 @@ def test_transformer_host_matches_the_hand_count(stories, dropout, backward_bmm)
     attention = 2 * t * t * d * (2 + backward_bmm)
     per_layer = 3 * 2 * t * (3 * d * d + d * d + 4 * d * d + 4 * d * d) + attention
     head = 3 * 2 * t * d * v  # tied head: the embedding's own lookup counts 0
-    state = torch.get_rng_state()
+    state, drops = torch.get_rng_state(), model.host.drop.generator.get_state()
     assert train_flops_per_sample(model, stories) == layers * per_layer + head
-    assert torch.equal(torch.get_rng_state(), state)  # dropout drew, and the RNG is restored
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(model.host.drop.generator.get_state(), drops)  # dropout drew, and its stream is restored
 
 
 def test_structure_key_follows_the_slots():

@@ -26,17 +26,17 @@ from esper.core import lifecycle
 from esper.core.catalogue import BlueprintSpec, Catalogue, catalogue_for
 from esper.core.config import LifecycleConfig
 from esper.core.errors import ConfigError, HostCatalogueMismatch, HostConfigError
-from esper.core.nets.blueprints import build_blueprint
 from esper.core.stages import Stage
 from esper.shell import model as model_mod
 from esper.shell.model import (
     MorphogeneticModel,
     OverrideError,
     SyncError,
-    param_groups,
     seed_generator,
-    sync_optimizer,
 )
+from esper.shell.nets.blueprints import build_blueprint
+from esper.shell.nets.dropout import dropout_generators
+from esper.shell.optim_groups import param_groups, sync_optimizer
 
 PRESETS = ("cifar10", "fashion-mnist", "tiny")
 # Every host preset for the per-slot identity and isolation checks; tinystories at its 8,192-token
@@ -56,7 +56,8 @@ def host_grads(model: MorphogeneticModel) -> dict[str, torch.Tensor]:
 
 
 def backward(model: MorphogeneticModel, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    torch.manual_seed(1234)  # the same dropout masks for every model compared (tinystories has p = 0.1)
+    for generator in dropout_generators(model):  # the same masks for every model compared (tinystories: p = 0.1)
+        generator.manual_seed(1234)
     model.zero_grad(set_to_none=True)
     out = model(x)
     loss_of(out, target).backward()

@@ -33,7 +33,8 @@ from esper.shell.checkpoint import (
     read_checkpoint,
     save_model_checkpoint,
 )
-from esper.shell.model import MorphogeneticModel, param_groups, sync_optimizer
+from esper.shell.model import MorphogeneticModel
+from esper.shell.optim_groups import param_groups, sync_optimizer
 
 LR = {"host_lr": 1e-3, "seed_lr": 3e-3, "weight_decay": 5e-4}
 HERE = Path(__file__).parent
@@ -46,7 +47,7 @@ import torch
 sys.path.insert(0, sys.argv[1])
 from seedbed_drive import train_step
 from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state
-from esper.shell.model import param_groups
+from esper.shell.optim_groups import param_groups
 
 path, inputs, out = sys.argv[2:5]
 model, state, optimizer_state = load_model_checkpoint(path)

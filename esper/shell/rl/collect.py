@@ -18,13 +18,13 @@ from torch.func import vmap
 from torch.utils._pytree import tree_map
 
 from esper.core.actions import Op
-from esper.core.nets.policy import PolicyNet
 from esper.core.observation import encode_observation, obs_binary, stack_inputs
 from esper.core.rewards import RewardComponents, reward, reward_bound
 from esper.core.rewards import stack_inputs as stack_rewards
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, normalize
 from esper.core.sampling import draw_noise, mask_tensors, relevance, stack_masks, to_actions
+from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.envs import VecEnv
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
 

@@ -12,12 +12,12 @@ import torch
 
 from esper.core.errors import ConfigError
 from esper.core.events import Event
-from esper.core.nets.policy import PolicyNet
 from esper.core.observation import encode_observation, obs_binary
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, normalize
 from esper.core.sampling import draw_noise, mask_tensors, stack_masks, to_actions
 from esper.shell.checkpoint import CheckpointError, read_checkpoint
+from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.envs import observe
 from esper.shell.trainer import PendingEpoch, Trainer
 

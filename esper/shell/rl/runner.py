@@ -22,10 +22,10 @@ import attrs
 import torch
 
 from esper.core.events import CheckpointSaved, EnvTruncated, PPOUpdate, RLRunStarted, RolloutDone
-from esper.core.nets.policy import PolicyNet
 from esper.core.observation import obs_dim
 from esper.core.rl_config import RLConfig
 from esper.shell.checkpoint import CheckpointError, write_atomic
+from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update
 from esper.shell.rl.collect import collect_rollout
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator

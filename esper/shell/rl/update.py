@@ -23,7 +23,6 @@ from torch.func import vmap
 from torch.utils._pytree import tree_map
 
 from esper.core.gae import episode_arrays, explained_variance, gae, masked_mean_var, normalize_advantages
-from esper.core.nets.policy import PolicyNet
 from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, entropy_coef, ppo_loss
 from esper.core.pytree import register_pytree
 from esper.core.rewards import discounted_prefix
@@ -31,6 +30,7 @@ from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, merge
 from esper.core.sampling import MaskTensors
 from esper.shell.fetch import fetch
+from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.rollout import RolloutBuffer
 
 HEAD_NAMES = ("op", "slot", "blueprint", "tempo")

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from esper.core.nets.hosts import host_for
 from esper.shell.data import DataSource, ImageTransform, TaskData, load_task
 from esper.shell.data import synth_images as si
+from esper.shell.nets.hosts import host_for
 
 
 def _small(data_seed: int, split: str = "train", n: int = 300) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from esper.core.nets.hosts import host_config
 from esper.core.tasks import DEFAULT_TASK, TASKS, UnknownTaskError, task_preset
+from esper.shell.nets.hosts import host_config
 
 
 def test_every_preset_of_the_table_exists_and_synth_images_is_the_default() -> None:

@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from esper.core.actions import Op
-from esper.core.nets.policy import PolicyNet
 from esper.core.ppo import PPOBatch, PPOCoefs, entropy_coef, ppo_loss
 from esper.core.rewards import RewardComponents, RewardInputs, reward
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, normalize
 from esper.core.sampling import relevance
 from esper.core.stages import Stage
+from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update, findings
 from esper.shell.rl.rollout import RolloutBuffer
 from esper.shell.rl.runner import PPORun, build_learner, rolling_best

@@ -8,7 +8,7 @@ import torch
 from torch.func import functional_call
 
 from esper.core.errors import HostConfigError
-from esper.core.nets.hosts import (
+from esper.shell.nets.hosts import (
     HOST_PRESETS,
     CNNHostConfig,
     Host,
@@ -18,7 +18,7 @@ from esper.core.nets.hosts import (
     host_config_from_dict,
     host_for,
 )
-from esper.core.nets.transformer_host import default_slots
+from esper.shell.nets.transformer_host import default_slots
 
 CNN_PRESETS = ("cifar10", "cifar10-deep", "fashion-mnist")
 TRANSFORMER_CASES = [("tiny", "hf"), ("tiny", "native"), ("synth-stories", "hf"), ("synth-stories", "native")]

@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from esper.core.actions import Op
-from esper.core.nets.policy import PolicyNet
 from esper.core.sampling import MaskTensors, Noise, draw_noise, masked_logits, relevance
+from esper.shell.nets.policy import PolicyNet
 
 D, S, K, T3 = 87, 3, 6, 3
 HEADS = ("op_head", "slot_head", "blueprint_head", "tempo_head")

@@ -4,6 +4,9 @@ Both backends build the same module tree with the same parameter names and shape
 (`blocks.i.ln_1`, `blocks.i.attn.c_attn`, …, projection weights stored (in, out) as in GPT-2),
 so they draw identical weights from the same generator and their state dicts load into each
 other. `hf` stacks `transformers`' `GPT2Block`s; `native` is the same math in plain PyTorch.
+
+Every dropout (embedding, attention weights, residual, MLP) is a `nets.dropout.Dropout` drawing from
+the one `dropout_generator` the host is given (the run's dropout stream), never from the global RNG.
 """
 
 import math
@@ -15,7 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esper.core.errors import HostConfigError
-from esper.core.nets.host_base import (
+from esper.core.seed import SlotSpec
+from esper.shell.nets.dropout import Dropout, causal_attention, replace_dropouts
+from esper.shell.nets.host_base import (
     Host,
     SlotLayout,
     block_spans,
@@ -25,10 +30,10 @@ from esper.core.nets.host_base import (
     to_layout,
     validate_layout,
 )
-from esper.core.seed import SlotSpec
 
 BACKENDS = ("hf", "native")
 INIT_STD = 0.02
+HF_ATTENTION = "esper_causal"  # our attention function's name in transformers' AttentionInterface
 
 
 def default_slots(n_layers: int) -> SlotLayout:
@@ -91,20 +96,27 @@ class TransformerHostConfig:
 
 
 class TransformerHost(Host):
-    """Input (B, T) token ids, T ≤ L; output (B, T, V) logits. Slot k sees the residual stream (B, T, D)."""
+    """Input (B, T) token ids, T ≤ L; output (B, T, V) logits. Slot k sees the residual stream (B, T, D).
 
-    def __init__(self, config: TransformerHostConfig, generator: torch.Generator) -> None:
+    `generator` draws the initial weights; `dropout_generator` every dropout mask, on the device the
+    host trains on (without one, a private CPU generator seeded 0).
+    """
+
+    def __init__(self, config: TransformerHostConfig, generator: torch.Generator,
+                 dropout_generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.config = config
         self.slot_specs = config.slot_specs()
         self.spans = block_spans((spec.position for spec in self.slot_specs), config.n_layers)
+        drops = torch.Generator().manual_seed(0) if dropout_generator is None else dropout_generator
         with torch.device("meta"):  # no constructor may draw from the global RNG
             self.wte = nn.Embedding(config.vocab_size, config.d_model)
             self.wpe = nn.Embedding(config.block_size, config.d_model)
-            self.drop = nn.Dropout(config.dropout)
-            blocks = _hf_blocks(config) if config.backend == "hf" else _native_blocks(config)
+            self.drop = Dropout(config.dropout, drops)
+            blocks = _hf_blocks(config) if config.backend == "hf" else _native_blocks(config, drops)
             self.blocks = nn.ModuleList(blocks)
             self.ln_f = nn.LayerNorm(config.d_model)
+        replace_dropouts(self.blocks, drops)  # GPT2Block's own nn.Dropout modules
         materialise(self, generator)
         self._init(generator)
 
@@ -164,6 +176,7 @@ def _hf_blocks(config: TransformerHostConfig) -> list[nn.Module]:
     from transformers.models.gpt2.configuration_gpt2 import GPT2Config
     from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 
+    _register_hf_attention()
     p = config.dropout
     gpt2 = GPT2Config(
         vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.d_model,
@@ -171,17 +184,33 @@ def _hf_blocks(config: TransformerHostConfig) -> list[nn.Module]:
         # GPT-2's token ids (50256) lie outside small vocabularies and make transformers log a warning;
         # the blocks never use them.
         bos_token_id=None, eos_token_id=None,
-        # sdpa with no mask runs `is_causal=True`; eager would need an explicit causal mask.
-        attn_implementation="sdpa",
+        # `causal_attention`: sdpa (`is_causal=True`) unless weights drop; sdpa's dropout uses the global RNG.
+        attn_implementation=HF_ATTENTION,
     )
     return [GPT2Block(gpt2, layer_idx=i) for i in range(config.n_layers)]
+
+
+def _register_hf_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(HF_ATTENTION, _hf_attention)  # a name → function entry; idempotent
+
+
+def _hf_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                  dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[Tensor, None]:
+    """transformers' attention hook for our GPT2Blocks: `causal_attention` with the block's own
+    `attn_dropout` (a `Dropout` after `replace_dropouts`); returns (B, T, H, d_h) as sdpa's does."""
+    if attention_mask is not None:
+        raise ValueError("the host's blocks are causal by construction and take no attention mask")
+    out = causal_attention(query, key, value, scaling, module.attn_dropout)
+    return out.transpose(1, 2).contiguous(), None
 
 
 # --- native backend --------------------------------------------------------------------------
 
 
-def _native_blocks(config: TransformerHostConfig) -> list[nn.Module]:
-    return [NativeBlock(config.d_model, config.n_heads, config.dropout) for _ in range(config.n_layers)]
+def _native_blocks(config: TransformerHostConfig, drops: torch.Generator) -> list[nn.Module]:
+    return [NativeBlock(config.d_model, config.n_heads, config.dropout, drops) for _ in range(config.n_layers)]
 
 
 class Projection(nn.Module):
@@ -198,30 +227,29 @@ class Projection(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, dropout: float, drops: torch.Generator) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.c_attn = Projection(d_model, 3 * d_model)
         self.c_proj = Projection(d_model, d_model)
-        self.attn_dropout = nn.Dropout(dropout)
-        self.resid_dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout, drops)
+        self.resid_dropout = Dropout(dropout, drops)
 
     def forward(self, x: Tensor) -> Tensor:
         width = x.shape[-1]
         head_dim = width // self.n_heads
         q, k, v = (t.unflatten(-1, (self.n_heads, head_dim)).transpose(-3, -2)
                    for t in self.c_attn(x).split(width, dim=-1))
-        p = self.attn_dropout.p if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=head_dim**-0.5)
+        y = causal_attention(q, k, v, head_dim**-0.5, self.attn_dropout)
         return self.resid_dropout(self.c_proj(y.transpose(-3, -2).flatten(-2)))
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, dropout: float) -> None:
+    def __init__(self, d_model: int, dropout: float, drops: torch.Generator) -> None:
         super().__init__()
         self.c_fc = Projection(d_model, 4 * d_model)
         self.c_proj = Projection(4 * d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout, drops)
 
     def forward(self, x: Tensor) -> Tensor:
         # GPT-2's "gelu_new" is the tanh approximation.
@@ -231,12 +259,12 @@ class MLP(nn.Module):
 class NativeBlock(nn.Module):
     """Pre-norm block: x + attn(LN(x)), then x + mlp(LN(x)) — `GPT2Block` without transformers."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, dropout: float, drops: torch.Generator) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout, drops)
         self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, dropout)
+        self.mlp = MLP(d_model, dropout, drops)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))

@@ -6,8 +6,8 @@ from torch import nn
 
 from esper.core.catalogue import catalogue_for
 from esper.core.errors import UnknownBlueprintError
-from esper.core.nets import blueprints
-from esper.core.nets.blueprints import build_blueprint, groupnorm_groups
+from esper.shell.nets import blueprints
+from esper.shell.nets.blueprints import build_blueprint, groupnorm_groups
 
 CNN_DIMS = (8, 16, 32, 64, 128)
 CNN_SPATIAL = ((16, 16), (4, 4), (1, 1))

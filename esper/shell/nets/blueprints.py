@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from esper.core.catalogue import catalogue_for, reduced_width
 from esper.core.errors import HostCatalogueMismatch
-from esper.core.nets.host_base import default_init_
+from esper.shell.nets.host_base import default_init_
 
 _META = torch.device("meta")  # declare shapes only; nothing is drawn until `_materialise`
 _LORA_RANK = 8

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from esper.core.errors import HostConfigError
-from esper.core.nets.host_base import (
+from esper.core.seed import SlotSpec
+from esper.shell.nets.host_base import (
     Host,
     SlotLayout,
     block_spans,
@@ -27,8 +28,7 @@ from esper.core.nets.host_base import (
     to_layout,
     validate_layout,
 )
-from esper.core.nets.transformer_host import TransformerHost, TransformerHostConfig
-from esper.core.seed import SlotSpec
+from esper.shell.nets.transformer_host import TransformerHost, TransformerHostConfig
 
 __all__ = [
     "HOST_ALIASES",
@@ -200,17 +200,21 @@ def host_config(preset: str, **overrides: Any) -> HostConfig:
         raise HostConfigError(f"bad override for the {preset} host: {exc}") from exc
 
 
-def host_for(preset: str, generator: torch.Generator, **overrides: Any) -> Host:
-    """Build the host of a preset (see `host_config` for `overrides`), initialised from `generator`."""
-    return build_host(host_config(preset, **overrides), generator)
+def host_for(preset: str, generator: torch.Generator, *, dropout_generator: torch.Generator | None = None,
+             **overrides: Any) -> Host:
+    """Build the host of a preset (see `host_config` for `overrides`), initialised from `generator`;
+    its dropout (if any) draws from `dropout_generator`."""
+    return build_host(host_config(preset, **overrides), generator, dropout_generator)
 
 
-def build_host(config: HostConfig, generator: torch.Generator) -> Host:
-    """Rebuild the architecture a config describes; the same generator state gives the same weights."""
+def build_host(config: HostConfig, generator: torch.Generator,
+               dropout_generator: torch.Generator | None = None) -> Host:
+    """Rebuild the architecture a config describes; the same generator state gives the same weights.
+    `dropout_generator` draws every dropout mask (the CNN host has none); see `TransformerHost`."""
     if isinstance(config, CNNHostConfig):
         return CNNHost(config, generator)
     if isinstance(config, TransformerHostConfig):
-        return TransformerHost(config, generator)
+        return TransformerHost(config, generator, dropout_generator)
     raise HostConfigError(f"not a host config: {config!r}")
 
 

@@ -1,1 +1,0 @@
-"""Model definitions of the pure core: hosts, blueprints, the policy network (nn.Module classes)."""
