@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from esper.core import codec
 from esper.core.errors import ConfigError
 from esper.core.events import Event
 from esper.core.nets.policy import PolicyNet
@@ -51,7 +52,7 @@ class PolicyDecider:
                                 masked_logit=rl.masked_logit)
         self.policy.load_state_dict(saved["policy"])
         self.policy.eval()
-        self.obs_norm = RunningStats.from_dict(saved["obs_norm"])
+        self.obs_norm = codec.decode(RunningStats, saved["obs_norm"])
         self.binary = obs_binary(s, k)
         self.hc = self.policy.initial_state(1)
         self.prev: tuple[float, float] | None = None
