@@ -34,7 +34,7 @@ import attrs
 import cattrs
 import torch
 from cattrs.errors import ForbiddenExtraKeysError
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from esper.core.errors import LifecycleError
 from esper.core.running_stats import RunningStats
@@ -44,6 +44,7 @@ from esper.core.summary import RunSummary
 __all__ = ["decode", "encode", "make_converter", "register_error"]
 
 T = TypeVar("T")
+Hook = Callable[[Any, Any], Any]
 MALFORMED = (KeyError, TypeError, ValueError)
 _SCALARS = (int, float, str, bool)
 _ENUM_BASES = (enum.Enum, enum.IntEnum, enum.StrEnum)
@@ -65,7 +66,7 @@ def register_error(cls: Any, error: type[Exception], what: str) -> None:
     _ERRORS[cls] = (error, what)
 
 
-def _raising_own_error(cls: Any, hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+def _raising_own_error(cls: Any, hook: Hook) -> Hook:
     def structure(data: Any, tp: Any) -> Any:
         try:
             return hook(data, tp)
@@ -99,7 +100,7 @@ def _untag(cls: Any, data: Any) -> Any:
     return values
 
 
-def _structure_tagged_union(converter: cattrs.Converter, tp: Any) -> Callable[[Any, Any], Any]:
+def _structure_tagged_union(converter: cattrs.Converter, tp: Any) -> Hook:
     by_kind = {cls.KIND: cls for cls in get_args(tp) if cls is not type(None)}
 
     def structure(data: Any, _: Any) -> Any:
@@ -113,8 +114,10 @@ def _structure_tagged_union(converter: cattrs.Converter, tp: Any) -> Callable[[A
 # --- attrs classes ------------------------------------------------------------------------------
 
 
-def _structure_attrs(converter: cattrs.Converter, cls: Any) -> Callable[[Any, Any], Any]:
-    generated = make_dict_structure_fn(cls, converter)
+def _structure_attrs(converter: cattrs.Converter, cls: Any,
+                     field_hooks: Mapping[tuple[type, str], Hook] | None = None) -> Hook:
+    hooks = {name: override(struct_hook=hook) for (owner, name), hook in (field_hooks or {}).items() if owner is cls}
+    generated = make_dict_structure_fn(cls, converter, **hooks)
 
     def structure(data: Any, tp: Any) -> Any:
         if _tagged(cls):
@@ -185,10 +188,11 @@ def _same(value: Any, _: Any) -> Any:
     return value
 
 
-def make_converter(*, forbid_extra_keys: bool = True, float_hook: Callable[[Any, Any], Any] = _same,
-                   ) -> cattrs.Converter:
+def make_converter(*, forbid_extra_keys: bool = True, float_hook: Hook = _same,
+                   field_hooks: Mapping[tuple[type, str], Hook] | None = None) -> cattrs.Converter:
     """A converter with the format above. The telemetry wire reuses it with unknown fields
-    ignored (a v1 reader of a newer writer) and floats parsed from "nan"/"inf" strings."""
+    ignored (a v1 reader of a newer writer), floats parsed from "nan"/"inf" strings, and
+    `field_hooks` {(class, field): hook(value, type)} for fields typed `Any` that hold core values."""
     converter = cattrs.Converter(forbid_extra_keys=forbid_extra_keys, detailed_validation=False,
                                  unstruct_collection_overrides={tuple: list})
     for scalar in _SCALARS:  # cattrs would call int(value) and friends: pass them through instead
@@ -199,7 +203,7 @@ def make_converter(*, forbid_extra_keys: bool = True, float_hook: Callable[[Any,
         converter.register_unstructure_hook(base, _enum_name_or_value)
     # A field typed `object` (a gate check's value) holds any value: encode it by what it is.
     converter.register_unstructure_hook_func(lambda tp: tp is object, lambda value: converter.unstructure(value))
-    converter.register_structure_hook_factory(attrs.has, lambda tp: _structure_attrs(converter, tp))
+    converter.register_structure_hook_factory(attrs.has, lambda tp: _structure_attrs(converter, tp, field_hooks))
     converter.register_unstructure_hook_factory(attrs.has, lambda tp: _unstructure_attrs(converter, tp))
     converter.register_structure_hook_factory(_tagged_union, lambda tp: _structure_tagged_union(converter, tp))
     converter.register_unstructure_hook(RunningStats, _encode_stats)
