@@ -22,7 +22,9 @@ Two classes differ from the rule, each with its hooks below: `RunningStats` (ten
 lists and the count as a float, checked on reading) and `RunSummary` (writes its derived
 `total_params` after the fields, ignores it on reading).
 
-Pure: no I/O. `RunningStats.encode` copies tensors to the host, so only the shell encodes them.
+Pure: no I/O. Encoding a `RunningStats` copies its tensors to the host (`tolist`), so only the
+shell encodes one. The telemetry wire (`esper.core.wire`) reads and writes events with a
+converter from `make_converter` too.
 """
 
 import enum
@@ -174,8 +176,9 @@ def _summary_hooks(converter: cattrs.Converter) -> None:
         return {**fields(summary), "total_params": summary.total_params}
 
     def decode_summary(data: Any, tp: Any) -> RunSummary:
-        derived = ("total_params",)
-        return read({k: v for k, v in data.items() if k not in derived} if isinstance(data, Mapping) else data, tp)
+        if isinstance(data, Mapping):
+            data = {k: v for k, v in data.items() if k != "total_params"}
+        return read(data, tp)
 
     converter.register_unstructure_hook(RunSummary, encode_summary)
     converter.register_structure_hook(RunSummary, decode_summary)
