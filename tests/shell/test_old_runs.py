@@ -6,7 +6,8 @@
   germinated at epoch 1 and culled at 10) written by the code before the codec, with its final
   checkpoint. It evaluates to the accuracy its summary recorded, and resumes for one more epoch.
 - `tests/fixtures/old_ppo_records.pt`: a PPO checkpoint's normalisers and anomaly streaks and a
-  policy file's obs normaliser, from a tiny PPO run of the same code (the checkpoint itself is 2 MB).
+  policy file's obs normaliser and RL config, from a tiny PPO run of the same code (the checkpoint
+  itself is 2 MB).
 """
 
 import json
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from esper.core import codec, wire
+from esper.core.rl_config import RLConfig
 from esper.core.stats import GroupStats, RunRecord
 from esper.core.summary import RunSummary
 from esper.shell.checkpoint import load_model_checkpoint
@@ -107,3 +109,5 @@ def test_old_ppo_records_decode_and_encode_back() -> None:
     assert codec.encode(norms) == old["norms"]
     assert codec.encode(codec.decode(AnomalyState, old["anomalies"])) == old["anomalies"]
     assert codec.encode(codec.decode(type(norms.obs), old["obs_norm"])) == old["obs_norm"]
+    rl = codec.decode(RLConfig, old["rl"])  # policy.pt's config: attrs.asdict wrote potentials as a tuple
+    assert codec.encode(rl) == {**old["rl"], "potentials": list(old["rl"]["potentials"])}

@@ -46,7 +46,7 @@ class PolicyDecider:
         if (dims["n_slots"], dims["n_blueprints"]) != (s, k):
             raise ConfigError(f"the policy was trained for {dims['n_slots']} slots and {dims['n_blueprints']} "
                               f"blueprints; this task's host has {s} and {k}")
-        rl = RLConfig(**{key: tuple(v) if isinstance(v, list) else v for key, v in saved["rl"].items()})
+        rl = codec.decode(RLConfig, saved["rl"])
         self.rl, self.n_blueprints = rl, k
         self.policy = PolicyNet(dims["obs_dim"], s, k, hidden=rl.hidden, head_hidden=rl.head_hidden,
                                 masked_logit=rl.masked_logit)

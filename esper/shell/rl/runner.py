@@ -245,7 +245,7 @@ class PPORun:
         return write_atomic(self.run_dir.path / POLICY_FILE, {
             "format": "esper.policy", "schema_version": 1, "task": self.cfg.task,
             "dims": {"obs_dim": d, "n_slots": s, "n_blueprints": k},
-            "rl": attrs.asdict(self.rl), "policy": self.learner.policy.state_dict(),
+            "rl": codec.encode(self.rl), "policy": self.learner.policy.state_dict(),
             "obs_norm": codec.encode(self.learner.norms.obs)})
 
     def summary(self) -> dict[str, Any]:
