@@ -1,6 +1,6 @@
 """Lifecycle events: frozen values the core returns and the shell turns into telemetry.
 
-Each class has a stable wire name (`kind`) and `to_dict()` with JSON types.
+Each class has a stable wire name (`kind`); `esper.core.wire` puts them on the wire.
 """
 
 from typing import Any, ClassVar
@@ -10,21 +10,8 @@ import attrs
 from esper.core.stages import Stage
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Stage):
-        return value.name
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if attrs.has(type(value)):
-        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
-    return value
-
-
 class Event:
     kind: ClassVar[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in attrs.asdict(self, recurse=False).items()}
 
 
 @attrs.frozen(kw_only=True)

@@ -26,7 +26,6 @@ import attrs
 
 from esper.core.errors import ConfigError
 from esper.core.events import GovernorAnomaly
-from esper.core.plain import plain_fields
 
 PANIC_REASONS = ("non_finite", "random_guess", "divergence")
 
@@ -75,13 +74,6 @@ class GovernorConfig:
             raise ConfigError(f"governor config: need >= 2 classes for a random-guess loss, got {n}")
         return cls(random_guess_loss=math.log(n), **overrides)
 
-    def to_dict(self) -> dict[str, Any]:
-        return plain_fields(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GovernorConfig":
-        return cls(**data)
-
 
 @attrs.frozen(kw_only=True)
 class GovernorState:
@@ -90,13 +82,6 @@ class GovernorState:
     window: tuple[float, ...] = attrs.field(default=(), converter=lambda w: tuple(float(x) for x in w))
     consecutive: int = 0
     rollbacks: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain_fields(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GovernorState":
-        return cls(**data)
 
 
 class VerdictKind(StrEnum):
@@ -138,15 +123,6 @@ class Verdict:
             raise ValueError(f"verdict {self.kind} carries no window statistics")
         return GovernorAnomaly(epoch=epoch, loss=loss, mean=self.mean, std=self.std,
                                threshold=self.threshold, consecutive=self.consecutive)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = plain_fields(self)
-        out["kind"] = self.kind.value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Verdict":
-        return cls(**data)
 
 
 def _stats(window: tuple[float, ...]) -> tuple[float, float]:

@@ -52,7 +52,6 @@ from esper.core.catalogue import catalogue_for
 from esper.core.config import Rules, min_span
 from esper.core.errors import ConfigError
 from esper.core.events import Event, InputMissing, SeedCulled, SeedFossilized, SeedGerminated
-from esper.core.plain import plain_fields
 from esper.core.seed import LifecycleState, SlotState
 from esper.core.signals import TrackerState
 from esper.core.stages import LIVE, Stage
@@ -131,13 +130,6 @@ class HeuristicConfig:
             return self.transformer_rotation
         raise ConfigError(f"heuristic config: no rotation for topology {topology!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return plain_fields(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HeuristicConfig":
-        return cls(**data)
-
 
 def _penalties(values: Iterable[Any]) -> Penalties:
     return tuple(sorted((str(name), float(value)) for name, value in values))
@@ -160,16 +152,6 @@ class HeuristicState:
     def penalty(self, blueprint: str) -> float:
         return dict(self.penalties).get(blueprint, 0.0)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = plain_fields(self)
-        out["penalties"] = [list(p) for p in self.penalties]
-        out["live_seeds"] = [list(p) for p in self.live_seeds]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HeuristicState":
-        return cls(**data)
-
 
 # --- the decision view ------------------------------------------------------------------------
 
@@ -190,15 +172,6 @@ class SlotView:
     grad_ratio: float | None = None
     total_gain: float | None = None  # val acc now − the seed's acc_at_germination
 
-    def to_dict(self) -> dict[str, Any]:
-        out = plain_fields(self)
-        out["stage"] = self.stage.name
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SlotView":
-        return cls(**data)
-
 
 def _slot_view(slot: SlotState, val_acc: float) -> SlotView:
     seed = slot.seed
@@ -208,16 +181,6 @@ def _slot_view(slot: SlotState, val_acc: float) -> SlotView:
                     epochs_in_stage=seed.epochs_in_stage, age=seed.age, alpha=seed.alpha,
                     contribution=seed.contribution, shadow_gain=seed.shadow_gain,
                     grad_ratio=seed.grad_ratio, total_gain=val_acc - seed.acc_at_germination)
-
-
-def _masks_dict(m: ActionMasks) -> dict[str, Any]:
-    return {"op": list(m.op), "slot": [list(r) for r in m.slot],
-            "blueprint": [list(r) for r in m.blueprint], "tempo": list(m.tempo)}
-
-
-def _masks_from(d: dict[str, Any]) -> ActionMasks:
-    return ActionMasks(op=tuple(d["op"]), slot=tuple(tuple(r) for r in d["slot"]),
-                       blueprint=tuple(tuple(r) for r in d["blueprint"]), tempo=tuple(d["tempo"]))
 
 
 @attrs.frozen(kw_only=True)
@@ -235,19 +198,6 @@ class DecisionView:
     blueprint_names: tuple[str, ...] = attrs.field(converter=_names)  # the blueprint head's order
     tempo_index: int  # index of `default_tempo` in `tempo_choices`
     min_span: int  # min_span(cfg, default_tempo)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = plain_fields(self)
-        out.update(tracker=self.tracker.to_dict(), masks=_masks_dict(self.masks),
-                   slots=[s.to_dict() for s in self.slots])
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DecisionView":
-        values = dict(data)
-        values.update(tracker=TrackerState.from_dict(data["tracker"]), masks=_masks_from(data["masks"]),
-                      slots=[SlotView.from_dict(s) for s in data["slots"]])
-        return cls(**values)
 
 
 def decision_view(view: LifecycleState, tracker: TrackerState, masks: ActionMasks, horizon: int,

@@ -24,7 +24,6 @@ All functions are pure, shape-polymorphic over leading batch dimensions (stats [
 [..., n, D]), vmap-able over envs and accepted by torch.compile(fullgraph=True).
 """
 
-from typing import Any
 
 import attrs
 import torch
@@ -52,20 +51,6 @@ class RunningStats:
         return cls(mean=torch.zeros(dim, dtype=dtype, device=device),
                    var=torch.ones(dim, dtype=dtype, device=device),
                    count=torch.zeros((), dtype=dtype, device=device))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain lists and a float, loadable with `torch.load(weights_only=True)` (host copy: shell use)."""
-        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": float(self.count)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, dtype: torch.dtype = torch.float32) -> "RunningStats":
-        mean = torch.tensor(data["mean"], dtype=dtype)
-        var = torch.tensor(data["var"], dtype=dtype)
-        count = torch.tensor(float(data["count"]), dtype=dtype)
-        if mean.shape != var.shape or bool((var < 0).any()) or float(count) < 0:
-            raise ValueError(f"running stats: bad record (mean {tuple(mean.shape)}, var {tuple(var.shape)}, "
-                             f"count {float(count)})")
-        return cls(mean=mean, var=var, count=count)
 
 
 

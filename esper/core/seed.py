@@ -1,12 +1,11 @@
 """Frozen lifecycle values: `SlotSpec`, `SeedState`, `SlotState`, `LifecycleState` (docs/lifecycle.md §2).
 
 Plain Python scalars only, so states hash, compare and serialise exactly. Each class checks
-its invariants on construction (and so on every `attrs.evolve`); `to_dict` / `from_dict`
-round-trip through JSON types, enums by name.
+its invariants on construction (and so on every `attrs.evolve`, and on `esper.core.codec.decode`,
+which writes and reads them as JSON types, enums by name).
 """
 
 import itertools
-from typing import Any
 
 import attrs
 
@@ -102,25 +101,6 @@ class SeedState:
     def has_module(self) -> bool:
         return self.stage in HAS_MODULE
 
-    def to_dict(self) -> dict[str, Any]:
-        out = attrs.asdict(self, recurse=False)
-        for key in ("curve", "stage", "previous_stage"):
-            out[key] = out[key].name
-        out["history"] = [[stage.name, epoch] for stage, epoch in self.history]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SeedState":
-        try:
-            values = dict(data)
-            values["curve"] = Curve[values["curve"]]
-            for key in ("stage", "previous_stage"):
-                values[key] = Stage[values[key]]
-            values["history"] = [(Stage[s], e) for s, e in values["history"]]
-            return cls(**values)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LifecycleError(f"bad seed record: {exc!r}") from exc
-
 
 @attrs.frozen(kw_only=True)
 class SlotState:
@@ -145,21 +125,6 @@ class SlotState:
     @property
     def stage(self) -> Stage:
         return self.seed.stage if self.seed is not None else Stage.DORMANT
-
-    def to_dict(self) -> dict[str, Any]:
-        out = attrs.asdict(self, recurse=False)
-        out["seed"] = self.seed.to_dict() if self.seed is not None else None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SlotState":
-        try:
-            values = dict(data)
-            if values.get("seed") is not None:
-                values["seed"] = SeedState.from_dict(values["seed"])
-            return cls(**values)
-        except (TypeError, ValueError) as exc:
-            raise LifecycleError(f"bad slot record: {exc!r}") from exc
 
 
 @attrs.frozen(kw_only=True)
@@ -189,17 +154,3 @@ class LifecycleState:
             if s.slot_id == slot_id:
                 return s
         raise LifecycleError(f"no slot {slot_id!r}; slots are {[s.slot_id for s in self.slots]}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = attrs.asdict(self, recurse=False)
-        out["slots"] = [s.to_dict() for s in self.slots]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LifecycleState":
-        try:
-            values = dict(data)
-            values["slots"] = [SlotState.from_dict(s) for s in values["slots"]]
-            return cls(**values)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LifecycleError(f"bad lifecycle record: {exc!r}") from exc

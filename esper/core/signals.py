@@ -31,7 +31,6 @@ import attrs
 
 from esper.core.errors import ConfigError
 from esper.core.events import Event, HostDestabilised, HostStabilised
-from esper.core.plain import plain_fields
 
 # Plateau gain per task family (docs/runtime.md §5.1): image presets use the CNN hosts, LM presets
 # the transformer hosts.
@@ -90,13 +89,6 @@ class TrackerConfig:
                               f"{sorted(PLATEAU_MIN_GAIN)}")
         return cls(**{"plateau_min_gain": PLATEAU_MIN_GAIN[topology], **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        return plain_fields(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrackerConfig":
-        return cls(**data)
-
 
 @attrs.frozen(kw_only=True)
 class EpochSignals:
@@ -107,13 +99,6 @@ class EpochSignals:
     val_acc: float
     train_loss: float
     train_acc: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain_fields(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EpochSignals":
-        return cls(**data)
 
 
 @attrs.frozen(kw_only=True)
@@ -131,13 +116,6 @@ class TrackerState:
     best_val_loss: float | None = None
     loss_history: tuple[float, ...] = attrs.field(default=(), converter=_floats)
     acc_history: tuple[float, ...] = attrs.field(default=(), converter=_floats)
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain_fields(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrackerState":
-        return cls(**data)
 
 
 def update(tracker: TrackerState, metrics: EpochSignals,

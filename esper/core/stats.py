@@ -54,9 +54,6 @@ class Summary:
     min: float
     max: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
 
 def _finite_array(values: Sequence[float], what: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
@@ -90,9 +87,6 @@ class WelchResult:
     real: bool
     verdict: str
     alpha: float = DEFAULT_ALPHA
-
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
 
 
 def welch(a: Sequence[float], b: Sequence[float], alpha: float = DEFAULT_ALPHA) -> WelchResult:
@@ -142,13 +136,10 @@ class RunRecord:
     culled: int
     run_dir: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
     @classmethod
     def from_summary(cls, group: str, summary: Mapping[str, Any], train_flops: int | None = None, *,
                      run_dir: str = "") -> "RunRecord":
-        """Build from a run's summary.json dict (`RunSummary.to_dict`).
+        """Build from a run's summary.json dict (`codec.encode` of a `RunSummary`).
 
         FLOPs: the explicit `train_flops` argument wins, else the summary's `train_flops` key; with
         neither, ValueError (FLOPs are counted, never guessed). A run without a final or best

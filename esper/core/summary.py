@@ -29,13 +29,6 @@ class SeedRecord:
     n_params: int
     cull_reason: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SeedRecord":
-        return cls(**data)
-
 
 @attrs.frozen(kw_only=True)
 class RunSummary:
@@ -63,18 +56,6 @@ class RunSummary:
 
     def count(self, fate: str) -> int:
         return sum(1 for s in self.seeds if s.fate == fate)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = attrs.asdict(self, recurse=False)
-        out["total_params"] = self.total_params
-        out["seeds"] = [s.to_dict() for s in self.seeds]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunSummary":
-        values = {k: v for k, v in data.items() if k != "total_params"}
-        values["seeds"] = tuple(SeedRecord.from_dict(s) for s in values.get("seeds", ()))
-        return cls(**values)
 
 
 def summarize_seeds(events: Iterable[ev.Event], start: Iterable[SeedRecord] = ()) -> tuple[SeedRecord, ...]:

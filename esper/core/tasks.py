@@ -116,10 +116,6 @@ class TaskPreset:
         """Tokens per window input for text tasks (windows hold block + 1 tokens); None for images."""
         return self.input_shape[0] if self.modality == "text" else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self, recurse=False, value_serializer=lambda _i, _a, v: (
-            list(v) if isinstance(v, tuple) else v))
-
 
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

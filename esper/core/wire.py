@@ -3,16 +3,16 @@
 Pure: the shell stamps `seq`/`time` and writes the line; everything about *what* an event
 looks like on the wire, at which level it is emitted and whether it may be dropped is decided
 here, so the schema round trip (`to_wire` → JSON → `from_dict`) is testable without I/O.
+Events are written and read by `esper.core.codec` (the format of every file); the wire only
+rounds floats to 7 significant digits, spells NaN/±Inf as strings, and ignores unknown fields.
 """
 
 import math
-import types
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from enum import Enum, IntEnum, StrEnum
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
-import attrs
-
+from esper.core import codec
 from esper.core import events as ev
 from esper.core.actions import FactoredAction, Op
 from esper.core.gates import Check
@@ -152,23 +152,21 @@ def wants(level: Level, profile: Profile, kind: str) -> bool:
 
 
 def to_wire(value: Any, digits: int | None = FLOAT_DIGITS) -> Any:
-    """JSON-ready copy: floats to `digits` significant digits (None: exact), NaN/±Inf as strings,
-    enums by name. Events use 7 digits; results files that must reproduce a run use None."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, Enum):
-        return value.name
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return _wire_float(value, digits)
-    if isinstance(value, Mapping):
-        return {str(k): to_wire(v, digits) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_wire(v, digits) for v in value]
-    if attrs.has(type(value)):
-        return {k: to_wire(v, digits) for k, v in attrs.asdict(value, recurse=False).items()}
-    raise TypeError(f"cannot put {type(value).__name__} {value!r} on the wire")
+    """JSON-ready copy (`codec.encode`): floats to `digits` significant digits (None: exact),
+    NaN/±Inf as strings. Events use 7 digits; results files that must reproduce a run use None."""
+    return _floats(codec.encode(value), digits)
+
+
+def _floats(data: Any, digits: int | None) -> Any:
+    if isinstance(data, float):
+        return _wire_float(data, digits)
+    if isinstance(data, Mapping):
+        return {str(k): _floats(v, digits) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_floats(v, digits) for v in data]
+    if data is None or isinstance(data, str | int):  # bool is an int
+        return data
+    raise TypeError(f"cannot put {type(data).__name__} {data!r} on the wire")
 
 
 def _wire_float(x: float, digits: int | None) -> float | str:
@@ -181,7 +179,8 @@ def _wire_float(x: float, digits: int | None) -> float | str:
 
 def event_fields(event: ev.Event) -> dict[str, Any]:
     """The record's `fields`: every attrs field of the event, wire-encoded."""
-    return {k: to_wire(v) for k, v in attrs.asdict(event, recurse=False).items()}
+    fields: dict[str, Any] = to_wire(event)
+    return fields
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -201,41 +200,10 @@ def from_dict(kind: str, fields: Mapping[str, Any]) -> ev.Event:
     if cls is None:
         raise WireError(f"unknown event kind {kind!r}")
     try:
-        return _decode_attrs(cls, fields, kind)
+        event: ev.Event = _WIRE.structure(fields, cls)
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"bad {kind} record: {exc!r}") from exc
-
-
-def _decode_attrs(cls: type, data: Mapping[str, Any], kind: str) -> Any:
-    values = {}
-    for field in attrs.fields(cls):
-        if field.name in data:
-            hook = _HOOKS.get((kind, field.name))
-            raw = data[field.name]
-            values[field.name] = hook(raw) if hook else _decode(field.type, raw, kind)
-    return cls(**values)
-
-
-def _decode(tp: Any, value: Any, kind: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
-    if value is None or tp is Any or tp is object:
-        return value
-    if origin in (Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        return _decode(options[0], value, kind) if len(options) == 1 else value
-    if tp is float:
-        return float(value)  # also turns "nan"/"inf"/"-inf" back into floats
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        return tp[value]
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(args[0], v, kind) for v in value)
-        return tuple(_decode(a, v, kind) for a, v in zip(args, value, strict=True))
-    if origin is dict:
-        return {k: _decode(args[1], v, kind) for k, v in value.items()}
-    if attrs.has(tp):
-        return _decode_attrs(tp, value, kind)
-    return value
+    return event
 
 
 def _stage_or_plain(value: Any) -> Any:
@@ -244,12 +212,12 @@ def _stage_or_plain(value: Any) -> Any:
     return Stage[value] if isinstance(value, str) and value in Stage.__members__ else value
 
 
-def _decode_check(data: Mapping[str, Any]) -> Check:
+def _decode_check(data: Mapping[str, Any], _: Any = None) -> Check:
     return Check(name=data["name"], value=_stage_or_plain(data["value"]),
                  threshold=_stage_or_plain(data["threshold"]), passed=data["passed"], code=data["code"])
 
 
-def _decode_action(data: Any) -> Any:
+def _decode_action(data: Any, _: Any = None) -> Any:
     if isinstance(data, Mapping) and "op" in data:
         op = data["op"]
         return FactoredAction(Op[op] if isinstance(op, str) else Op(op), data.get("slot", 0),
@@ -257,8 +225,13 @@ def _decode_action(data: Any) -> Any:
     return data
 
 
-# Fields typed `Any` in the lifecycle events that hold core values rather than plain JSON.
-_HOOKS: dict[tuple[str, str], Callable[[Any], Any]] = {
-    ("seed.gate_evaluated", "checks"): lambda v: tuple(_decode_check(c) for c in v),
-    ("controller.action_rejected", "action"): _decode_action,
-}
+def _float_from_wire(value: Any, _: Any) -> float:
+    return float(value)  # also turns "nan"/"inf"/"-inf" back into floats
+
+
+# A v1 reader ignores fields a newer writer added. Fields typed `Any` in the lifecycle events
+# hold core values rather than plain JSON: their hooks rebuild them.
+_WIRE = codec.make_converter(forbid_extra_keys=False, float_hook=_float_from_wire, field_hooks={
+    (ev.GateEvaluated, "checks"): lambda v, _: tuple(_decode_check(c) for c in v),
+    (ev.ActionRejected, "action"): _decode_action,
+})

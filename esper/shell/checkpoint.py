@@ -3,10 +3,10 @@
 A checkpoint is a dict of plain data and tensors, loadable with `torch.load(weights_only=True)`:
 
     format "esper.model/1", topology, host {name, config}, catalogue_version 1,
-    model {run_seed, episode, env_index, input_grad_from}, lifecycle (LifecycleState.to_dict()),
+    model {run_seed, episode, env_index, input_grad_from}, lifecycle (codec.encode(state)),
     tensors (model.state_dict()), optionally optimizer (state_dict with §8.5 group names)
 
-Restore: host from its config → model → `LifecycleState.from_dict` → `sync_to` (rebuilds every
+Restore: host from its config → model → `codec.decode(LifecycleState, …)` → `sync_to` (rebuilds every
 seed module) → `load_state_dict(strict=True)`. Anything that does not fit raises
 `CheckpointError` with a one-line message, never a traceback from deep inside torch.
 """
@@ -22,12 +22,13 @@ from typing import Any, NamedTuple
 
 import torch
 
+from esper.core import codec
 from esper.core.config import LifecycleConfig
 from esper.core.errors import ConfigError, HostConfigError, LifecycleError, UnknownBlueprintError
 from esper.core.seed import LifecycleState
 from esper.core.stages import HAS_MODULE, Stage
 from esper.shell.model import MorphogeneticModel
-from esper.shell.nets.hosts import HOST_PRESETS, build_host, host_config_from_dict
+from esper.shell.nets.hosts import HOST_PRESETS, HostConfig, build_host
 
 FORMAT = "esper.model/1"
 CATALOGUE_VERSION = 1
@@ -59,11 +60,11 @@ def model_checkpoint(model: MorphogeneticModel, state: LifecycleState,
     data: dict[str, Any] = {
         "format": FORMAT,
         "topology": model.topology,
-        "host": {"name": host_name(model.host.config), "config": model.host.config.to_dict()},
+        "host": {"name": host_name(model.host.config), "config": codec.encode(model.host.config)},
         "catalogue_version": CATALOGUE_VERSION,
         "model": {"run_seed": model.run_seed, "episode": model.episode, "env_index": model.env_index,
                   "input_grad_from": model.lifecycle_config.input_grad_from.name},
-        "lifecycle": state.to_dict(),
+        "lifecycle": codec.encode(state),
         "tensors": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }
     if optimizer is not None:
@@ -177,7 +178,7 @@ def _check_header(where: str, data: Mapping[str, Any]) -> None:
 
 def _rebuild(data: Mapping[str, Any], lifecycle: LifecycleConfig | None, device: torch.device,
              dropout_generator: torch.Generator | None) -> tuple[MorphogeneticModel, LifecycleState]:
-    config = host_config_from_dict(data["host"]["config"])
+    config = codec.decode(HostConfig, data["host"]["config"])
     if data["topology"] != config.KIND:
         raise HostConfigError(f"host config kind {config.KIND!r} but topology {data['topology']!r}")
     meta = data["model"]
@@ -190,7 +191,7 @@ def _rebuild(data: Mapping[str, Any], lifecycle: LifecycleConfig | None, device:
     host = build_host(config, torch.Generator().manual_seed(0), dropout_generator).to(device)
     model = MorphogeneticModel(host, run_seed=meta["run_seed"], episode=meta["episode"],
                                env_index=meta["env_index"], lifecycle=lifecycle)
-    state = LifecycleState.from_dict(data["lifecycle"])
+    state = codec.decode(LifecycleState, data["lifecycle"])
     model.sync_to(state)
     return model, state
 

@@ -20,6 +20,7 @@ import attrs
 import torch
 from rich.console import Console
 
+from esper.core import codec
 from esper.core.errors import ConfigError, HostConfigError
 from esper.core.stats import RunRecord, compare_groups
 from esper.core.tasks import task_preset
@@ -41,9 +42,6 @@ class WidthMatch:
     value: float  # the matched quantity of the static host at this width
     target: float
     within: bool  # |value − target| ≤ 5 % of target
-
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
 
 
 def match_width(measure: Callable[[int], float], target: float, widths: Sequence[int]) -> WidthMatch:
@@ -134,7 +132,7 @@ def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str
     draw_report(folder)
     meta = {"task": base.task, "epochs": base.epochs or task_preset(base.task).epochs, "seeds": seeds,
             "device": str(resolve_device(base.device)), "command": command,
-            "data_source": _data_source(folder, records), "matches": {k: m.to_dict() for k, m in matches.items()}}
+            "data_source": _data_source(folder, records), "matches": codec.encode(matches)}
     (folder / "compare.json").write_text(json.dumps(compare_json(stats, records, meta), indent=2), encoding="utf-8")
     md = markdown_table(stats, task=meta["task"], epochs=meta["epochs"], device=meta["device"],
                         data_source=meta["data_source"], command=command)

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
+from esper.core import codec
 from esper.core.stats import GroupStats, RunRecord, Summary, WelchResult
 
 HEADERS = ("group", "n", "final val acc (mean ± std, min–max)", "best val acc", "params", "train FLOPs", "wall s",
@@ -126,18 +127,10 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"compare_json: {type(x).__name__} is not a JSON type")
 
 
-def _group_dict(g: GroupStats) -> dict[str, Any]:
-    fields = ("final", "best", "params", "flops", "wall", "fossilized", "culled")
-    out: dict[str, Any] = {"group": g.group, "n": g.n}
-    out.update({f: getattr(g, f).to_dict() for f in fields})
-    out["vs_static"] = None if g.vs_static is None else g.vs_static.to_dict()
-    return out
-
-
 def compare_json(stats: Sequence[GroupStats], records: Sequence[RunRecord], meta: dict[str, Any]) -> dict[str, Any]:
     """compare.json: {meta, groups, records}; NaN/inf become null so `json.dumps(allow_nan=False)` works."""
     return _jsonable({
         "meta": meta,
-        "groups": [_group_dict(g) for g in stats],
-        "records": [r.to_dict() for r in records],
+        "groups": codec.encode(list(stats)),
+        "records": codec.encode(list(records)),
     })

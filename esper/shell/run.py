@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import torch
 
+from esper.core import codec
 from esper.core.errors import ConfigError
 from esper.core.events import CheckpointSaved, GovernorAbort, RunEnded, RunResumed, RunStarted
 from esper.core.summary import RunSummary
@@ -84,7 +85,7 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None) 
     data = load_data(cfg, device)
     run_id = make_run_id(cfg.task, cfg.controller, cfg.seed)
     run_dir = RunDirectory(out or f"runs/{run_id}")
-    record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": data.source.to_dict(),
+    record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": codec.encode(data.source),
               "versions": versions()}
     run_dir.write_config(record)
     trainer = _trainer(cfg, data, device)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from esper import __version__
+from esper.core import codec
 from esper.core.governor import GovernorState
 from esper.core.summary import SeedRecord
 from esper.shell.checkpoint import (
@@ -45,10 +46,10 @@ def run_payload(trainer: Trainer, *, run_id: str, config: dict[str, Any], data_s
                 "data_source": data_source},
         "progress": {"epoch": trainer.epoch, "seq": seq},
         "model": model_checkpoint(trainer.model, trainer.state, trainer.optimizer),
-        "controller": {"tracker": trainer.tracker.to_dict(), "heuristic": trainer.heuristic.to_dict(),
-                       "lr_factor": trainer.lr_factor, "records": [r.to_dict() for r in trainer.records],
+        "controller": {"tracker": codec.encode(trainer.tracker), "heuristic": codec.encode(trainer.heuristic),
+                       "lr_factor": trainer.lr_factor, "records": codec.encode(trainer.records),
                        "history": [list(h) for h in trainer.history], "train_flops": trainer.flops.total},
-        "governor": {"state": trainer.governor.to_dict(), "snapshot": trainer.snapshot},
+        "governor": {"state": codec.encode(trainer.governor), "snapshot": trainer.snapshot},
         "rng": {"torch": torch.get_rng_state(), "data": trainer.data_gen.get_state(),
                 "augment": trainer.augment_gen.get_state(), "dropout": trainer.dropout_gen.get_state()},
     }
@@ -103,10 +104,10 @@ def restore_trainer(trainer: Trainer, data: dict[str, Any]) -> None:
         trainer.state = trainer.restore_snapshot({"model": data["model"], "tracker": controller["tracker"],
                                                   "heuristic": controller["heuristic"]})
         trainer.lr_factor = float(controller["lr_factor"])
-        trainer.records = tuple(SeedRecord.from_dict(r) for r in controller["records"])
+        trainer.records = codec.decode(tuple[SeedRecord, ...], controller["records"])
         trainer.history = [tuple(h) for h in controller["history"]]
         trainer.flops.total = int(controller["train_flops"])
-        trainer.governor = GovernorState.from_dict(data["governor"]["state"])
+        trainer.governor = codec.decode(GovernorState, data["governor"]["state"])
         trainer.snapshot = data["governor"]["snapshot"]
         torch.set_rng_state(data["rng"]["torch"])
         trainer.data_gen.set_state(data["rng"]["data"])

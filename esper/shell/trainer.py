@@ -21,7 +21,7 @@ import attrs
 import numpy as np
 import torch
 
-from esper.core import governor, heuristic, lifecycle, lr_schedule, signals
+from esper.core import codec, governor, heuristic, lifecycle, lr_schedule, signals
 from esper.core.actions import ActionMasks, FactoredAction
 from esper.core.config import LifecycleConfig, Rules
 from esper.core.errors import ConfigError
@@ -284,7 +284,7 @@ class Trainer:
 
     def _take_snapshot(self) -> dict[str, Any]:
         return {"model": model_checkpoint(self.model, self.state, self.optimizer),
-                "tracker": self.tracker.to_dict(), "heuristic": self.heuristic.to_dict(),
+                "tracker": codec.encode(self.tracker), "heuristic": codec.encode(self.heuristic),
                 "lr_factor": self.lr_factor}
 
     def restore_snapshot(self, snap: dict[str, Any]) -> LifecycleState:
@@ -295,8 +295,8 @@ class Trainer:
         self.model = loaded.model
         self.optimizer = self._new_optimizer()
         load_optimizer_state(self.optimizer, loaded.optimizer_state)
-        self.tracker = signals.TrackerState.from_dict(snap["tracker"])
-        self.heuristic = heuristic.HeuristicState.from_dict(snap["heuristic"])
+        self.tracker = codec.decode(signals.TrackerState, snap["tracker"])
+        self.heuristic = codec.decode(heuristic.HeuristicState, snap["heuristic"])
         return loaded.state
 
     def _rollback(self, verdict: governor.Verdict, epoch: int, val_loss: float,

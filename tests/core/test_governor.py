@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from esper.core import codec
 from esper.core.errors import ConfigError
 from esper.core.events import GovernorAnomaly
 from esper.core.governor import (
@@ -139,4 +140,4 @@ def test_round_trips_through_json():
     values = (CIFAR, GPT2, GovernorState(), STEADY, GovernorState(window=(1.5,), consecutive=2, rollbacks=1),
               Verdict.ok(), anomaly, Verdict(kind="panic", reason="non_finite"))
     for value in values:
-        assert type(value).from_dict(json.loads(json.dumps(value.to_dict()))) == value
+        assert codec.decode(type(value), json.loads(json.dumps(codec.encode(value)))) == value

@@ -13,7 +13,7 @@ import attrs
 import pytest
 from lifecycle_helpers import boundary, drive_until, germinate_at, make_rules, measure, seed_state, state_with
 
-from esper.core import lifecycle
+from esper.core import codec, lifecycle
 from esper.core.actions import FactoredAction, Op
 from esper.core.catalogue import catalogue_for
 from esper.core.errors import ConfigError
@@ -377,4 +377,4 @@ def test_round_trips_through_json():
     view = hview(late(Stage.TRAINING, shadow_gain=0.01))
     custom = HeuristicConfig(cnn_rotation=("norm", "attention"), max_seeds=3)
     for value in (CFG, custom, state, FRESH, view, view.slots[LATE]):
-        assert type(value).from_dict(json.loads(json.dumps(value.to_dict()))) == value
+        assert codec.decode(type(value), json.loads(json.dumps(codec.encode(value)))) == value

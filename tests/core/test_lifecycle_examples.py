@@ -21,6 +21,7 @@ from lifecycle_helpers import (
     wait_until,
 )
 
+from esper.core import codec
 from esper.core.actions import FactoredAction, Op
 from esper.core.config import min_span
 from esper.core.errors import IllegalActionError, LifecycleError
@@ -391,5 +392,5 @@ def test_every_event_is_json_serialisable() -> None:
         SeedRetired,
     } <= kinds
     for event in collected:
-        data = event.to_dict()
+        data = codec.encode(event)
         assert json.loads(json.dumps(data, allow_nan=False)) == data

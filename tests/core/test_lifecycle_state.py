@@ -1,6 +1,6 @@
 """Example tests of the lifecycle's state values and queries (docs/lifecycle.md §1.3, §2): `record`,
 `measurement_plan`, `param_counts`, `initial_state`, `transition`, the invariants of §2.1–§2.2
-and the `to_dict` / `from_dict` round trip."""
+and the codec round trip."""
 
 import json
 import math
@@ -21,6 +21,7 @@ from lifecycle_helpers import (
     state_with,
 )
 
+from esper.core import codec
 from esper.core.actions import FactoredAction, Op
 from esper.core.errors import IllegalActionError, IllegalTransition, LifecycleError
 from esper.core.legality import masks
@@ -343,17 +344,17 @@ def lived_state() -> LifecycleState:
 
 def test_state_round_trips_through_json() -> None:
     state = lived_state()
-    data = json.loads(json.dumps(state.to_dict()))
+    data = json.loads(json.dumps(codec.encode(state)))
     assert (
         data["slots"][0]["seed"]["stage"] == "FOSSILIZED" and data["slots"][1]["seed"]["curve"] == "SIGMOID"
     )
-    assert LifecycleState.from_dict(data) == state
+    assert codec.decode(LifecycleState, data) == state
 
 
 @pytest.mark.parametrize("stage", [s for s in Stage if s != Stage.DORMANT])
 def test_seed_round_trips_in_every_stage(stage: Stage) -> None:
     seed = seed_state(stage, contribution=0.25, grad_ratio=0.5)
-    assert SeedState.from_dict(json.loads(json.dumps(seed.to_dict()))) == seed
+    assert codec.decode(SeedState, json.loads(json.dumps(codec.encode(seed)))) == seed
 
 
 def _break(data: dict, how: str) -> None:
@@ -402,7 +403,7 @@ def _break(data: dict, how: str) -> None:
     ],
 )
 def test_malformed_dicts_raise_lifecycle_error(how: str) -> None:
-    data = json.loads(json.dumps(lived_state().to_dict()))
+    data = json.loads(json.dumps(codec.encode(lived_state())))
     _break(data, how)
     with pytest.raises(LifecycleError):
-        LifecycleState.from_dict(data)
+        codec.decode(LifecycleState, data)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from lifecycle_helpers import CIFAR10_HOST_PARAMS, drive_until, fresh, germinate_at, make_rules, measure, wait_until
 
+from esper.core import codec
 from esper.core.actions import FactoredAction
 from esper.core.catalogue import catalogue_for
 from esper.core.lifecycle import apply_action, plant_fossil, record, rollback
@@ -233,14 +234,14 @@ def test_stats_round_trip_through_a_weights_only_checkpoint() -> None:
     stats = merge(RunningStats.initial(3), torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 0.0]]),
                   torch.tensor([True, True]))
     buffer = io.BytesIO()
-    torch.save({"obs_norm": stats.to_dict()}, buffer)
+    torch.save({"obs_norm": codec.encode(stats)}, buffer)
     buffer.seek(0)
-    loaded = RunningStats.from_dict(torch.load(buffer, weights_only=True)["obs_norm"])
+    loaded = codec.decode(RunningStats, torch.load(buffer, weights_only=True)["obs_norm"])
     for name in ("mean", "var", "count"):
         assert torch.equal(getattr(loaded, name), getattr(stats, name))
-    assert stats.to_dict() == {"mean": [2.0, 2.0, 1.5], "var": [1.0, 0.0, 2.25], "count": 2.0}
+    assert codec.encode(stats) == {"mean": [2.0, 2.0, 1.5], "var": [1.0, 0.0, 2.25], "count": 2.0}
     with pytest.raises(ValueError, match="bad record"):
-        RunningStats.from_dict({"mean": [0.0], "var": [-1.0], "count": 1})
+        codec.decode(RunningStats, {"mean": [0.0], "var": [-1.0], "count": 1})
 
 
 # --- compiled == eager -----------------------------------------------------------------------------

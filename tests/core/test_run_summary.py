@@ -2,6 +2,7 @@
 
 import json
 
+from esper.core import codec
 from esper.core import events as ev
 from esper.core.stages import Stage
 from esper.core.summary import RunSummary, summarize_seeds
@@ -78,7 +79,7 @@ def test_run_summary_round_trips_through_json():
                          epochs=40, final_val_acc=0.61, best_val_acc=0.62, best_epoch=33, host_params=6418,
                          seed_params=130, wall_s=12.5, data_source={"preset": "synth-images"},
                          dropped={"console": 0}, seeds=summarize_seeds(EVENTS))
-    data = json.loads(json.dumps(summary.to_dict()))
+    data = json.loads(json.dumps(codec.encode(summary)))
     assert data["total_params"] == 6548 and len(data["seeds"]) == 3
-    assert RunSummary.from_dict(data) == summary
+    assert codec.decode(RunSummary, data) == summary
     assert (summary.count("fossilized"), summary.count("culled"), summary.count("live")) == (1, 1, 1)

@@ -7,6 +7,7 @@ import math
 import attrs
 import pytest
 
+from esper.core import codec
 from esper.core.errors import ConfigError
 from esper.core.events import HostDestabilised, HostStabilised
 from esper.core.signals import EpochSignals, TrackerConfig, TrackerState, structure_changed, update
@@ -150,8 +151,8 @@ def test_round_trips_through_json():
     states, _ = fold([1.0, 0.95, 0.94, 0.94], [0.4, 0.41, 0.45, 0.45])
     for value in (*states, TrackerState(), CFG, TrackerConfig.for_topology("transformer"),
                   EpochSignals(epoch=3, val_loss=1.0, val_acc=0.5, train_loss=1.1, train_acc=0.4)):
-        data = json.loads(json.dumps(value.to_dict()))
-        assert type(value).from_dict(data) == value
+        data = json.loads(json.dumps(codec.encode(value)))
+        assert codec.decode(type(value), data) == value
 
 
 def test_best_reference_keeps_a_recovery_after_a_spike_from_looking_like_learning():

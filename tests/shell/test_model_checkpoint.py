@@ -21,6 +21,7 @@ from seedbed_drive import (
     train_step,
 )
 
+from esper.core import codec
 from esper.core.seed import LifecycleState
 from esper.core.stages import Stage
 from esper.shell import checkpoint as ckpt_mod
@@ -46,6 +47,7 @@ import sys
 import torch
 sys.path.insert(0, sys.argv[1])
 from seedbed_drive import train_step
+from esper.core import codec
 from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state
 from esper.shell.optim_groups import param_groups
 
@@ -55,7 +57,7 @@ optimizer = torch.optim.AdamW(param_groups(model, host_lr=0.1, seed_lr=0.1))
 load_optimizer_state(optimizer, optimizer_state)
 x, target = torch.load(inputs, weights_only=True)
 model.eval()
-result = {"out": model(x).detach(), "state": state.to_dict(),
+result = {"out": model(x).detach(), "state": codec.encode(state),
           "optimizer": copy.deepcopy(optimizer.state_dict())}
 train_step(model, optimizer, x, target)
 result["after"] = model.state_dict()
@@ -106,7 +108,7 @@ def test_round_trip_in_a_fresh_process(tmp_path):
                     str(tmp_path / "result.pt")], check=True, timeout=120)
     result = torch.load(tmp_path / "result.pt", weights_only=True)
     assert torch.equal(result["out"], expected)
-    assert LifecycleState.from_dict(result["state"]) == state
+    assert codec.decode(LifecycleState, result["state"]) == state
     assert_same_optimizer_state(result["optimizer"], saved_optimizer)
     assert_same_tensors(result["after"], model.state_dict())
 
@@ -138,7 +140,7 @@ def test_checkpoint_is_plain_data_and_a_snapshot(tmp_path):
     data = model_checkpoint(model, state)
     assert data["format"] == FORMAT and data["catalogue_version"] == 1 and data["topology"] == "cnn"
     assert data["host"]["name"] == "fashion-mnist"
-    assert data["lifecycle"] == state.to_dict() and "optimizer" not in data
+    assert data["lifecycle"] == codec.encode(state) and "optimizer" not in data
     before = {k: v.clone() for k, v in data["tensors"].items()}
     with torch.no_grad():
         for p in model.parameters():
@@ -146,7 +148,7 @@ def test_checkpoint_is_plain_data_and_a_snapshot(tmp_path):
     assert_same_tensors(data["tensors"], before)  # later training does not reach the snapshot
     path = save_model_checkpoint(tmp_path / "sub" / "m.pt", model, state)
     raw = torch.load(path, weights_only=True)
-    assert raw["lifecycle"] == state.to_dict()
+    assert raw["lifecycle"] == codec.encode(state)
     assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temp file left behind
 
 

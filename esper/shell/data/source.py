@@ -1,6 +1,7 @@
 """The data source record (docs/runtime.md §5.4), hashing, and the decoded-array cache.
 
-The record travels in config.json, run.start, summary.json and checkpoints, so it is plain data.
+The record travels in config.json, run.start, summary.json and checkpoints, so it is plain data
+(`esper.core.codec.encode` / `decode`).
 `fingerprint` identifies the raw source (files, HF dataset fingerprint, generator version and seed)
 and keys the cache; `sha256` hashes the decoded arrays the run actually uses (after subsetting).
 """
@@ -12,7 +13,6 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import attrs
 import numpy as np
@@ -29,9 +29,6 @@ class Normalisation:
     mean: tuple[float, ...] = attrs.field(converter=lambda v: tuple(float(x) for x in v))
     std: tuple[float, ...] = attrs.field(converter=lambda v: tuple(float(x) for x in v))
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": list(self.mean), "std": list(self.std)}
-
 
 @attrs.frozen(kw_only=True)
 class TokenizerInfo:
@@ -42,9 +39,6 @@ class TokenizerInfo:
     sha256: str
     eos_id: int
     path: str | None = None  # where a trained BPE is cached; None for gpt2 / bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
 
 
 @attrs.frozen(kw_only=True)
@@ -61,21 +55,6 @@ class DataSource:
     subset: bool
     normalisation: Normalisation | None = None
     tokenizer: TokenizerInfo | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = attrs.asdict(self, recurse=False)
-        out["normalisation"] = None if self.normalisation is None else self.normalisation.to_dict()
-        out["tokenizer"] = None if self.tokenizer is None else self.tokenizer.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DataSource":
-        fields = dict(data)
-        if fields.get("normalisation") is not None:
-            fields["normalisation"] = Normalisation(**fields["normalisation"])
-        if fields.get("tokenizer") is not None:
-            fields["tokenizer"] = TokenizerInfo(**fields["tokenizer"])
-        return cls(**fields)
 
 
 # --- hashing ---------------------------------------------------------------------------------

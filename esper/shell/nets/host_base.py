@@ -121,16 +121,3 @@ def default_init_(module: nn.Module, generator: torch.Generator) -> None:
         fan_in = weight[0].numel()
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         nn.init.uniform_(bias, -bound, bound, generator=generator)
-
-
-def config_from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
-    """Rebuild a host config from `to_dict()` output (JSON types); any malformation → `HostConfigError`."""
-    values = dict(data)
-    if values.pop("kind", cls.KIND) != cls.KIND:
-        raise HostConfigError(f"{cls.__name__} cannot read a {data.get('kind')!r} host config")
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, HostConfigError):
-            raise
-        raise HostConfigError(f"bad {cls.KIND} host config {data!r}: {exc}") from exc

@@ -1,8 +1,9 @@
 """Hosts: the networks seeds grow in (docs/lifecycle.md §7), their plain-data configs and presets.
 
 `host_for(preset, generator, **overrides)` builds a preset's host; `build_host(config, generator)`
-rebuilds one from its config (what checkpoints store, via `config.to_dict()` and
-`host_config_from_dict`). The CNN host lives here, the transformer host in `transformer_host`.
+rebuilds one from its config (what checkpoints store: `codec.encode(config)`, read back with
+`codec.decode(HostConfig, data)`, which dispatches on the record's `kind`). The CNN host lives
+here, the transformer host in `transformer_host`.
 """
 
 from collections import OrderedDict
@@ -14,13 +15,13 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from esper.core import codec
 from esper.core.errors import HostConfigError
 from esper.core.seed import SlotSpec
 from esper.shell.nets.host_base import (
     Host,
     SlotLayout,
     block_spans,
-    config_from_dict,
     default_init_,
     is_int,
     materialise,
@@ -41,7 +42,6 @@ __all__ = [
     "TransformerHostConfig",
     "build_host",
     "host_config",
-    "host_config_from_dict",
     "host_for",
 ]
 
@@ -97,18 +97,12 @@ class CNNHostConfig:
         return tuple(SlotSpec(name, k, i, self.channels(i), (self.channels(i), *self.spatial(i)))
                      for k, (name, i) in enumerate(self.slots))
 
-    def to_dict(self) -> dict[str, Any]:
-        out = attrs.asdict(self, recurse=False)
-        out["input_shape"] = list(self.input_shape)
-        out["slots"] = [[name, position] for name, position in self.slots]
-        return {"kind": self.KIND, **out}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CNNHostConfig":
-        return config_from_dict(cls, data)
-
 
 HostConfig = CNNHostConfig | TransformerHostConfig
+# A malformed checkpoint record of either kind is a HostConfigError, like a bad override.
+codec.register_error(CNNHostConfig, HostConfigError, "bad cnn host config")
+codec.register_error(TransformerHostConfig, HostConfigError, "bad transformer host config")
+codec.register_error(HostConfig, HostConfigError, "bad host config")
 
 
 class CNNHost(Host):
@@ -216,15 +210,3 @@ def build_host(config: HostConfig, generator: torch.Generator,
     if isinstance(config, TransformerHostConfig):
         return TransformerHost(config, generator, dropout_generator)
     raise HostConfigError(f"not a host config: {config!r}")
-
-
-def host_config_from_dict(data: dict[str, Any]) -> HostConfig:
-    """Inverse of `config.to_dict()` for either host kind (dispatch on `kind`)."""
-    kinds: dict[str, type[CNNHostConfig] | type[TransformerHostConfig]] = {
-        CNNHostConfig.KIND: CNNHostConfig, TransformerHostConfig.KIND: TransformerHostConfig,
-    }
-    kind = data.get("kind") if isinstance(data, dict) else None
-    if kind not in kinds:
-        raise HostConfigError(f"host config kind {kind!r} not in {sorted(kinds)}")
-    return kinds[kind].from_dict(data)
-

@@ -24,7 +24,6 @@ from esper.shell.nets.host_base import (
     Host,
     SlotLayout,
     block_spans,
-    config_from_dict,
     materialise,
     require_positive,
     to_layout,
@@ -84,15 +83,6 @@ class TransformerHostConfig:
         """Features (T, D) per sample, T ≤ L; `feature_shape` records the longest, (L, D)."""
         return tuple(SlotSpec(name, k, i, self.d_model, (self.block_size, self.d_model))
                      for k, (name, i) in enumerate(self.slots))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = attrs.asdict(self, recurse=False)
-        out["slots"] = [[name, position] for name, position in self.slots]
-        return {"kind": self.KIND, **out}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TransformerHostConfig":
-        return config_from_dict(cls, data)
 
 
 class TransformerHost(Host):

@@ -4,7 +4,6 @@ The checks read the update's fetched numbers only (no device work). Streaks coun
 updates a kind fired and are checkpointed; `nonfinite` aborts the run after `nonfinite_abort`.
 """
 
-from typing import Any
 
 import attrs
 
@@ -21,13 +20,6 @@ class PolicyDiverged(RuntimeError):
 @attrs.frozen
 class AnomalyState:
     streaks: dict[str, int] = attrs.field(factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"streaks": dict(self.streaks)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AnomalyState":
-        return cls({str(k): int(v) for k, v in data["streaks"].items()})
 
 
 def _value_collapse_threshold(progress: float) -> float:

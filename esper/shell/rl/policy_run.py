@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from esper.core import codec
 from esper.core.errors import ConfigError
 from esper.core.events import Event
 from esper.core.observation import encode_observation, obs_binary
@@ -45,13 +46,13 @@ class PolicyDecider:
         if (dims["n_slots"], dims["n_blueprints"]) != (s, k):
             raise ConfigError(f"the policy was trained for {dims['n_slots']} slots and {dims['n_blueprints']} "
                               f"blueprints; this task's host has {s} and {k}")
-        rl = RLConfig(**{key: tuple(v) if isinstance(v, list) else v for key, v in saved["rl"].items()})
+        rl = codec.decode(RLConfig, saved["rl"])
         self.rl, self.n_blueprints = rl, k
         self.policy = PolicyNet(dims["obs_dim"], s, k, hidden=rl.hidden, head_hidden=rl.head_hidden,
                                 masked_logit=rl.masked_logit)
         self.policy.load_state_dict(saved["policy"])
         self.policy.eval()
-        self.obs_norm = RunningStats.from_dict(saved["obs_norm"])
+        self.obs_norm = codec.decode(RunningStats, saved["obs_norm"])
         self.binary = obs_binary(s, k)
         self.hc = self.policy.initial_state(1)
         self.prev: tuple[float, float] | None = None

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 import torch
 
+from esper.core import codec
 from esper.core.events import CheckpointSaved, EnvTruncated, PPOUpdate, RLRunStarted, RolloutDone
 from esper.core.observation import obs_dim
 from esper.core.rl_config import RLConfig
@@ -204,9 +205,9 @@ class PPORun:
             "progress": {"epoch": learner.batch, "update": learner.batch, "seq": self.hub.next_seq},
             "controller": {
                 "policy": learner.policy.state_dict(), "optimizer": learner.optimizer.state_dict(),
-                "norms": learner.norms.to_dict(),
+                "norms": codec.encode(learner.norms),
                 "counters": {"batch": learner.batch, "episodes": learner.episodes, "env_steps": learner.env_steps},
-                "anomalies": learner.anomalies.to_dict(), "history": learner.history,
+                "anomalies": codec.encode(learner.anomalies), "history": learner.history,
                 "rng": {"run_seed": self.cfg.seed},
             },
         }
@@ -231,11 +232,11 @@ class PPORun:
             c = data["controller"]
             self.learner.policy.load_state_dict(c["policy"])
             self.learner.optimizer.load_state_dict(c["optimizer"])
-            self.learner.norms = Normalisers.from_dict(c["norms"])
+            self.learner.norms = codec.decode(Normalisers, c["norms"])
             counters = c["counters"]
             self.learner.batch, self.learner.episodes = int(counters["batch"]), int(counters["episodes"])
             self.learner.env_steps = int(counters["env_steps"])
-            self.learner.anomalies = AnomalyState.from_dict(c["anomalies"])
+            self.learner.anomalies = codec.decode(AnomalyState, c["anomalies"])
             self.learner.history = list(c["history"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint does not match this run ({type(exc).__name__}: {exc})") from exc
@@ -246,8 +247,8 @@ class PPORun:
         return write_atomic(self.run_dir.path / POLICY_FILE, {
             "format": "esper.policy", "schema_version": 1, "task": self.cfg.task,
             "dims": {"obs_dim": d, "n_slots": s, "n_blueprints": k},
-            "rl": attrs.asdict(self.rl), "policy": self.learner.policy.state_dict(),
-            "obs_norm": self.learner.norms.obs.to_dict()})
+            "rl": codec.encode(self.rl), "policy": self.learner.policy.state_dict(),
+            "obs_norm": codec.encode(self.learner.norms.obs)})
 
     def summary(self) -> dict[str, Any]:
         h = self.learner.history
@@ -324,7 +325,7 @@ def train_ppo(cfg: RunConfig, *, out: str | None = None, resume: str | None = No
     else:
         run_id = make_ppo_run_id(cfg)
         run_dir = RunDirectory(out or f"runs/{run_id}")
-        record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": data[0].source.to_dict(),
+        record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": codec.encode(data[0].source),
                   "versions": versions()}
         run_dir.write_config(record)
     run = PPORun(cfg, data, devices, run_dir, run_id, record, start_seq)

@@ -41,13 +41,6 @@ class Normalisers:
     obs: RunningStats
     reward: RunningStats
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"obs": self.obs.to_dict(), "reward": self.reward.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Normalisers":
-        return cls(RunningStats.from_dict(data["obs"]), RunningStats.from_dict(data["reward"]))
-
     @classmethod
     def initial(cls, obs_dim: int) -> "Normalisers":
         return cls(RunningStats.initial(obs_dim), RunningStats.initial(1))

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from esper.core import codec
 from esper.core.events import EpochMetrics, SlotStatus
 from esper.core.summary import RunSummary
 from esper.core.wire import to_wire
@@ -202,10 +203,10 @@ class RunDirectory:
         return json.loads(self.config_path.read_text(encoding="utf-8"))
 
     def write_summary(self, summary: RunSummary) -> Path:
-        return atomic_write_json(self.summary_path, summary.to_dict())
+        return atomic_write_json(self.summary_path, codec.encode(summary))
 
     def read_summary(self) -> RunSummary:
-        return RunSummary.from_dict(json.loads(self.summary_path.read_text(encoding="utf-8")))
+        return codec.decode(RunSummary, json.loads(self.summary_path.read_text(encoding="utf-8")))
 
     def events_backend(self) -> JsonlBackend:
         """The JSONL backend on `events.jsonl` (not created at level `off`: call this only above it)."""

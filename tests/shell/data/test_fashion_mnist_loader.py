@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from esper.core import codec
 from esper.shell.data import DataError, DatasetNotFound, fashion_mnist, load_task
 
 REAL_DEBIAN_DIR = fashion_mnist.DEBIAN_DIR  # read at import, before any fixture patches it
@@ -37,7 +38,7 @@ def test_loads_idx_files_from_data_dir(tmp_path: Path) -> None:
     with gzip.open(folder / "train-images-idx3-ubyte.gz") as handle:
         first = np.frombuffer(handle.read()[16:16 + 784], dtype=np.uint8).reshape(28, 28)
     assert np.array_equal(data.train_inputs[0, 0].numpy(), first)
-    record = data.source.to_dict()
+    record = codec.encode(data.source)
     assert (record["kind"], record["id_or_path"], record["n_train"], record["n_heldout"]) == (
         "local", str(folder), 30, 20)
     assert record["normalisation"] == {"mean": [0.286], "std": [0.353]}

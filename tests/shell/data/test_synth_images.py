@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from esper.core import codec
 from esper.shell.data import DataSource, ImageTransform, TaskData, load_task
 from esper.shell.data import synth_images as si
 from esper.shell.nets.hosts import host_for
@@ -61,7 +62,7 @@ def test_full_task_and_its_source_record(synth_images_task: TaskData) -> None:
     assert data.heldout_inputs.shape == (2_000, 3, 32, 32)
     assert torch.bincount(data.train_labels).tolist() == [800] * 10
     assert torch.bincount(data.heldout_labels).tolist() == [200] * 10
-    record = data.source.to_dict()
+    record = codec.encode(data.source)
     assert record["preset"] == "synth-images" and record["kind"] == "procedural"
     assert record["id_or_path"] == "synth-images/v1"
     assert (record["n_train"], record["n_heldout"], record["subset"]) == (8_000, 2_000, False)
@@ -69,7 +70,7 @@ def test_full_task_and_its_source_record(synth_images_task: TaskData) -> None:
     assert record["normalisation"] == {"mean": list(mean), "std": list(std)}
     assert all(0.2 < m < 0.8 for m in mean) and all(0.1 < s < 0.4 for s in std)
     assert record["tokenizer"] is None and len(record["sha256"]) == 64
-    assert DataSource.from_dict(record) == data.source
+    assert codec.decode(DataSource, record) == data.source
 
 
 def test_sha256_stable_across_loads_and_changed_by_data_seed(synth_images_task: TaskData) -> None:

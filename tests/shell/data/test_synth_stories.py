@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from esper.core import codec
 from esper.shell.data import load_task
 from esper.shell.data import synth_stories as ss
 
@@ -74,7 +75,7 @@ def test_load_task_windows_and_source() -> None:
     assert x.shape == y.shape == (2, 64) and x.dtype == torch.int64
     assert torch.equal(x[:, 1:], y[:, :-1])
     assert data.train_inputs.dtype == torch.uint8  # bytes stay bytes on the device
-    source = data.source.to_dict()
+    source = codec.encode(data.source)
     assert (source["kind"], source["id_or_path"]) == ("procedural", "synth-stories/v1")
     assert source["tokenizer"]["kind"] == "bytes" and source["tokenizer"]["vocab"] == 256
     assert data.n_classes == 256 and data.random_guess_loss == pytest.approx(5.545, abs=1e-3)

@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from esper.core import codec
 from esper.core.tasks import DEFAULT_TASK, TASKS, UnknownTaskError, task_preset
 from esper.shell.nets.hosts import host_config
 
@@ -57,8 +58,8 @@ def test_table_values() -> None:
     assert synth_text.random_guess_loss == pytest.approx(5.545, abs=1e-3)
 
 
-def test_to_dict_is_plain_data() -> None:
-    data = task_preset("cifar10").to_dict()
+def test_encodes_to_plain_data() -> None:
+    data = codec.encode(task_preset("cifar10"))
     assert data["input_shape"] == [3, 32, 32] and data["mean"] == [0.4914, 0.4822, 0.4465]
 
 

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from esper.core import codec
 from esper.shell.data import DatasetNotFound, load_task, tinystories, tokenizer
 from esper.shell.data import synth_stories as ss
 from esper.shell.data.tokenizer import EOT
@@ -49,7 +50,7 @@ def test_bpe_training_small_vocab_and_its_cache(tmp_path: Path, monkeypatch: pyt
 def test_load_task_from_text_files_with_bpe(tmp_path: Path, isolated_data_env: Path) -> None:
     folder = _write_texts(tmp_path / "ts")
     data = load_task("tinystories", device="cpu", data_dir=folder, tokenizer="bpe", block_size=16)
-    source = data.source.to_dict()
+    source = codec.encode(data.source)
     assert (source["kind"], source["id_or_path"]) == ("local", str(folder))
     assert source["tokenizer"]["kind"] == "bpe" and data.n_classes == source["tokenizer"]["vocab"]
     x, y = data.batch("train", next(data.train_batches(4, torch.Generator().manual_seed(0))))

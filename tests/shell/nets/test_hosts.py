@@ -7,15 +7,16 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from esper.core import codec
 from esper.core.errors import HostConfigError
 from esper.shell.nets.hosts import (
     HOST_PRESETS,
     CNNHostConfig,
     Host,
+    HostConfig,
     TransformerHostConfig,
     build_host,
     host_config,
-    host_config_from_dict,
     host_for,
 )
 from esper.shell.nets.transformer_host import default_slots
@@ -286,9 +287,9 @@ def test_unknown_preset_and_field() -> None:
 @pytest.mark.parametrize(("preset", "overrides"), [*all_hosts(), ("cifar10-deep", {"slots": {"b3": 3}})])
 def test_config_round_trip_rebuilds_the_same_host(preset: str, overrides: dict) -> None:
     config = host_config(preset, **overrides)
-    data = json.loads(json.dumps(config.to_dict()))
-    restored = host_config_from_dict(data)
-    assert restored == config and type(restored).from_dict(data) == config
+    data = json.loads(json.dumps(codec.encode(config)))
+    restored = codec.decode(HostConfig, data)
+    assert restored == config and codec.decode(type(restored), data) == config
     a, b = build_host(config, gen(11)), build_host(restored, gen(11))
     sa, sb = a.state_dict(), b.state_dict()
     assert [(k, v.shape) for k, v in sa.items()] == [(k, v.shape) for k, v in sb.items()]
@@ -301,14 +302,14 @@ def test_config_round_trip_rebuilds_the_same_host(preset: str, overrides: dict) 
     [
         {"kind": "rnn"},
         {"kind": "cnn"},
-        {"kind": "transformer", **host_config("tiny").to_dict(), "extra": 1},
-        {**host_config("cifar10").to_dict(), "width": "eight"},
-        {**host_config("tiny").to_dict(), "dropout": "x"},
+        {"kind": "transformer", **codec.encode(host_config("tiny")), "extra": 1},
+        {**codec.encode(host_config("cifar10")), "width": "eight"},
+        {**codec.encode(host_config("tiny")), "dropout": "x"},
     ],
 )
 def test_bad_config_records_raise(data: dict) -> None:
     with pytest.raises(HostConfigError):
-        host_config_from_dict(data)
+        codec.decode(HostConfig, data)
 
 
 @pytest.mark.parametrize(("preset", "overrides"), all_hosts())

@@ -5,6 +5,7 @@ import io
 from rich.console import Console
 from telemetry_samples import epoch_metrics, sample_events
 
+from esper.core import codec
 from esper.core import events as ev
 from esper.core.stages import Stage
 from esper.core.summary import RunSummary, SeedRecord
@@ -90,7 +91,7 @@ def test_done_line_and_summary_table():
                          seed_params=9280, wall_s=212.3, seeds=seeds, dropped={"console": 0})
     assert done_line(summary, "runs/x") == (
         "done: val 61.3% (best 62.0% @44)  params 15,698  fossilized 1 culled 1  212s → runs/x")
-    dropped = RunSummary.from_dict({**summary.to_dict(), "dropped": {"tensorboard": 7}, "status": "aborted"})
+    dropped = codec.decode(RunSummary, {**codec.encode(summary), "dropped": {"tensorboard": 7}, "status": "aborted"})
     assert done_line(dropped).startswith("[aborted]  done:") and "telemetry dropped tensorboard 7" in \
         done_line(dropped)
     out = io.StringIO()
