@@ -9,9 +9,9 @@ from esper.shell.checkpoint import load_model_checkpoint, read_checkpoint
 from esper.shell.data.errors import DataError
 from esper.shell.data.hf import local_only
 from esper.shell.data.loading import load_task
+from esper.shell.driver import resolve_device
 from esper.shell.epoch import validate
 from esper.shell.rl.runner import FORMAT as RL_FORMAT
-from esper.shell.run import resolve_device
 from esper.shell.run_checkpoint import load_run_checkpoint, resolve_checkpoint
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from esper import __version__
@@ -28,6 +29,41 @@ from esper.shell.telemetry.rundir import atomic_write_json
 from esper.shell.trainer import Trainer
 
 FORMAT, SCHEMA_VERSION = "esper.run", 1
+
+
+@attrs.frozen
+class Save:
+    """A checkpoint a run's program asks for: `<run>/checkpoints/<name>.pt`. `latest` points
+    latest.json at it and prunes the older periodic ones; False writes a side copy (PPO's `best`)."""
+
+    name: str
+    latest: bool = True
+
+
+@attrs.frozen
+class ResumePoint:
+    """The checkpoint a run continues from: its file and its payload."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent.parent
+
+    @property
+    def steps(self) -> int:
+        """Epochs (a Trainer's run) or updates (a PPO run) done."""
+        return int(self.data["progress"]["epoch"])
+
+    @property
+    def seq(self) -> int:
+        """The seq of the first event after the checkpoint."""
+        return int(self.data["progress"]["seq"])
+
+    def config_values(self) -> dict[str, Any]:
+        """The run's config, flat `{key: value}` (the payload keeps it by section)."""
+        return {k: v for section in self.data["run"]["config"].values() for k, v in section.items()}
 
 
 def versions() -> dict[str, str]:
