@@ -4,11 +4,12 @@
     progress {epoch, seq}, model (the "esper.model/1" checkpoint), controller {tracker, heuristic,
     lr_factor, records, history}, governor {state, snapshot}, rng {torch, data, augment}
 
-Written atomically (temp file, fsync, rename, fsync dir); loaded with weights_only=True.
+Written atomically (temp file, fsync, rename, fsync dir); loaded with weights_only=True. A PPO
+learning run's checkpoint ("esper.rl_run", esper.shell.rl.runner) shares the envelope up to progress,
+the file handling here, and the run driver's `Save` requests and `ResumePoint`.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,3 @@ def restore_trainer(trainer: Trainer, data: dict[str, Any]) -> None:
         trainer.augment_gen.set_state(data["rng"]["augment"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint does not match this run ({type(exc).__name__}: {exc})") from exc
-
-
-def checkpoint_size(path: Path) -> int:
-    return os.path.getsize(path)

@@ -123,8 +123,7 @@ class Trainer:
         self.batch_size = cfg.batch_size or preset.batch_size
         self.max_batches = cfg.train_batches or preset.train_batches_per_epoch
         self.autocast = resolve_precision(cfg.precision, device)
-        # Determinism and the global RNG (dropout) are the process's and the run's: the run driver
-        # sets them once (esper.shell.process), not once per Trainer (one per RL env).
+        # Determinism and the global RNG: once per run by the driver (esper.shell.process), not per env.
         self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
         self.augment_gen = _generator(cfg.seed, STREAM_AUGMENT, device)
         overrides = host_overrides(data, cfg.host_width)

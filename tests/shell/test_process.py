@@ -80,9 +80,10 @@ def test_trainers_and_rl_envs_leave_the_process_alone(monkeypatch):
     assert len(vec) == 3
 
 
-def test_a_ppo_run_of_many_envs_configures_the_process_once(fresh_process, tmp_path):
+def test_a_ppo_run_of_many_envs_configures_the_process_once_as_its_flag_says(fresh_process, tmp_path):
     cfg = RunConfig(task="synth-images", controller="ppo", epochs=2, n_envs=2, episodes=4, train_size=128,
-                    val_size=64, batch_size=64, device="cpu", telemetry_level="off", progress=False, report=False)
+                    val_size=64, batch_size=64, device="cpu", telemetry_level="off", progress=False, report=False,
+                    deterministic=False)
     summary = train(cfg, out=str(tmp_path / "ppo"))
     assert summary["updates"] == 2  # 1 + 2 × 2 Trainers built
-    assert fresh_process == [CPU_RUN]
+    assert fresh_process == [ProcessSettings(deterministic=False, cuda=False)]
