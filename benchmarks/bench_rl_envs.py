@@ -10,10 +10,11 @@ import time
 import torch
 
 from esper.core.rl_config import RLConfig
+from esper.shell.driver import load_data, resolve_device
+from esper.shell.process import ProcessSettings, process_settings
 from esper.shell.rl.collect import collect_rollout
 from esper.shell.rl.envs import ACTING_STREAM, VecEnv, batch_generator
-from esper.shell.rl.runner import _devices, build_learner, policy_dims
-from esper.shell.run import load_data, resolve_device
+from esper.shell.rl.runner import PPORun, build_learner, policy_dims
 from esper.shell.run_config import RunConfig
 
 
@@ -55,14 +56,16 @@ def main() -> None:
     a = args.parse_args()
     cfg = RunConfig(task="synth-images", controller="ppo", epochs=a.epochs, train_size=a.train_size, val_size=1024,
                     device=a.device, telemetry_level="off")
-    devices = _devices(resolve_device(a.device))
+    device = resolve_device(a.device)
+    devices = PPORun.devices(device)
     data = [load_data(cfg, d) for d in devices]
-    # Warm both shapes of the run first: each new env brings its own CUDA stream (its own allocator pool)
-    # and new conv shapes for cuDNN's autotuner, which a 1-env warm-up alone does not pay for.
-    measure(cfg, 1, devices, data)
-    measure(cfg, a.n_envs, devices, data)
-    one = measure(cfg, 1, devices, data)
-    many = measure(cfg, a.n_envs, devices, data)
+    with process_settings(ProcessSettings.for_run(cfg.deterministic, device)):  # as a run holds them
+        # Warm both shapes of the run first: each new env brings its own CUDA stream (its own allocator
+        # pool) and new conv shapes for cuDNN's autotuner, which a 1-env warm-up alone does not pay for.
+        measure(cfg, 1, devices, data)
+        measure(cfg, a.n_envs, devices, data)
+        one = measure(cfg, 1, devices, data)
+        many = measure(cfg, a.n_envs, devices, data)
     print(f"device {devices}: 1 env {one['env_epochs_per_s']:.2f} env-epochs/s, {one['images_per_s']:.0f} images/s")
     print(f"{a.n_envs} envs: {many['env_epochs_per_s']:.2f} env-epochs/s, {many['images_per_s']:.0f} images/s, "
           f"{100 * many['outside_share']:.1f}% of the step outside train/validate")

@@ -1,4 +1,4 @@
-"""The core's import contracts catch what they forbid.
+"""Our import-linter contracts (esper.testing.import_contracts) catch what they forbid.
 
 `make lint` shows that esper keeps them; these tests show that they can break: pyproject's contracts
 on `esper.core` run (lint-imports, in a subprocess) over a small stand-in package named `esper`.
@@ -12,10 +12,11 @@ import textwrap
 import tomllib
 from pathlib import Path
 
+import grimp
 import pytest
 
-from esper import _lint_contracts
-from esper._lint_contracts import forbidden_uses
+from esper.testing import import_contracts
+from esper.testing.import_contracts import AcyclicContract, find_cycles, forbidden_uses, shortest_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 NN = ("torch.nn",)
@@ -79,7 +80,9 @@ def bad_esper(tmp_path: Path) -> Path:
         "esper/core/module.py": "from torch import nn\n\n\nclass Net(nn.Module): ...\n",
         "esper/core/uses_helper.py": "from esper.helper import act\n",
     })
-    shutil.copy(_lint_contracts.__file__, tmp_path / "esper" / "_lint_contracts.py")
+    (tmp_path / "esper" / "testing").mkdir()
+    (tmp_path / "esper" / "testing" / "__init__.py").write_text("")
+    shutil.copy(import_contracts.__file__, tmp_path / "esper" / "testing" / "import_contracts.py")
     return tmp_path
 
 
@@ -108,3 +111,44 @@ def test_the_core_contracts_keep_a_clean_core(bad_esper: Path) -> None:
     result = _lint(bad_esper)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+# --- acyclic ----------------------------------------------------------------------------------------
+
+
+def _graph(imports: dict[str, list[str]]) -> grimp.ImportGraph:
+    graph = grimp.ImportGraph()
+    for module in imports:
+        graph.add_module(module)
+    for importer, imported in ((a, b) for a, targets in imports.items() for b in targets):
+        graph.add_import(importer=importer, imported=imported)
+    return graph
+
+
+def _check(imports: dict[str, list[str]]) -> tuple[bool, list[list[str]]]:
+    contract = AcyclicContract("no cycle", session_options={}, contract_options={"packages": ["pkg"]})
+    check = contract.check(_graph(imports), verbose=False)
+    return check.kept, check.metadata["cycles"]
+
+
+def test_a_layered_graph_is_kept():
+    assert _check({"pkg": [], "pkg.cli": ["pkg.driver", "pkg.core"], "pkg.driver": ["pkg.core"], "pkg.core": []}) \
+        == (True, [])
+
+
+def test_a_cycle_between_modules_breaks_it_and_is_named():
+    kept, cycles = _check({"pkg": [], "pkg.run": ["pkg.rl.runner"], "pkg.rl": [], "pkg.rl.runner": ["pkg.run"]})
+    assert not kept and cycles == [["pkg.rl.runner", "pkg.run", "pkg.rl.runner"]]
+
+
+def test_a_cycle_through_a_package_init_breaks_it():
+    # import-linter's acyclic_siblings keeps this one: pkg.sub is the package, not a sibling of pkg.sub.a.
+    kept, cycles = _check({"pkg": [], "pkg.sub": ["pkg.sub.a"], "pkg.sub.a": ["pkg.sub"]})
+    assert not kept and cycles == [["pkg.sub", "pkg.sub.a", "pkg.sub"]]
+
+
+def test_each_loop_reported_is_the_shortest_from_a_module_not_yet_on_one():
+    imports = {"a": ["b", "c"], "b": ["c"], "c": ["a"], "d": ["e"], "e": ["d"], "f": []}
+    assert shortest_loop(imports, "a") == ["a", "c", "a"]
+    assert shortest_loop(imports, "f") is None
+    assert find_cycles(imports) == [["a", "c", "a"], ["b", "c", "a", "b"], ["d", "e", "d"]]

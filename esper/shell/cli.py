@@ -79,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from esper.shell.run import train  # heavy imports only for the command that needs them
+    from esper.shell.driver import train  # heavy imports only for the command that needs them; PPO too
 
     train(config_from_args(args), out=args.out, resume=args.resume)
     return 0

@@ -25,10 +25,10 @@ from esper.core.errors import ConfigError, HostConfigError
 from esper.core.stats import RunRecord, compare_groups
 from esper.core.tasks import task_preset
 from esper.shell.compare_table import compare_json, console_table, markdown_table
+from esper.shell.driver import draw_report, load_data, resolve_device, train
 from esper.shell.flops import train_flops_per_sample
 from esper.shell.model import MorphogeneticModel
 from esper.shell.nets.hosts import HostConfig, host_config, host_for
-from esper.shell.run import draw_report, load_data, resolve_device, train
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import WIDTH_KEY, host_overrides, samples_per_epoch
 

@@ -8,11 +8,12 @@ from esper.shell.checkpoint import load_model_checkpoint, read_checkpoint
 from esper.shell.data.errors import DataError
 from esper.shell.data.hf import local_only
 from esper.shell.data.loading import load_task
+from esper.shell.driver import load_data, resolve_device
 from esper.shell.epoch import validate
 from esper.shell.nets.hosts import host_config
 from esper.shell.rl.runner import FORMAT as RL_FORMAT
-from esper.shell.run import resolve_device
-from esper.shell.run_checkpoint import load_run_checkpoint, resolve_checkpoint
+from esper.shell.run_checkpoint import ResumePoint, load_run_checkpoint, resolve_checkpoint
+from esper.shell.run_config import resolve
 
 
 def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -> dict[str, object]:
@@ -22,16 +23,14 @@ def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -
     if read_checkpoint(path).get("format") == RL_FORMAT:
         return _report_learning(path, as_json)
     path, data = load_run_checkpoint(path)
-    config = {k: v for section in data["run"]["config"].values() for k, v in section.items()}
+    cfg = resolve(ResumePoint(path, data).config_values(), {"data_dir": data_dir} if data_dir else {})
     dev = resolve_device(device)
-    task = load_task(config["task"], device=dev, data_dir=data_dir or config.get("data_dir"),
-                     data_seed=config.get("data_seed", 0), val_size=config.get("val_size"),
-                     tokenizer=config.get("tokenizer", "auto"))
+    task = load_data(cfg, dev)  # the run's own data: its seed, subset, tokenizer and block size
     loaded = load_model_checkpoint(data["model"], device=dev)
     sums = validate(loaded.model, task, [{}], batch_size=task.preset.eval_batch_size)
     counts = loaded.model.param_counts()
     result = {
-        "checkpoint": str(path), "task": config["task"], "epoch": data["progress"]["epoch"],
+        "checkpoint": str(path), "task": cfg.task, "epoch": data["progress"]["epoch"],
         "val_acc": float(sums.correct[0]) / sums.count, "val_loss": float(sums.loss[0]) / sums.count,
         "params": counts.total, "host_params": counts.host, "seed_params": counts.live + counts.fossilized,
         "slots": [{"slot": s.slot_id, "stage": s.stage.name, "blueprint": s.seed.blueprint if s.seed else None,
@@ -51,7 +50,7 @@ def _report_learning(path: Path, as_json: bool) -> dict[str, object]:
     _, data = load_run_checkpoint(path, expected_format=RL_FORMAT)
     controller = data["controller"]
     history = controller["history"]
-    config = {k: v for section in data["run"]["config"].values() for k, v in section.items()}
+    config = ResumePoint(path, data).config_values()
     result = {"checkpoint": str(path), "task": config["task"], "controller": "ppo", **controller["counters"],
               "history": history, "policy": str(path.parent.parent / "policy.pt")}
     if as_json:

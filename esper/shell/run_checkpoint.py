@@ -7,15 +7,17 @@
 A checkpoint written before the dropout stream existed has no rng.dropout; its run resumes with the
 stream at its start (its dropout had drawn from the global RNG).
 
-Written atomically (temp file, fsync, rename, fsync dir); loaded with weights_only=True.
+Written atomically (temp file, fsync, rename, fsync dir); loaded with weights_only=True. A PPO
+learning run's checkpoint ("esper.rl_run", esper.shell.rl.runner) shares the envelope up to progress,
+the file handling here, and the run driver's `Save` requests and `ResumePoint`.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from esper import __version__
@@ -32,6 +34,41 @@ from esper.shell.telemetry.rundir import atomic_write_json
 from esper.shell.trainer import Trainer
 
 FORMAT, SCHEMA_VERSION = "esper.run", 1
+
+
+@attrs.frozen
+class Save:
+    """A checkpoint a run's program asks for: `<run>/checkpoints/<name>.pt`. `latest` points
+    latest.json at it and prunes the older periodic ones; False writes a side copy (PPO's `best`)."""
+
+    name: str
+    latest: bool = True
+
+
+@attrs.frozen
+class ResumePoint:
+    """The checkpoint a run continues from: its file and its payload."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent.parent
+
+    @property
+    def steps(self) -> int:
+        """Epochs (a Trainer's run) or updates (a PPO run) done."""
+        return int(self.data["progress"]["epoch"])
+
+    @property
+    def seq(self) -> int:
+        """The seq of the first event after the checkpoint."""
+        return int(self.data["progress"]["seq"])
+
+    def config_values(self) -> dict[str, Any]:
+        """The run's config, flat `{key: value}` (the payload keeps it by section)."""
+        return {k: v for section in self.data["run"]["config"].values() for k, v in section.items()}
 
 
 def versions() -> dict[str, str]:
@@ -116,7 +153,3 @@ def restore_trainer(trainer: Trainer, data: dict[str, Any]) -> None:
             trainer.dropout_gen.set_state(data["rng"]["dropout"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint does not match this run ({type(exc).__name__}: {exc})") from exc
-
-
-def checkpoint_size(path: Path) -> int:
-    return os.path.getsize(path)

@@ -12,7 +12,6 @@
 The trainer never decides a stage: the pure core does, and `sync_to` mirrors it.
 """
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -116,8 +115,7 @@ class Trainer:
         self.batch_size = cfg.batch_size or preset.batch_size
         self.max_batches = cfg.train_batches or preset.train_batches_per_epoch
         self.autocast = resolve_precision(cfg.precision, device)
-        self.deterministic = set_determinism(cfg.deterministic, device)
-        torch.manual_seed(stream_seed(cfg.seed, STREAM_GLOBAL))  # dropout draws from the global RNG
+        # Determinism and the global RNG: once per run by the driver (esper.shell.process), not per env.
         self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
         self.augment_gen = _generator(cfg.seed, STREAM_AUGMENT, device)
         self.dropout_gen = _generator(cfg.seed, STREAM_DROPOUT, device)
@@ -368,18 +366,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
-
-
-def set_determinism(requested: bool | None, device: torch.device) -> bool:
-    """Deterministic kernels: on by default on CPU, off on CUDA (docs/runtime.md §2.5)."""
-    deterministic = (device.type == "cpu") if requested is None else requested
-    if deterministic and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
-    torch.backends.cudnn.benchmark = not deterministic
-    if device.type == "cuda" and not deterministic:
-        torch.set_float32_matmul_precision("high")
-    return deterministic
 
 
 WIDTH_KEY = {"cnn": "width", "transformer": "d_model"}  # the host config field --host-width sets

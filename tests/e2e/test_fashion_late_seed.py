@@ -12,7 +12,7 @@ import pytest
 SCRIPT = """
 import torch
 from esper.core.actions import FactoredAction
-from esper.shell.run import load_data
+from esper.shell.driver import load_data
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
 

@@ -9,7 +9,7 @@ import torch
 
 from esper.core.events import GateEvaluated, InputMissing, SeedFossilized
 from esper.core.stages import Stage
-from esper.shell.run import load_data
+from esper.shell.driver import load_data
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
 

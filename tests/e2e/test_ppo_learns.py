@@ -9,7 +9,7 @@ import statistics
 import pytest
 import torch
 
-from esper.shell.rl.runner import train_ppo
+from esper.shell.driver import train
 from esper.shell.run_config import RunConfig
 
 CONFIG = RunConfig(task="synth-images", controller="ppo", epochs=10, n_envs=4, episodes=4 * 30, train_size=512,
@@ -20,7 +20,7 @@ WINDOW = 6  # updates averaged at each end
 @pytest.mark.slow
 def test_ppo_return_rises_over_training(tmp_path):
     torch.set_num_threads(2)
-    summary = train_ppo(CONFIG, out=str(tmp_path / "ppo"))
+    summary = train(CONFIG, out=str(tmp_path / "ppo"))
     returns = [h["return"] for h in summary["history"]]
     first, last = statistics.mean(returns[:WINDOW]), statistics.mean(returns[-WINDOW:])
     print(f"mean episode return: first {WINDOW} updates {first:+.4f}, last {WINDOW} updates {last:+.4f}; "

@@ -9,7 +9,7 @@ from esper.core import heuristic
 from esper.core.actions import FactoredAction
 from esper.core.config import LifecycleConfig
 from esper.core.stages import Stage
-from esper.shell.run import load_data
+from esper.shell.driver import load_data
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
 

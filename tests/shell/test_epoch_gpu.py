@@ -10,7 +10,8 @@ import torch
 from esper.core.actions import FactoredAction, Op
 from esper.core.config import LifecycleConfig
 from esper.core.stages import Stage
-from esper.shell.run import load_data
+from esper.shell.driver import load_data
+from esper.shell.process import ProcessSettings, process_settings
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
 
@@ -34,8 +35,15 @@ def launch_without_sync(trainer: Trainer):
         torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.fixture
+def as_a_cuda_run():
+    """The process settings a CUDA run holds (the run driver makes them; a Trainer does not)."""
+    with process_settings(ProcessSettings.for_run(None, torch.device("cuda"))):
+        yield
+
+
 @pytest.mark.gpu
-def test_launching_an_epoch_never_syncs_the_host():
+def test_launching_an_epoch_never_syncs_the_host(as_a_cuda_run):
     if not torch.cuda.is_available():
         pytest.fail("the gpu marker needs a CUDA device (make test-gpu runs on the device machine)")
     device = torch.device("cuda")

@@ -74,10 +74,11 @@ class Recording:
 
 
 # Keys the trainer does not read: the run loop, telemetry and data loading consume them (the e2e
-# and telemetry tests cover them); the PPO keys are read by the PPO runner (tests/shell/rl).
+# and telemetry tests cover them); the PPO keys are read by the PPO runner (tests/shell/rl); the
+# driver makes `deterministic` a process setting (tests/shell/test_process.py).
 NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size", "tokenizer", "telemetry_level",
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
-                    "task", "n_envs", "episodes", "reward", "policy", "report"}
+                    "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic"}
 
 
 @pytest.mark.parametrize("controller", ["heuristic", "static"])

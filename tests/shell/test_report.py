@@ -275,7 +275,7 @@ def test_baseline_run_is_drawn_in_grey(tmp_path):
 
 
 def test_real_tiny_run(tmp_path):
-    from esper.shell.run import train
+    from esper.shell.driver import train
     from esper.shell.run_config import RunConfig
 
     out = tmp_path / "tiny"

@@ -1,9 +1,14 @@
-"""`esper-run train --controller ppo`: learn when to grow, top to bottom (docs/rl.md §6, §8, §9).
+"""`esper-run train --controller ppo`: learn when to grow (RL.md §6, §8, §9).
 
-    data (one read-only copy per device) → run directory, config.json → policy, Adam, normalisers
-    → for each batch b < U: VecEnv(b) → collect_rollout → ppo_update → telemetry, anomaly checks
-                            → checkpoint every `checkpoint_every` updates (atomic; latest.json)
-    → policy.pt (the trained policy for `--policy`), final checkpoint, summary
+The run driver (`esper.shell.driver`) opens, loops, checkpoints and closes every run; this is what a
+PPO learning run adds to it (one step = one batch):
+
+    open     one read-only copy of the data per device → policy, Adam, normalisers
+    step b   VecEnv(b) → collect_rollout → ppo_update → telemetry, anomaly checks, a ppo.csv row
+             → `update-NNNNN` every `checkpoint_every` updates and at the last; `best` (a side copy)
+             when the rolling mean final accuracy is the best yet
+    close    Ctrl-C or a diverged policy: `update-NNNNN` of the last finished batch
+             → ok: policy.pt (the trained policy for `--policy`), rl_summary.json, the summary lines
 
 Resume restores the policy, optimizer, normalisers, counters and telemetry state, and continues at
 the next batch; every generator of a batch derives from (run seed, batch), so the continuation is
@@ -16,32 +21,34 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import torch
 
 from esper.core import codec
-from esper.core.events import CheckpointSaved, EnvTruncated, PPOUpdate, RLRunStarted, RolloutDone
+from esper.core.errors import ConfigError
+from esper.core.events import EnvTruncated, Event, PPOUpdate, RLRunStarted, RolloutDone
 from esper.core.observation import obs_dim
 from esper.core.rl_config import RLConfig
 from esper.shell.checkpoint import CheckpointError, write_atomic
+from esper.shell.data.taskdata import TaskData
 from esper.shell.nets.policy import PolicyNet
+from esper.shell.process import seed_global_rng
 from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update
 from esper.shell.rl.collect import collect_rollout
-from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
+from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator, batch_seed
 from esper.shell.rl.record import save_rollout_record
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
 from esper.shell.rl.update import HEAD_NAMES, Normalisers, UpdateResult, ppo_update
-from esper.shell.run_checkpoint import load_run_checkpoint, save_run_checkpoint, versions
-from esper.shell.run_config import RunConfig, resolve
-from esper.shell.telemetry import RunDirectory, make_run_id, open_hub
-from esper.shell.telemetry.rundir import tag_failed_run
+from esper.shell.run_checkpoint import ResumePoint, Save, versions
+from esper.shell.run_config import RunConfig
+from esper.shell.telemetry import RunDirectory, TelemetryHub
 
 FORMAT = "esper.rl_run"
 POLICY_FILE = "policy.pt"
 PPO_CSV = "ppo.csv"
-# What a PPO resume may change: `episodes` may grow; where and how it reports (docs/rl.md §8).
+# What a PPO resume may change: `episodes` may grow; where and how it reports (RL.md §8).
 PPO_RESUMABLE = ("episodes", "device", "telemetry_level", "profile", "events", "tensorboard", "progress", "report")
 PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
                "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
@@ -85,58 +92,83 @@ def policy_dims(vec: VecEnv) -> tuple[int, int, int]:
 
 
 class PPORun:
-    def __init__(self, cfg: RunConfig, data: list[Any], devices: list[torch.device], run_dir: RunDirectory,
-                 run_id: str, record: dict[str, Any], start_seq: int = 0) -> None:
+    """The driver's program for a PPO learning run: one step is one batch (rollout + update)."""
+
+    FORMAT: ClassVar[str] = FORMAT
+    RESUMABLE: ClassVar[tuple[str, ...]] = PPO_RESUMABLE
+    CSV: ClassVar[tuple[str, str]] = (PPO_CSV, "update")
+    LIVE_PROGRESS: ClassVar[bool] = False  # a batch runs N episodes at once: no per-epoch progress line
+    unit, periodic = "updates", "update-*.pt"
+
+    def __init__(self, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
+                 record: dict[str, Any], stop_after: int | None = None) -> None:
         self.cfg, self.rl = cfg, rl_config(cfg)
-        self.data, self.devices, self.run_dir, self.run_id, self.record = data, devices, run_dir, run_id, record
+        self.data, self.devices, self.run_dir, self.record = data, devices, run_dir, record
+        self.run_id = record["run_id"]
+        self.keep_checkpoints = self.rl.keep_checkpoints
+        self.total = self.rl.updates if stop_after is None else min(self.rl.updates, stop_after)
         self.epochs = cfg.epochs or data[0].preset.epochs
         self.policy_device = devices[0]
         self.dims = policy_dims(VecEnv(cfg, data, devices, n_envs=1, batch=0, epochs=self.epochs))  # (D, S, K)
         self.learner = build_learner(self.dims, self.rl, cfg.seed, self.policy_device)
-        self.hub = open_hub(run_id, run_dir, level=cfg.telemetry_level, profile=cfg.profile, progress=None,
-                            tensorboard=cfg.tensorboard, events_copy=cfg.events, start_seq=start_seq)
+
+    @staticmethod
+    def devices(device: torch.device) -> list[torch.device]:
+        """Env i runs on cuda:(i mod G) for the G local GPUs; one CPU device otherwise."""
+        if device.type == "cuda" and device.index is None:
+            return [torch.device(f"cuda:{g}") for g in range(torch.cuda.device_count())]
+        return [device]
+
+    @classmethod
+    def open(cls, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
+             record: dict[str, Any], stop_after: int | None) -> "PPORun":
+        return cls(cfg, data, devices, run_dir, record, stop_after)
+
+    @staticmethod
+    def read_summary(run_dir: Path) -> dict[str, Any] | None:
+        """rl_summary.json of a finished run (None: not finished, or killed before writing it)."""
+        path = run_dir / "rl_summary.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    @property
+    def steps(self) -> int:
+        return self.learner.batch
 
     def _vec(self, batch: int) -> VecEnv:
-        return VecEnv(self.cfg, self.data, self.devices, n_envs=self.rl.n_envs, batch=batch, epochs=self.epochs)
+        vec = VecEnv(self.cfg, self.data, self.devices, n_envs=self.rl.n_envs, batch=batch, epochs=self.epochs)
+        # Dropout draws from the global RNG (until a run-owned generator replaces it): each batch starts
+        # it where its last env's Trainer used to, so a batch stays a function of (run seed, batch).
+        seed_global_rng(batch_seed(self.cfg.seed, batch, len(vec) - 1))
+        return vec
 
-    def started_event(self, resumed_from: str | None) -> RLRunStarted:
+    def started(self, resumed: ResumePoint | None) -> RLRunStarted:
         d, s, k = self.dims
         digest = hashlib.sha256(json.dumps(self.record["config"], sort_keys=True).encode()).hexdigest()[:12]
         return RLRunStarted(run_seed=self.cfg.seed, task=self.cfg.task, reward_mode=self.rl.reward_mode,
                             epochs=self.epochs, n_envs=self.rl.n_envs, n_slots=s, n_blueprints=k, obs_dim=d,
-                            updates=self.rl.updates, config_hash=digest, resumed_from=resumed_from)
+                            updates=self.rl.updates, config_hash=digest,
+                            resumed_from=str(resumed.path) if resumed is not None else None)
 
-    def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Batches up to U (or `stop_after` updates in total: tests and interrupted runs).
-
-        The learner changes only at a batch's end, so an interrupt mid-batch checkpoints the last
-        finished batch and the partial one is re-run on resume (docs/rl.md §1.6)."""
+    def step(self, hub: TelemetryHub) -> list[Save]:
+        """One batch; `update-NNNNN` every `checkpoint_every` updates and at the last, `best` when the
+        rolling mean final accuracy is the best yet."""
         learner, rl = self.learner, self.rl
-        last = rl.updates if stop_after is None else min(rl.updates, stop_after)
-        try:
-            while learner.batch < last:
-                self.one_batch()
-                if learner.batch % rl.checkpoint_every == 0 or learner.batch == last:
-                    self.checkpoint(f"update-{learner.batch:05d}")
-                if rolling_best([h["final_acc"] for h in learner.history], rl.best_window):
-                    self.checkpoint("best", latest=False)
-        except (KeyboardInterrupt, PolicyDiverged):
-            if learner.batch > 0:
-                self.checkpoint(f"update-{learner.batch:05d}")
-            raise
-        self.save_policy()
-        summary = self.summary()
-        self.run_dir.path.joinpath("rl_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        return summary
+        self.one_batch(hub)
+        saves = []
+        if learner.batch % rl.checkpoint_every == 0 or learner.batch == self.total:
+            saves.append(Save(f"update-{learner.batch:05d}"))
+        if rolling_best([h["final_acc"] for h in learner.history], rl.best_window):
+            saves.append(Save("best", latest=False))  # its optimizer state belongs to its weights
+        return saves
 
-    def one_batch(self) -> None:
+    def one_batch(self, hub: TelemetryHub) -> None:
         learner, rl, b = self.learner, self.rl, self.learner.batch
         vec = self._vec(b)
         acting = learner.policy if self.policy_device.type == "cpu" else _cpu_copy(learner.policy)
         buffer, stats = collect_rollout(vec, acting, learner.norms.obs, rl, batch_generator(self.cfg.seed, b,
                                                                                             ACTING_STREAM))
         for env, step, reason in stats.truncations:
-            self.hub.emit(EnvTruncated(env_index=env, step=step, reason=reason))
+            hub.emit(EnvTruncated(env_index=env, step=step, reason=reason))
         started = time.perf_counter()
         result, learner.norms = ppo_update(learner.policy, learner.optimizer, buffer, learner.norms, rl,
                                            update=b, shuffle=batch_generator(self.cfg.seed, b, SHUFFLE_STREAM),
@@ -144,11 +176,11 @@ class PPORun:
         learner.batch += 1
         learner.episodes += len(vec)
         learner.env_steps += int(buffer.valid.sum())
-        self.hub.emit(_rollout_event(b, vec, buffer, stats))
-        self.hub.emit(self._update_event(result, stats.wall_s, time.perf_counter() - started))
+        hub.emit(_rollout_event(b, vec, buffer, stats))
+        hub.emit(self._update_event(result, stats.wall_s, time.perf_counter() - started))
         learner.anomalies, anomalies = check_update(learner.anomalies, result, buffer, rl, update=learner.batch)
         for event in anomalies:
-            self.hub.emit(event)
+            hub.emit(event)
         valid = buffer.valid > 0
         learner.history.append({"update": learner.batch, "final_acc": float(buffer.final_acc.mean()),
                                 "return": float((buffer.reward * valid).sum(1).mean()),
@@ -196,13 +228,13 @@ class PPORun:
 
     # -- checkpoints --------------------------------------------------------------------------------
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self, seq: int) -> dict[str, Any]:
         learner = self.learner
         return {
             "format": FORMAT, "schema_version": 1, "versions": versions(),
             "run": {"run_id": self.run_id, "controller": "ppo", "config": self.record["config"],
                     "data_source": self.record["data_source"]},
-            "progress": {"epoch": learner.batch, "update": learner.batch, "seq": self.hub.next_seq},
+            "progress": {"epoch": learner.batch, "update": learner.batch, "seq": seq},
             "controller": {
                 "policy": learner.policy.state_dict(), "optimizer": learner.optimizer.state_dict(),
                 "norms": codec.encode(learner.norms),
@@ -211,21 +243,6 @@ class PPORun:
                 "rng": {"run_seed": self.cfg.seed},
             },
         }
-
-    def checkpoint(self, name: str, latest: bool = True) -> Path:
-        """A complete checkpoint; `latest` points latest.json at it (not for `best`, which is a side copy
-        whose optimizer state belongs to its weights)."""
-        started = time.perf_counter()
-        self.hub.flush()
-        folder = self.run_dir.path / "checkpoints"
-        if latest:
-            path = save_run_checkpoint(folder, name, self.payload(), self.rl.keep_checkpoints, pattern="update-*.pt")
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = write_atomic(folder / f"{name}.pt", self.payload())
-        self.hub.emit(CheckpointSaved(path=str(path), epoch=self.learner.batch, bytes=path.stat().st_size,
-                                      seconds=time.perf_counter() - started))
-        return path
 
     def restore(self, data: dict[str, Any]) -> None:
         try:
@@ -240,6 +257,9 @@ class PPORun:
             self.learner.history = list(c["history"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint does not match this run ({type(exc).__name__}: {exc})") from exc
+        if self.learner.batch > self.rl.updates:
+            raise ConfigError(f"--episodes {self.rl.episodes} makes {self.rl.updates} updates, below the "
+                              f"{self.learner.batch} already done")
 
     def save_policy(self) -> Path:
         """The trained policy and the observation normaliser it acts with, for `--policy RUN_DIR`."""
@@ -250,15 +270,41 @@ class PPORun:
             "rl": codec.encode(self.rl), "policy": self.learner.policy.state_dict(),
             "obs_norm": codec.encode(self.learner.norms.obs)})
 
-    def summary(self) -> dict[str, Any]:
-        h = self.learner.history
-        return {"run_id": self.run_id, "task": self.cfg.task, "controller": "ppo", "updates": self.learner.batch,
-                "episodes": self.learner.episodes, "env_steps": self.learner.env_steps,
-                "first_updates": h[:3], "last_updates": h[-3:], "history": h, "run_dir": str(self.run_dir.path)}
+    def closing(self, status: str, error: BaseException | None) -> list[Save]:
+        """The learner changes only at a batch's end, so an interrupt mid-batch checkpoints the last
+        finished batch and the partial one is re-run on resume (RL.md §1.6)."""
+        if isinstance(error, KeyboardInterrupt | PolicyDiverged) and self.learner.batch > 0:
+            return [Save(f"update-{self.learner.batch:05d}")]
+        return []
 
-    def close(self) -> None:
-        self.hub.close()
-        self.run_dir.close()
+    def last_events(self, status: str, error: BaseException | None) -> list[Event]:
+        return []
+
+    def summary(self, status: str, dropped: dict[str, int]) -> dict[str, Any] | None:
+        """policy.pt and rl_summary.json of a finished (ok) run; None otherwise."""
+        if status != "ok":
+            return None
+        self.save_policy()
+        h = self.learner.history
+        summary = {"run_id": self.run_id, "task": self.cfg.task, "controller": "ppo", "updates": self.learner.batch,
+                   "episodes": self.learner.episodes, "env_steps": self.learner.env_steps,
+                   "first_updates": h[:3], "last_updates": h[-3:], "history": h, "run_dir": str(self.run_dir.path)}
+        self.run_dir.path.joinpath("rl_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        return summary
+
+    def print_summary(self, summary: dict[str, Any] | None) -> None:
+        if summary is None:
+            return
+        first, last = summary["first_updates"], summary["last_updates"]
+
+        def mean(rows: list[dict[str, Any]], key: str) -> float:
+            return sum(r[key] for r in rows) / max(len(rows), 1)
+
+        print(f"ppo: {summary['updates']} updates, {summary['episodes']} episodes, {summary['env_steps']} env-epochs")
+        print(f"  mean episode return: first updates {mean(first, 'return'):+.3f}, last {mean(last, 'return'):+.3f}")
+        print(f"  mean final accuracy: first updates {mean(first, 'final_acc'):.4f}, "
+              f"last {mean(last, 'final_acc'):.4f}")
+        print(f"  policy: {summary['run_dir']}/{POLICY_FILE}")
 
 
 def rolling_best(history: list[float], window: int) -> bool:
@@ -291,88 +337,3 @@ def _rollout_event(batch: int, vec: VecEnv, buffer: RolloutBuffer, stats: Any) -
         culls=fates("culled"), op_counts=stats.op_counts, blueprint_counts=stats.blueprint_counts,
         reward_components={c: float(comps[:, j].mean()) if len(comps) else 0.0 for j, c in enumerate(COMPONENTS)},
         seed_param_share=sum(share) / len(share), wall_s=stats.wall_s)
-
-
-def load_rl_checkpoint(target: Path) -> tuple[Path, dict[str, Any]]:
-    path, data = load_run_checkpoint(target, expected_format=FORMAT)
-    return path, data
-
-
-def make_ppo_run_id(cfg: RunConfig) -> str:
-    return make_run_id(cfg.task, "ppo", cfg.seed)
-
-
-def train_ppo(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
-              stop_after: int | None = None) -> dict[str, Any]:
-    """Learn a policy (or continue learning one); returns the run's summary dict."""
-    from esper.shell.run import cut_back, load_data, merge_resume, resolve_device  # run.py imports us lazily
-
-    resumed: tuple[Path, dict[str, Any]] | None = None
-    if resume is not None:
-        resumed = load_rl_checkpoint(Path(resume))
-        saved = resolve({k: v for s in resumed[1]["run"]["config"].values() for k, v in s.items()}, {})
-        cfg = merge_resume(saved, cfg, PPO_RESUMABLE)
-    devices = _devices(resolve_device(cfg.device))
-    data = [load_data(cfg, d) for d in devices]
-    start_seq = 0
-    if resumed is not None:
-        start_seq = int(resumed[1]["progress"]["seq"])
-        cut_back(resumed[0].parent.parent, int(resumed[1]["progress"]["update"]), start_seq)
-        _cut_ppo_csv(resumed[0].parent.parent / PPO_CSV, int(resumed[1]["progress"]["update"]))
-        run_id, run_dir = resumed[1]["run"]["run_id"], RunDirectory(resumed[0].parent.parent, resume=True)
-        record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": resumed[1]["run"]["data_source"],
-                  "versions": versions()}
-    else:
-        run_id = make_ppo_run_id(cfg)
-        run_dir = RunDirectory(out or f"runs/{run_id}")
-        record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": codec.encode(data[0].source),
-                  "versions": versions()}
-        run_dir.write_config(record)
-    run = PPORun(cfg, data, devices, run_dir, run_id, record, start_seq)
-    try:
-        if resumed is not None:
-            run.restore(resumed[1])
-        run.hub.emit(run.started_event(str(resumed[0]) if resumed else None))
-        summary = run.run(stop_after)
-    except Exception as exc:
-        tag_failed_run(exc, run_dir.path)
-        raise
-    finally:
-        run.close()
-    if cfg.report:
-        from esper.shell.run import draw_report
-
-        draw_report(run_dir.path)
-    _print_summary(summary)
-    return summary
-
-
-def _cut_ppo_csv(path: Path, update: int) -> None:
-    """Drop the rows of updates after the checkpoint (they are re-run)."""
-    if not path.exists():
-        return
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=PPO_COLUMNS)
-        writer.writeheader()
-        writer.writerows(r for r in rows if int(r["update"]) <= update)
-
-
-def _devices(device: torch.device) -> list[torch.device]:
-    """Env i runs on cuda:(i mod G) for the G local GPUs; one CPU device otherwise."""
-    if device.type == "cuda" and device.index is None:
-        return [torch.device(f"cuda:{g}") for g in range(torch.cuda.device_count())]
-    return [device]
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    first, last = summary["first_updates"], summary["last_updates"]
-
-    def mean(rows: list[dict[str, Any]], key: str) -> float:
-        return sum(r[key] for r in rows) / max(len(rows), 1)
-
-    print(f"ppo: {summary['updates']} updates, {summary['episodes']} episodes, {summary['env_steps']} env-epochs")
-    print(f"  mean episode return: first updates {mean(first, 'return'):+.3f}, last {mean(last, 'return'):+.3f}")
-    print(f"  mean final accuracy: first updates {mean(first, 'final_acc'):.4f}, last {mean(last, 'final_acc'):.4f}")
-    print(f"  policy: {summary['run_dir']}/{POLICY_FILE}")

@@ -13,11 +13,11 @@ from esper.core.rewards import pbrs_sum
 from esper.core.rl_config import RLConfig
 from esper.shell.checkpoint import read_checkpoint
 from esper.shell.cli import main
+from esper.shell.driver import load_data, train
 from esper.shell.rl.collect import collect_rollout
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
-from esper.shell.rl.runner import build_learner, policy_dims, train_ppo
+from esper.shell.rl.runner import build_learner, policy_dims
 from esper.shell.rl.update import ppo_update
-from esper.shell.run import load_data
 from esper.shell.run_config import RunConfig
 
 TINY = RunConfig(task="synth-images", controller="ppo", epochs=3, n_envs=2, episodes=4, train_size=256,
@@ -114,7 +114,7 @@ def test_a_rollback_in_one_env_leaves_the_others_bit_identical(data):
 
 
 def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
-    full = train_ppo(TINY, out=str(tmp_path / "full"))
+    full = train(TINY, out=str(tmp_path / "full"))
     assert full["updates"] == 2 and full["episodes"] == 4
     events = [json.loads(line) for line in (tmp_path / "full" / "events.jsonl").read_text().splitlines()]
     updates = [e for e in events if e["event"] == "ppo.update"]
@@ -125,7 +125,7 @@ def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
     final = read_checkpoint(tmp_path / "full" / "policy.pt")["policy"]
     assert any(not torch.equal(initial[k], final[k]) for k in initial)
 
-    train_ppo(TINY, out=str(tmp_path / "cut"), stop_after=1)
+    train(TINY, out=str(tmp_path / "cut"), stop_after=1)
     assert main(["train", "--controller", "ppo", "--resume", str(tmp_path / "cut")]) == 0  # the saved config
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "update-00002.pt")["controller"]
     b = read_checkpoint(tmp_path / "cut" / "checkpoints" / "update-00002.pt")["controller"]
@@ -165,7 +165,7 @@ def test_policy_without_ppo_and_a_missing_policy_are_usage_errors(tmp_path, caps
 
 
 def test_evaluate_reports_a_learning_run(tmp_path, capsys):
-    train_ppo(attrs.evolve(TINY, episodes=2), out=str(tmp_path / "learned"))
+    train(attrs.evolve(TINY, episodes=2), out=str(tmp_path / "learned"))
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "learned"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -182,11 +182,11 @@ def test_ppo_envs_take_the_presets_g2_threshold(data):
 def test_a_crash_in_a_ppo_run_writes_its_traceback_in_the_run_directory(tmp_path, monkeypatch, capsys):
     from esper.shell.rl.runner import PPORun
 
-    def crash(self, stop_after=None):
+    def crash(self, hub):
         raise RuntimeError("simulated rollout fault")
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(PPORun, "run", crash)
+    monkeypatch.setattr(PPORun, "step", crash)
     out = tmp_path / "ppo"
     assert main(["train", "--controller", "ppo", "--task", "synth-images", "--epochs", "3", "--n-envs", "2",
                  "--episodes", "2", "--train-size", "256", "--val-size", "128", "--batch-size", "64",

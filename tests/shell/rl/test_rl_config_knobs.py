@@ -192,34 +192,25 @@ def _nonfinite_streak(cfg: RLConfig) -> str:
 
 
 class _LoopOnly:
-    """Just enough of a `PPORun` for its real `run` loop: batches are no-ops, checkpoints are recorded names."""
+    """Just enough of a `PPORun` for its real `step`: batches are no-ops; the loop is the driver's."""
 
-    run = PPORun.run
+    step = PPORun.step
 
-    def __init__(self, rl: RLConfig, path: Path) -> None:
-        self.rl, self.saved = rl, []
+    def __init__(self, rl: RLConfig) -> None:
+        self.rl, self.total = rl, rl.updates
         self.learner = SimpleNamespace(batch=0, history=[])
-        self.run_dir = SimpleNamespace(path=path)
 
-    def one_batch(self) -> None:
+    def one_batch(self, hub: Any) -> None:
         self.learner.batch += 1
         self.learner.history.append({"final_acc": 0.5})
 
-    def checkpoint(self, name: str, **_: Any) -> None:
-        self.saved.append(name)
-
-    def save_policy(self) -> None:
-        pass
-
-    def summary(self) -> dict[str, Any]:
-        return {}
-
 
 def _checkpoint_names(cfg: RLConfig, tmp: Path) -> list[str]:
-    tmp.mkdir(parents=True, exist_ok=True)
-    loop = _LoopOnly(cfg, tmp)
-    loop.run()
-    return loop.saved
+    loop = _LoopOnly(cfg)
+    saved = []
+    while loop.learner.batch < loop.total:  # the driver's loop, without files
+        saved += [save.name for save in loop.step(None)]
+    return saved
 
 
 def _kept_checkpoints(cfg: RLConfig, tmp: Path) -> list[str]:

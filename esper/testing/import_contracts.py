@@ -1,9 +1,23 @@
-"""An import-linter contract type for what the built-in `forbidden` cannot say: a *submodule* of an
-external package (`torch.nn`) in the source modules.
+"""import-linter contract types of our own, registered in pyproject's `[tool.importlinter] contract_types`.
 
-With `include_external_packages`, grimp keeps an external package as one squashed node (`torch`), so
-a `forbidden` contract refuses `torch.nn`. This contract reads the source instead. A module breaks
-it when it
+`lint-imports` puts the working directory on `sys.path`, so `make lint` finds this module from the
+repository root. It is a development tool: nothing in esper imports it.
+
+`acyclic` (`packages = ["esper"]`): no import cycle among the modules of `packages` (each package and
+all its descendants), module by module, lazy imports inside functions included (grimp sees them).
+import-linter's own `acyclic_siblings` compares sibling packages: a cycle through a package's
+`__init__` (`a.b` imports `a.b.c`, which imports `a.b`) passes it, so it cannot say "the import graph
+has no cycle".
+
+    for each module m, in name order, not yet on a reported cycle:
+        the shortest import chain m → … → m (breadth first); report it if there is one
+
+Every cycle holds a module that starts one, so a graph with a cycle reports at least one.
+
+`forbidden_submodules` (`source_modules`, `forbidden_modules`): what the built-in `forbidden` cannot
+say, a *submodule* of an external package (`torch.nn`). With `include_external_packages`, grimp keeps
+an external package as one squashed node (`torch`), so `forbidden` refuses `torch.nn`; this contract
+reads the source instead. A module breaks it when it
 
     imports a forbidden module or one below it     import torch.nn.functional as F
     imports it from its parent                     from torch import nn
@@ -11,25 +25,69 @@ it when it
 
 Every source module is read, and so is every module of the root packages that a source module
 imports, directly or not (as the built-in `forbidden` follows indirect imports).
-
-    [tool.importlinter]
-    contract_types = ["forbidden_submodules: esper._lint_contracts.ForbiddenSubmodulesContract"]
-
-    [[tool.importlinter.contracts]]
-    type = "forbidden_submodules"
-    source_modules = ["esper.core"]
-    forbidden_modules = ["torch.nn"]
-
-`lint-imports` puts the working directory on `sys.path`, so `make lint` finds this module from the
-repository root. It is a development tool: nothing in esper imports it.
 """
 
 import ast
 import importlib.util
+from collections import deque
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from grimp import ImportGraph
-from importlinter import Contract, ContractCheck, fields, output
+import grimp
+from importlinter.application import output
+from importlinter.domain import fields
+from importlinter.domain.contract import Contract, ContractCheck
+
+
+def shortest_loop(imports: Mapping[str, Iterable[str]], start: str) -> list[str] | None:
+    """The shortest chain `start → … → start` (start named at both ends), or None."""
+    came_from: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        module = queue.popleft()
+        for imported in sorted(imports.get(module, ())):
+            if imported == start:
+                chain = [module]
+                while chain[-1] != start:
+                    chain.append(came_from[chain[-1]])
+                return [*reversed(chain), start]
+            if imported not in came_from:
+                came_from[imported] = module
+                queue.append(imported)
+    return None
+
+
+def find_cycles(imports: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """One shortest loop per module that starts one, skipping modules already on a reported loop."""
+    cycles, seen = [], set()
+    for module in sorted(imports):
+        if module in seen:
+            continue
+        loop = shortest_loop(imports, module)
+        if loop is not None:
+            cycles.append(loop)
+            seen.update(loop)
+    return cycles
+
+
+class AcyclicContract(Contract):
+    """`type = "acyclic"`, `packages = ["esper"]`: the import graph of these packages has no cycle."""
+
+    type_name = "acyclic"
+    packages = fields.ListField(subfield=fields.ModuleField())
+
+    def check(self, graph: grimp.ImportGraph, verbose: bool) -> ContractCheck:
+        names = [package.name for package in self.packages]  # type: ignore[attr-defined]
+        modules = {m for name in names for m in (graph.find_descendants(name) | {name})}
+        imports = {m: graph.find_modules_directly_imported_by(m) & modules for m in modules}
+        cycles = find_cycles(imports)
+        output.verbose_print(verbose, f"{len(modules)} modules, {len(cycles)} cycles")
+        return ContractCheck(kept=not cycles, metadata={"cycles": cycles})
+
+    def render_broken_contract(self, check: ContractCheck) -> None:
+        for cycle in check.metadata["cycles"]:
+            output.print_error("Import cycle: " + " -> ".join(cycle))
+            output.new_line()
 
 
 class ForbiddenSubmodulesContract(Contract):
@@ -40,7 +98,7 @@ class ForbiddenSubmodulesContract(Contract):
     source_modules = fields.ListField(subfield=fields.StringField())
     forbidden_modules = fields.ListField(subfield=fields.StringField())
 
-    def check(self, graph: ImportGraph, verbose: bool) -> ContractCheck:
+    def check(self, graph: grimp.ImportGraph, verbose: bool) -> ContractCheck:
         roots = tuple(self.session_options["root_packages"])
         forbidden = tuple(self.forbidden_modules)  # type: ignore[arg-type]
         violations = []
@@ -63,14 +121,14 @@ class ForbiddenSubmodulesContract(Contract):
         output.new_line()
 
 
-def _modules_read_for(graph: ImportGraph, source: str, roots: tuple[str, ...]) -> set[str]:
+def _modules_read_for(graph: grimp.ImportGraph, source: str, roots: tuple[str, ...]) -> set[str]:
     """The source package's own modules plus every internal module it imports, directly or not."""
     upstream = graph.find_upstream_modules(source, as_package=True)
     internal = {m for m in upstream if m.split(".")[0] in roots}
     return {source, *graph.find_descendants(source), *internal}
 
 
-def _chain(graph: ImportGraph, source: str, module: str) -> tuple[str, ...] | None:
+def _chain(graph: grimp.ImportGraph, source: str, module: str) -> tuple[str, ...] | None:
     if module == source or module.startswith(source + "."):
         return None
     chains = graph.find_shortest_chains(importer=source, imported=module, as_packages=True)
