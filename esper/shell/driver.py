@@ -36,7 +36,7 @@ from esper.shell.checkpoint import write_atomic
 from esper.shell.data.loading import load_task
 from esper.shell.data.taskdata import TaskData
 from esper.shell.nets.hosts import host_config
-from esper.shell.process import ProcessSettings, process_settings, seed_global_rng
+from esper.shell.process import ProcessSettings, process_settings
 from esper.shell.rl.runner import PPORun
 from esper.shell.run import EpochRun
 from esper.shell.run_checkpoint import ResumePoint, Save, load_run_checkpoint, save_run_checkpoint, versions
@@ -116,7 +116,6 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
         devices = kind.devices(device)
         data = [load_data(cfg, d) for d in devices]
         run_dir, record = open_directory(cfg, data[0], point, out)
-        seed_global_rng(cfg.seed)  # dropout's RNG, per run (a run-owned generator will replace it)
         program = kind.open(cfg, data, devices, run_dir, record, stop_after)
         if point is not None:
             program.restore(point.data)

@@ -25,7 +25,6 @@ import attrs
 import torch
 
 from esper.core.errors import ConfigError
-from esper.shell.trainer import STREAM_GLOBAL, stream_seed
 
 
 @attrs.frozen
@@ -77,9 +76,3 @@ def _apply(settings: ProcessSettings) -> None:
     torch.use_deterministic_algorithms(settings.deterministic, warn_only=False)
     torch.backends.cudnn.benchmark = not settings.deterministic
     torch.set_float32_matmul_precision("high" if settings.cuda and not settings.deterministic else "highest")
-
-
-def seed_global_rng(run_seed: int) -> None:
-    """Seed torch's global RNG from the run seed's stream 2,000,004. Per run, not per process: a
-    transformer host's dropout draws from it, so a run (and each PPO batch) starts it afresh."""
-    torch.manual_seed(stream_seed(run_seed, STREAM_GLOBAL))

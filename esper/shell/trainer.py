@@ -42,7 +42,7 @@ from esper.shell.optim_groups import param_groups, set_lrs, sync_optimizer
 from esper.shell.run_config import RunConfig
 
 # Generator streams (docs/runtime.md §2.5): SeedSequence([seed, 0, k]).
-STREAM_DATA, STREAM_AUGMENT, STREAM_GLOBAL, STREAM_HOST = 2_000_001, 2_000_002, 2_000_004, 2_000_005
+STREAM_DATA, STREAM_AUGMENT, STREAM_HOST = 2_000_001, 2_000_002, 2_000_005
 STREAM_DROPOUT = 2_000_006  # every dropout mask of the host, on the run's device
 
 

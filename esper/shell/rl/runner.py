@@ -34,10 +34,9 @@ from esper.core.rl_config import RLConfig
 from esper.shell.checkpoint import CheckpointError, write_atomic
 from esper.shell.data.taskdata import TaskData
 from esper.shell.nets.policy import PolicyNet
-from esper.shell.process import seed_global_rng
 from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update
 from esper.shell.rl.collect import collect_rollout
-from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator, batch_seed
+from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
 from esper.shell.rl.record import save_rollout_record
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
 from esper.shell.rl.update import HEAD_NAMES, Normalisers, UpdateResult, ppo_update
@@ -135,11 +134,7 @@ class PPORun:
         return self.learner.batch
 
     def _vec(self, batch: int) -> VecEnv:
-        vec = VecEnv(self.cfg, self.data, self.devices, n_envs=self.rl.n_envs, batch=batch, epochs=self.epochs)
-        # Dropout draws from the global RNG (until a run-owned generator replaces it): each batch starts
-        # it where its last env's Trainer used to, so a batch stays a function of (run seed, batch).
-        seed_global_rng(batch_seed(self.cfg.seed, batch, len(vec) - 1))
-        return vec
+        return VecEnv(self.cfg, self.data, self.devices, n_envs=self.rl.n_envs, batch=batch, epochs=self.epochs)
 
     def started(self, resumed: ResumePoint | None) -> RLRunStarted:
         d, s, k = self.dims
