@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from esper.core.actions import Op
-from esper.core.pytree import register_pytree, set_frozen_fields
+from esper.core.pytree import register_pytree, set_frozen_fields, tree_stack
 from esper.core.rl_config import RLConfig
 from esper.core.seed import LifecycleState, SlotState
 from esper.core.stages import Stage
@@ -224,10 +224,7 @@ def reward_bound(mode: str, n_slots: int, cfg: RLConfig | None = None) -> float:
 
 def stack_inputs(items: Sequence[RewardInputs]) -> RewardInputs:
     """Stack per-env inputs along a new leading axis (the env axis `vmap` maps over)."""
-    if not items:
-        raise ValueError("stack_inputs needs at least one RewardInputs")
-    fields = attrs.fields(RewardInputs)
-    return RewardInputs(**{f.name: torch.stack([getattr(x, f.name) for x in items]) for f in fields})
+    return tree_stack(items)
 
 
 def _slot_row(before: SlotState, after: SlotState, rolled_back: bool) -> tuple[float, float, float, float]:

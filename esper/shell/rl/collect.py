@@ -18,6 +18,7 @@ from torch.func import vmap
 from esper.core.actions import Op
 from esper.core.nets.policy import PolicyNet
 from esper.core.observation import encode_observation, obs_binary, stack_inputs
+from esper.core.pytree import tree_index
 from esper.core.rewards import RewardComponents, reward, reward_bound
 from esper.core.rewards import stack_inputs as stack_rewards
 from esper.core.rl_config import RLConfig
@@ -89,11 +90,11 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
 
 
 def _row(masks: MaskTensors, i: int) -> MaskTensors:
-    return MaskTensors(op=masks.op[i], slot=masks.slot[i], blueprint=masks.blueprint[i], tempo=masks.tempo[i])
+    return tree_index(masks, i)
 
 
 def _one(components: RewardComponents, j: int) -> RewardComponents:
-    return RewardComponents(**{f.name: getattr(components, f.name)[j] for f in attrs.fields(RewardComponents)})
+    return tree_index(components, j)
 
 
 def _check_bound(components: RewardComponents, j: int, bound: float) -> None:

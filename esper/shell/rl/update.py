@@ -24,6 +24,7 @@ from torch.func import vmap
 from esper.core.gae import episode_arrays, explained_variance, gae, masked_mean_var, normalize_advantages
 from esper.core.nets.policy import PolicyNet
 from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, entropy_coef, ppo_loss
+from esper.core.pytree import tree_index
 from esper.core.rewards import discounted_prefix
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, merge
@@ -142,12 +143,7 @@ def _to_device(buffer: RolloutBuffer, adv_hat: Tensor, returns: Tensor, device: 
 
 
 def _rows(data: dict[str, Any], index: Tensor) -> tuple[Tensor, Tensor, MaskTensors, PPOBatch]:
-    masks: MaskTensors = data["masks"]
-    batch: PPOBatch = data["batch"]
-    picked_masks = MaskTensors(op=masks.op[index], slot=masks.slot[index], blueprint=masks.blueprint[index],
-                               tempo=masks.tempo[index])
-    picked = PPOBatch(**{f.name: getattr(batch, f.name)[index] for f in attrs.fields(PPOBatch)})
-    return data["obs"][index], data["actions"][index], picked_masks, picked
+    return tree_index((data["obs"], data["actions"], data["masks"], data["batch"]), index)
 
 
 def _minibatch_loop(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: dict[str, Any], cfg: RLConfig,
