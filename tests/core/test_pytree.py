@@ -67,7 +67,8 @@ def test_tree_index_picks_rows_of_every_leaf_and_inverts_tree_stack():
     states = [Running(torch.tensor([float(i), -float(i)]), torch.tensor(float(i))) for i in range(4)]
     stacked = tree_stack(states)
     one = tree_index(stacked, 2)
-    assert isinstance(one, Running) and torch.equal(one.mean, states[2].mean) and torch.equal(one.count, states[2].count)
+    assert isinstance(one, Running)
+    assert torch.equal(one.mean, states[2].mean) and torch.equal(one.count, states[2].count)
     picked = tree_index((stacked, stacked.count), torch.tensor([3, 0]))
     assert torch.equal(picked[0].mean, torch.stack([states[3].mean, states[0].mean]))
     assert torch.equal(picked[1], torch.tensor([3.0, 0.0]))
