@@ -4,7 +4,8 @@ rewards, the running-stats merge and normalisation and `ppo_loss` are written on
 
 - float64, drawn values, a few fixed sizes (each jitted program compiles once per size): `jax.jit` of the
   function, vmapped over envs with `jax.vmap`, equals it on torch tensors under `torch.func.vmap`, to 1e-12,
-  for the values, every `PPODiagnostics` field and the gradients of the loss;
+  for the values, every `PPODiagnostics` field and the gradients of the loss. T stays small: jax unrolls the
+  GAE recursion like torch does, and its compile time grows with T;
 - float32, the fixed-shape graphs of `rl_cases`: the graph under `jax.jit` with `jax.vmap` equals the same graph
   under `torch.compile(fullgraph=True)` with `torch.func.vmap` (within the compiled tolerance). The torch graphs
   are the ones `test_rl_parity_properties` compiles, cached per session, so this file adds no torch compile.
@@ -49,7 +50,7 @@ from rl_cases import (  # noqa: E402
 )
 
 from esper.core.gae import episode_arrays, explained_variance, gae, normalize_advantages  # noqa: E402
-from esper.core.ppo import PPOCoefs, PPODiagnostics, ppo_loss  # noqa: E402
+from esper.core.ppo import PPODiagnostics, ppo_loss  # noqa: E402
 from esper.core.rewards import RewardComponents  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # compare in float64; float32 inputs stay float32
@@ -84,7 +85,7 @@ def _jitted(key: object, build):
 # --- float64: jax.jit(jax.vmap(f)) == torch.func.vmap(f) ----------------------------------------------------
 
 
-@given(st.sampled_from([1, 7, 40]), seeds, st.booleans())
+@given(st.sampled_from([1, 9]), seeds, st.booleans())
 def test_gae_agrees_across_frameworks(t: int, seed: int, per_step: bool):
     g = torch.Generator().manual_seed(seed)
     r, v = torch.randn(3, t, generator=g, dtype=F64), torch.randn(3, t, generator=g, dtype=F64)
@@ -115,14 +116,11 @@ def test_episode_layout_and_advantage_statistics_agree_across_frameworks(e: int,
     assert_close_trees(to_torch(got), want, **EXACT)
 
 
-COEF_CHOICES = st.sampled_from([COEFS, PPOCoefs(clip_eps=0.1, value_clip_eps=0.3, value_coef=1.0, entropy_coef=0.0)])
-
-
-@given(ppo_cases((2,), 5), COEF_CHOICES)
-def test_ppo_loss_diagnostics_and_gradients_agree_across_frameworks(case: tuple, coefs: PPOCoefs):
-    fn = partial(ppo_loss, coefs=coefs)
+@given(ppo_cases((2,), 5))
+def test_ppo_loss_diagnostics_and_gradients_agree_across_frameworks(case: tuple):
+    fn = partial(ppo_loss, coefs=COEFS)
     want = loss_and_grads(fn, *case)
-    got = to_torch(_jitted(("ppo", coefs), lambda: jax.jit(partial(_jax_loss_and_grads, fn)))(*to_jax(case)))
+    got = to_torch(_jitted("ppo", lambda: jax.jit(partial(_jax_loss_and_grads, fn)))(*to_jax(case)))
     assert isinstance(got[1], PPODiagnostics)
     assert_close_trees(got, want, **EXACT)
 
