@@ -50,8 +50,9 @@ from rl_cases import (  # noqa: E402
 )
 
 from esper.core.gae import episode_arrays, explained_variance, gae, normalize_advantages  # noqa: E402
-from esper.core.ppo import PPODiagnostics, ppo_loss  # noqa: E402
+from esper.core.ppo import PPOBatch, PPODiagnostics, ppo_loss  # noqa: E402
 from esper.core.rewards import RewardComponents  # noqa: E402
+from esper.core.xp import clip_closed  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # compare in float64; float32 inputs stay float32
 EXACT = {"rtol": 1e-12, "atol": 1e-12}
@@ -168,3 +169,21 @@ def test_jitted_ppo_loss_equals_compiled_ppo_loss(case: tuple):
     got = to_torch(_jitted("ppo_graph", lambda: jax.jit(partial(_jax_loss_and_grads, ppo_graph)))(*to_jax(case)))
     want = loss_and_grads(lambda *a: compiled_call(ppo_graph, *a), *case)
     assert_close_trees(got, want, **COMPILED_TOL)
+
+
+def test_gradients_agree_at_the_clip_bounds():
+    """A sample exactly at a clip bound gets slope 1 on both frameworks (jnp.clip alone would give 1/2)."""
+    x = torch.tensor([-0.2, -0.1, 0.2, 0.3], dtype=F64, requires_grad=True)
+    clip_closed(x, -0.2, 0.2).sum().backward()
+    jax_slope = jax.grad(lambda a: clip_closed(a, -0.2, 0.2).sum())(to_jax(x.detach()))
+    assert x.grad.tolist() == [1.0, 1.0, 1.0, 0.0] == to_torch(jax_slope).tolist()
+    # V − V_old = ε_v exactly: the value loss's gradient runs through the clipped branch as well.
+    b, t = 1, 2
+    batch = PPOBatch(logp_old=torch.zeros(b, t, 4, dtype=F64), value_old=torch.zeros(b, t, dtype=F64),
+                     relevance=torch.ones(b, t, 4, dtype=F64), valid=torch.ones(b, t, dtype=F64),
+                     advantages=torch.ones(b, t, dtype=F64), returns=torch.full((b, t), -1.0, dtype=F64))
+    value = torch.full((b, t), COEFS.value_clip_eps, dtype=F64)
+    case = (torch.zeros(b, t, 4, dtype=F64), torch.zeros(b, t, 4, dtype=F64), value, batch)
+    fn = partial(ppo_loss, coefs=COEFS)
+    got = to_torch(jax.jit(partial(_jax_loss_and_grads, fn))(*to_jax(case)))
+    assert_close_trees(got, loss_and_grads(fn, *case), **EXACT)

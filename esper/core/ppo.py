@@ -29,7 +29,7 @@ import attrs
 from esper.core.gae import explained_variance
 from esper.core.pytree import register_pytree, set_frozen_fields
 from esper.core.rl_config import RLConfig
-from esper.core.xp import Array, namespace, stop_gradient
+from esper.core.xp import Array, clip_closed, namespace, stop_gradient
 
 
 def entropy_coef(update: int, total_updates: int, cfg: RLConfig) -> float:
@@ -120,7 +120,7 @@ def ppo_loss(logp: Array, ent_norm: Array, value: Array, batch: PPOBatch,
     logratio = xp.where(head, logp - batch.logp_old, xp.zeros_like(logp))
     ratio = xp.exp(logratio)
     adv = xp.where(step, batch.advantages, xp.zeros_like(batch.advantages))[..., None]
-    clipped = xp.clip(ratio, min=1.0 - coefs.clip_eps, max=1.0 + coefs.clip_eps)
+    clipped = clip_closed(ratio, 1.0 - coefs.clip_eps, 1.0 + coefs.clip_eps)
     surrogate = xp.maximum(-ratio * adv, -clipped * adv)
     head_policy = _masked_sum(surrogate, head, (0, 1)) / n
     policy_loss = xp.sum(head_policy)
@@ -145,7 +145,7 @@ def _value_loss(value: Array, batch: PPOBatch, step: Array, n: Array, clip_eps: 
     xp = namespace(value)
     # Select before the squares: a masked-out NaN would otherwise turn the zero gradient into 0 · NaN.
     v, v_old, g = (xp.where(step, x, xp.zeros_like(x)) for x in (value, batch.value_old, batch.returns))
-    clipped = v_old + xp.clip(v - v_old, min=-clip_eps, max=clip_eps)
+    clipped = v_old + clip_closed(v - v_old, -clip_eps, clip_eps)
     worst = xp.maximum((v - g) ** 2, (clipped - g) ** 2)
     return 0.5 * _masked_sum(worst, step, (0, 1)) / n
 

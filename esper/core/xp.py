@@ -10,7 +10,9 @@ so one function runs eagerly, under `torch.func.vmap` and `torch.compile(fullgra
 under `jax.jit` / `jax.vmap` on jax. Shared code uses only the namespace, Python operators and indexing
 (`x[..., None]`, `x[1:]`, and `table[codes]` with an integer array, which both frameworks support): no
 framework method such as `.detach`, `.new_zeros` or `.clamp_min`; `device(x)` places new constants next
-to x. The standard has no autodiff, so `stop_gradient` is the one addition.
+to x. The standard has no autodiff, so `stop_gradient` is one addition; `clip_closed` is the other: the
+frameworks differentiate `clip` differently at its bounds (torch.clamp: slope 1, jnp.clip: 1/2), and a
+differentiated clip must give both the same gradient.
 
 The core never requires jax (an optional extra): nothing here imports it unless a jax array arrives.
 """
@@ -21,7 +23,7 @@ import array_api_compat
 import array_api_compat.torch as torch_namespace
 import torch
 
-__all__ = ["Array", "device", "namespace", "stop_gradient"]
+__all__ = ["Array", "clip_closed", "device", "namespace", "stop_gradient"]
 
 if TYPE_CHECKING:
     import jax
@@ -58,3 +60,13 @@ def stop_gradient(x: Array) -> Array:
 
         return jax.lax.stop_gradient(x)
     return x  # a namespace without autodiff (numpy): nothing to stop
+
+
+def clip_closed(x: Array, lo: float, hi: float) -> Array:
+    """clip(x, lo, hi) with slope 1 on the closed interval [lo, hi] on every framework (torch.clamp's convention).
+
+    `jnp.clip` is min(max(x, lo), hi), whose derivative at x = lo or x = hi is 1/2 (a tie of max or min), so
+    the same loss would get different gradients on a sample at the clip boundary. Strict comparisons keep x.
+    """
+    xp = namespace(x)
+    return xp.where(x < lo, xp.full_like(x, lo), xp.where(x > hi, xp.full_like(x, hi), x))
