@@ -1,13 +1,14 @@
 """RL.md §5–7 numerics written once for torch and jax (esper.core.xp): the shared gae, ppo_loss, reward and
 running-stats merge against the torch-only implementations they replaced, same process, eager and compiled.
 
-    python benchmarks/bench_shared_numerics.py [--device cpu] [--rounds 7] [--calls 30] [--json PATH]
+    python benchmarks/bench_shared_numerics.py [--device cpu] [--threads 1] [--rounds 7] [--calls 30] [--json PATH]
 
 The baseline is the torch code as it was before the array namespace (copied below, `old_*`). Each workload is
 what the RL loop runs: vmap(episode_arrays) → vmap(gae) over N envs × E steps, ppo_loss forward + backward on a
 minibatch, vmap(reward) over N envs, and the merge of a rollout's rows into the observation normaliser.
 Printed per workload: the time of one call of each, eager and under torch.compile(fullgraph=True), the ratio
-shared / old (> 1: the shared source is slower), and the compile time of each; --json writes the same numbers.
+shared / old (> 1: the shared source is slower), and the seconds dynamo + AOT autograd take to trace each
+(fullgraph; a graph break raises); --json writes the same numbers.
 """
 
 import argparse
@@ -182,9 +183,12 @@ def _advantages(layout: Callable, estimate: Callable) -> Callable:
     return run
 
 
+COEFS = PPOCoefs.from_config(CFG, 0.01)
+
+
 def _loss_step(loss_fn: Callable) -> Callable:
     def run(logp: Tensor, ent: Tensor, value: Tensor, batch: PPOBatch) -> Tensor:
-        return loss_fn(logp, ent, value, batch, PPOCoefs.from_config(CFG, 0.01))[0]
+        return loss_fn(logp, ent, value, batch, COEFS)[0]
 
     return run
 
@@ -238,12 +242,28 @@ def _call(fn: Callable, args: tuple, backward: bool, sync: Callable[[], None]) -
     sync()
 
 
-def _compile(fn: Callable, args: tuple, backward: bool, sync: Callable[[], None]) -> tuple[Callable, float]:
-    """fn under torch.compile(fullgraph=True) (a graph break raises), and the seconds of its first call."""
+def _compiled(fn: Callable, args: tuple, backward: bool, sync: Callable[[], None]) -> Callable:
+    """fn under torch.compile(fullgraph=True) (a graph break raises), called once."""
     compiled = torch.compile(fn, fullgraph=True, dynamic=False)
-    started = time.perf_counter()
     _call(compiled, args, backward, sync)
-    return compiled, time.perf_counter() - started
+    return compiled
+
+
+def _trace_seconds(pair: tuple[Callable, Callable], args: tuple, backward: bool) -> tuple[float, float]:
+    """Seconds to trace each of the pair (dynamo + AOT autograd, backend aot_eager), the better of both orders.
+
+    Tracing is where the namespace's wrappers could cost; inductor's code generation then sees the same
+    graph, and its on-disk kernel cache would flatter whichever of the two compiled second.
+    """
+    best = [float("inf"), float("inf")]
+    for order in ((0, 1), (1, 0)):
+        torch._dynamo.reset()
+        for i in order:
+            started = time.perf_counter()
+            _call(torch.compile(pair[i], fullgraph=True, dynamic=False, backend="aot_eager"), args, backward,
+                  lambda: None)
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best[0], best[1]
 
 
 def _per_call_us(pair: tuple[Callable, Callable], args: tuple, backward: bool, sync: Callable[[], None],
@@ -251,7 +271,7 @@ def _per_call_us(pair: tuple[Callable, Callable], args: tuple, backward: bool, s
     """Median over rounds of the mean µs per call; old and shared alternate, so load drift hits both alike."""
     samples: tuple[list[float], list[float]] = ([], [])
     for fn in pair:  # warm-up
-        for _ in range(3):
+        for _ in range(calls):
             _call(fn, args, backward, sync)
     for _ in range(rounds):
         for fn, out in zip(pair, samples, strict=True):
@@ -277,9 +297,9 @@ def measure(device: torch.device, rounds: int, calls: int) -> list[dict[str, flo
         if backward:
             args = (*(a.clone().requires_grad_() for a in args[:3]), args[3])
         rows.append(_row(name, "eager", *_per_call_us(pair, args, backward, sync, rounds, calls), "us"))
-        (old_c, old_s), (new_c, new_s) = (_compile(fn, args, backward, sync) for fn in pair)
-        rows.append(_row(name, "compiled", *_per_call_us((old_c, new_c), args, backward, sync, rounds, calls), "us"))
-        rows.append(_row(name, "compile", old_s, new_s, "s"))
+        compiled = tuple(_compiled(fn, args, backward, sync) for fn in pair)
+        rows.append(_row(name, "compiled", *_per_call_us(compiled, args, backward, sync, rounds, calls), "us"))
+        rows.append(_row(name, "trace", *_trace_seconds(pair, args, backward), "s"))
     return rows
 
 
@@ -288,19 +308,22 @@ def main() -> None:
     args.add_argument("--device", default="cpu")
     args.add_argument("--rounds", type=int, default=7)
     args.add_argument("--calls", type=int, default=30)
+    args.add_argument("--threads", type=int, default=1,
+                      help="CPU threads; 1 by default, as OpenMP spin-waits swamp the ratio on a loaded machine")
     args.add_argument("--json", help="also write the results to this file")
     a = args.parse_args()
-    # Both sides compile from scratch: a cached graph of one must not make the other look cheap.
+    # Both sides compile from scratch: a cached graph of one must not make the other look fast.
     torch._inductor.config.fx_graph_cache = False
     torch._functorch.config.enable_autograd_cache = False
     device = torch.device(a.device)
-    print(f"device {device}, torch {torch.__version__}: N={N_ENVS} envs x E={STEPS} steps, minibatch {MINIBATCH} "
-          f"envs, S={SLOTS} slots, D={FEATURES} features")
+    torch.set_num_threads(a.threads)
+    print(f"device {device}, torch {torch.__version__}, {a.threads} CPU thread(s): N={N_ENVS} envs x E={STEPS} "
+          f"steps, minibatch {MINIBATCH} envs, S={SLOTS} slots, D={FEATURES} features")
     rows = measure(device, a.rounds, a.calls)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"benchmark": "shared_numerics", "device": str(device), "torch": torch.__version__,
-                       "results": rows}, f, indent=2)
+                       "threads": a.threads, "results": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
