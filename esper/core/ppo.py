@@ -20,6 +20,8 @@ head with no such step reports 0. k3 KL estimator: E[(ρ − 1) − log ρ]. The
 Written once over the array namespace (`esper.core.xp`): the same `ppo_loss` runs on torch tensors (eager,
 torch.func.vmap, torch.compile(fullgraph=True)) and on jax arrays (jax.jit, jax.vmap, jax.grad), and returns
 `(loss, PPODiagnostics)` on both (`PPOBatch` and `PPODiagnostics` are pytrees of either framework's arrays).
+Both clips have slope 1 on their closed interval (`xp.clip_closed`), so a sample exactly at a clip bound gets
+the same gradient on either framework.
 """
 
 from typing import ClassVar
