@@ -38,10 +38,6 @@ try:
     import jax.numpy as jnp
 except ImportError:  # the optional `jax` extra is not installed: the torch path only
     jax = None
-if jax is not None:
-    # JAX SOURCE: the one line to swap for `from esper.core import gae as jgae, rewards as jrewards` once the
-    # core's numerics run on jax arrays (issue 14, item 5); the jax path then calls the torch path's functions.
-    from esper.core.jax import gae as jgae, rewards as jrewards  # isort: skip
 
 ATOL, RTOL = 1e-5, 1e-5  # float32 rounding of a recomputation in another framework or loop form
 Arrays = dict[str, np.ndarray]
@@ -65,17 +61,17 @@ def recompute_torch(rec: dict[str, Any]) -> Arrays:
 
 
 def recompute_jax(rec: dict[str, Any]) -> Arrays:
-    """The same recomputation on jax arrays under `jax.vmap`."""
+    """The same recomputation, by the same core functions, on jax arrays under `jax.vmap`."""
     cfg = rec["rl_config"]
     inputs = RewardInputs(**{name: _jax_array(rec[INPUTS_PREFIX + name]) for name in _input_names()})
-    reward_fn = partial(jrewards.reward, cfg=cfg, min_fossilize_contribution=rec["min_fossilize_contribution"])
+    reward_fn = partial(rewards.reward, cfg=cfg, min_fossilize_contribution=rec["min_fossilize_contribution"])
     comps = jax.vmap(jax.vmap(reward_fn))(inputs)
     value, valid, terminal = (_jax_array(rec[k]) for k in ("value", "valid", "terminal"))
     scaled = jnp.clip(comps.total * _jax_array(rec["reward_scale"]), -cfg.reward_clip, cfg.reward_clip)
-    layout = jax.vmap(partial(jgae.episode_arrays, gamma=cfg.gamma, lam=cfg.gae_lambda))
+    layout = jax.vmap(partial(gae.episode_arrays, gamma=cfg.gamma, lam=cfg.gae_lambda))
     r, d, lam_t, v, boot = layout(scaled, value, valid, terminal)
-    adv, ret = jax.vmap(jgae.gae)(r, d, v, boot, lam_t)
-    out = {"advantages": adv, "advantages_normalized": jgae.normalize_advantages(adv, valid),
+    adv, ret = jax.vmap(gae.gae)(r, d, v, boot, lam_t)
+    out = {"advantages": adv, "advantages_normalized": gae.normalize_advantages(adv, valid),
            "returns": jnp.where(valid > 0, ret, 0.0)}
     out |= {f"reward.{name}": getattr(comps, name) for name in _component_names(rec)}
     return {k: np.asarray(a) for k, a in out.items()}

@@ -1,18 +1,18 @@
 """Running normaliser (docs/rl.md §2, §10 items 5, 7, 14): merge over split batches equals the two-pass
 statistics of the concatenation and merging all at once; masked rows are ignored; no valid rows leave the
-stats unchanged; vmap == loop; torch == the JAX twin after a DLPack round trip (merge and normalize)."""
+stats unchanged; vmap == loop; the same `merge` and `normalize` under jax.jit and jax.vmap equal them on torch
+after a DLPack round trip (one source for both frameworks)."""
+
+from functools import partial
 
 import pytest
 import torch
+import torch.utils._pytree as torch_pytree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from esper.core.pytree import tree_index, tree_stack
 from esper.core.running_stats import RunningStats, merge, normalize
-
-jax = pytest.importorskip("jax")  # the `jax` extra; CI installs it
-jax.config.update("jax_enable_x64", True)
-
-from esper.core.jax import running_stats as jax_stats  # noqa: E402  (needs jax, imported after the skip)
 
 VALUES = st.floats(-1e3, 1e3, allow_nan=False)
 F64 = torch.float64
@@ -108,36 +108,54 @@ def test_vmap_equals_loop(data: st.DataObject, dim: int, n_envs: int) -> None:
         close(RunningStats(mean=mapped.mean[i], var=mapped.var[i], count=mapped.count[i]), want, rtol=1e-12, atol=1e-9)
 
 
-def _to_jax(t: torch.Tensor):
-    return jax.dlpack.from_dlpack(t)
+def _jax():
+    """jax in float64, or skip (the `jax` extra; CI installs it). Only the jax properties need it."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    return jax
 
 
-# Fixed shapes for the JAX twin: eager JAX compiles every primitive per shape, and the equations do not
-# depend on the shape (which the torch properties above vary).
-JAX_DIM, JAX_ROWS = 3, 6
+def _to_jax(tree: object) -> object:
+    jax = _jax()
+    return torch_pytree.tree_map(jax.dlpack.from_dlpack, tree)
+
+
+def _to_torch(tree: object) -> object:
+    return _jax().tree_util.tree_map(torch.from_dlpack, tree)
+
+
+# Fixed shapes for jax: each jitted program compiles once per shape, and the equations do not depend on the
+# shape (which the torch properties above vary).
+JAX_ENVS, JAX_DIM, JAX_ROWS = 2, 3, 6
+_JITTED: dict[str, object] = {}
+
+
+def _jit(name: str, fn: object) -> object:
+    if name not in _JITTED:
+        jax = _jax()
+        _JITTED[name] = jax.jit(jax.vmap(fn))
+    return _JITTED[name]
 
 
 @given(data=st.data())
-def test_torch_merge_equals_the_jax_twin(data: st.DataObject) -> None:
-    dim = JAX_DIM
-    prior = data.draw(st.one_of(stats_values(dim), st.just(RunningStats.initial(dim, dtype=F64))))
-    x, valid = data.draw(batches(dim, n_rows=JAX_ROWS))
-    want = merge(prior, x, valid)
-    jax_prior = RunningStats(mean=_to_jax(prior.mean), var=_to_jax(prior.var), count=_to_jax(prior.count))
-    got = jax_stats.merge(jax_prior, _to_jax(x), _to_jax(valid))
-    back = RunningStats(mean=torch.from_dlpack(got.mean), var=torch.from_dlpack(got.var),
-                        count=torch.from_dlpack(got.count))
-    close(back, want, rtol=1e-12, atol=1e-9)
+def test_merge_on_jax_equals_merge_on_torch(data: st.DataObject) -> None:
+    prior = [data.draw(st.one_of(stats_values(JAX_DIM), st.just(RunningStats.initial(JAX_DIM, dtype=F64))))
+             for _ in range(JAX_ENVS)]
+    rows = [data.draw(batches(JAX_DIM, n_rows=JAX_ROWS)) for _ in range(JAX_ENVS)]
+    stacked, (x, valid) = tree_stack(prior), tree_stack(rows)
+    got = _to_torch(_jit("merge", merge)(*_to_jax((stacked, x, valid))))
+    assert isinstance(got, RunningStats)
+    for i in range(JAX_ENVS):
+        close(tree_index(got, i), merge(prior[i], x[i], valid[i]), rtol=1e-12, atol=1e-9)
 
 
-@given(data=st.data(), floor=st.floats(1e-3, 1.0), clip=st.floats(0.5, 10.0))
-def test_torch_normalize_equals_the_jax_twin(data: st.DataObject, floor: float, clip: float) -> None:
-    dim = JAX_DIM
-    stats = data.draw(stats_values(dim))
-    x = torch.tensor(data.draw(st.lists(VALUES, min_size=dim, max_size=dim)), dtype=F64)
-    binary = torch.tensor(data.draw(st.lists(st.booleans(), min_size=dim, max_size=dim)), dtype=torch.bool)
+@given(data=st.data(), floor=st.sampled_from([1e-3, 0.1, 1.0]), clip=st.sampled_from([0.5, 5.0]))
+def test_normalize_on_jax_equals_normalize_on_torch(data: st.DataObject, floor: float, clip: float) -> None:
+    stats = data.draw(stats_values(JAX_DIM))
+    x = torch.tensor(data.draw(st.lists(VALUES, min_size=JAX_DIM, max_size=JAX_DIM)), dtype=F64)
+    binary = torch.tensor(data.draw(st.lists(st.booleans(), min_size=JAX_DIM, max_size=JAX_DIM)), dtype=torch.bool)
     want = normalize(stats, x, binary, floor, clip)
-    jax_stats_value = RunningStats(mean=_to_jax(stats.mean), var=_to_jax(stats.var), count=_to_jax(stats.count))
-    got = torch.from_dlpack(jax_stats.normalize(jax_stats_value, _to_jax(x), _to_jax(binary), floor, clip))
+    fn = partial(normalize, std_floor=floor, clip=clip)
+    got = _to_torch(_jit(f"normalize{floor},{clip}", fn)(*_to_jax(tree_stack([(stats, x, binary)]))))[0]
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     assert torch.equal(got[binary], x[binary])

@@ -19,89 +19,94 @@ step (so padding never leaks back), and a cut episode bootstraps through v_{T_v}
 Normalisation runs once per rollout batch over valid entries only (masked sums, no host sync):
 μ = Σ vA / Σ v, σ² = Σ v(A − μ)² / max(Σ v − 1, 1), Â = (A − μ) / (σ + 1e-8).
 
-Every function is pure, out-of-place, vmap-able over envs and accepted by torch.compile(fullgraph=True).
+Every function is pure and out-of-place, and is written once over the array namespace (`esper.core.xp`): the
+same source runs on torch tensors (eager, vmap-able over envs, accepted by torch.compile(fullgraph=True)) and on
+jax arrays (jax.jit, jax.vmap).
 """
 
-import torch
-from torch import Tensor
+from esper.core.xp import Array, namespace, stop_gradient
 
 _NORM_EPS = 1e-8
 _EV_MIN_VAR = 1e-8
 
 
-def gae(rewards: Tensor, discounts: Tensor, values: Tensor, bootstrap: Tensor | float, lam: float | Tensor,
-        stop_target_gradients: bool = True) -> tuple[Tensor, Tensor]:
-    """(advantages[T], returns[T]) of one trajectory; `lam` is a scalar or a per-step Tensor[T].
+def gae(rewards: Array, discounts: Array, values: Array, bootstrap: Array | float, lam: float | Array,
+        stop_target_gradients: bool = True) -> tuple[Array, Array]:
+    """(advantages[T], returns[T]) of one trajectory; `lam` is a scalar or a per-step array[T].
 
-    T is static (the last dimension): the backward recursion is unrolled in Python, which both vmap
-    and compile(fullgraph) trace without a data-dependent loop.
+    T is static (the last dimension): the backward recursion is unrolled in Python, which vmap, jit and
+    compile(fullgraph) all trace without a data-dependent loop.
     """
-    if not isinstance(bootstrap, Tensor):
-        bootstrap = values.new_full((), bootstrap)
+    xp = namespace(values)
+    if isinstance(bootstrap, int | float):
+        bootstrap = xp.full_like(values[:1], bootstrap)  # values' dtype and device
+    else:
+        bootstrap = xp.reshape(xp.astype(bootstrap, values.dtype), (1,))
     if stop_target_gradients:  # the targets are constants for the critic (rlax's stop_target_gradients)
-        values, bootstrap = values.detach(), bootstrap.detach()
+        values, bootstrap = stop_gradient(values), stop_gradient(bootstrap)
     steps = rewards.shape[-1]
-    lam_t = rewards.new_ones(steps) * lam
-    v_next = torch.cat([values[1:], bootstrap.reshape(1).to(values.dtype)])
+    v_next = xp.concat([values[1:], bootstrap])
     delta = rewards + discounts * v_next - values
-    decay = discounts * lam_t
+    decay = discounts * (xp.ones_like(rewards) * lam)
     acc = delta[steps - 1]
     reversed_advs = [acc]
     for t in range(steps - 2, -1, -1):
         acc = delta[t] + decay[t] * acc
         reversed_advs.append(acc)
-    advantages = torch.stack(reversed_advs[::-1])
+    advantages = xp.stack(reversed_advs[::-1])
     return advantages, advantages + values
 
 
-def episode_arrays(rewards: Tensor, values: Tensor, valid: Tensor, terminal: Tensor, gamma: float,
-                   lam: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def episode_arrays(rewards: Array, values: Array, valid: Array, terminal: Array, gamma: float,
+                   lam: float) -> tuple[Array, Array, Array, Array, Array]:
     """GAE inputs (r, d, λ_t, v, bootstrap) of one buffer row of E steps (docs/rl.md §5, episode layout).
 
     `valid` marks the kept prefix (bool or 0/1 float); `values[T_v]` of a cut episode is the stored
     bootstrap V(o_{T_v}) and is kept, every value beyond it becomes 0; `terminal` may only be set at
     the last step of an uncut episode.
     """
-    keep = valid.to(values.dtype)
-    zero = keep.new_zeros(1)
-    keep_next = torch.cat([keep[1:], zero])  # valid_E := 0
+    xp = namespace(values)
+    keep = xp.astype(valid, values.dtype)
+    keep_next = xp.concat([keep[1:], xp.zeros_like(keep[:1])])  # valid_E := 0
     # t ≤ T_v: kept steps plus the one after the prefix (valid_{−1} := 1), which carries V(o_{T_v}).
-    keep_value = torch.maximum(keep, torch.cat([keep.new_ones(1), keep[:-1]]))
+    keep_value = xp.maximum(keep, xp.concat([xp.ones_like(keep[:1]), keep[:-1]]))
     # where, not multiply: padded garbage (even NaN) must not survive as 0 · NaN.
-    r = torch.where(keep > 0, rewards, torch.zeros_like(rewards))
-    d = gamma * keep * (1.0 - terminal.to(values.dtype))
+    r = xp.where(keep > 0, rewards, xp.zeros_like(rewards))
+    d = gamma * keep * (1.0 - xp.astype(terminal, values.dtype))
     lam_t = lam * keep_next
-    v = torch.where(keep_value > 0, values, torch.zeros_like(values))
-    return r, d, lam_t, v, values.new_zeros(())
+    v = xp.where(keep_value > 0, values, xp.zeros_like(values))
+    return r, d, lam_t, v, xp.zeros_like(values[0])
 
 
-def factored_advantages(adv: Tensor, relevance: Tensor) -> Tensor:
+def factored_advantages(adv: Array, relevance: Array) -> Array:
     """A_t · u_h(op_t) for every head h: adv[...] × relevance[..., 4] → [..., 4]."""
     return adv[..., None] * relevance
 
 
-def masked_mean_var(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def masked_mean_var(x: Array, valid: Array) -> tuple[Array, Array, Array]:
     """(mask, masked mean, masked Bessel variance); invalid entries are replaced, never multiplied."""
+    xp = namespace(x)
     mask = valid > 0
-    w = mask.to(x.dtype)
-    n = w.sum()
-    x0 = torch.where(mask, x, torch.zeros_like(x))
-    mean = x0.sum() / n.clamp_min(1.0)
-    dev = torch.where(mask, x - mean, torch.zeros_like(x))
-    var = (dev * dev).sum() / (n - 1.0).clamp_min(1.0)
+    n = xp.sum(xp.astype(mask, x.dtype))
+    x0 = xp.where(mask, x, xp.zeros_like(x))
+    mean = xp.sum(x0) / xp.clip(n, min=1.0)
+    dev = xp.where(mask, x - mean, xp.zeros_like(x))
+    var = xp.sum(dev * dev) / xp.clip(n - 1.0, min=1.0)
     return mask, mean, var
 
 
-def normalize_advantages(adv: Tensor, valid: Tensor) -> Tensor:
+def normalize_advantages(adv: Array, valid: Array) -> Array:
     """Â = (A − μ)/(σ + 1e-8) over the valid entries of the whole batch; invalid entries → 0."""
+    xp = namespace(adv)
     mask, mean, var = masked_mean_var(adv, valid)
-    normed = (adv - mean) / (var.sqrt() + _NORM_EPS)
-    return torch.where(mask, normed, torch.zeros_like(normed))
+    normed = (adv - mean) / (xp.sqrt(var) + _NORM_EPS)
+    return xp.where(mask, normed, xp.zeros_like(normed))
 
 
-def explained_variance(values: Tensor, returns: Tensor, valid: Tensor) -> Tensor:
+def explained_variance(values: Array, returns: Array, valid: Array) -> Array:
     """1 − Var(G − V)/Var(G) over valid entries; 0 when Var(G) ≤ 1e-8 (nothing to explain)."""
+    xp = namespace(values)
     _, _, var_g = masked_mean_var(returns, valid)
     _, _, var_res = masked_mean_var(returns - values, valid)
-    ev = 1.0 - var_res / var_g.clamp_min(_EV_MIN_VAR)
-    return torch.where(var_g > _EV_MIN_VAR, ev, torch.zeros_like(ev))
+    ev = 1.0 - var_res / xp.clip(var_g, min=_EV_MIN_VAR)
+    return xp.where(var_g > _EV_MIN_VAR, ev, xp.zeros_like(ev))

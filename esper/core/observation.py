@@ -41,7 +41,7 @@ from torch import Tensor
 
 from esper.core.config import Rules
 from esper.core.lifecycle import cooldown_left, param_counts
-from esper.core.pytree import register_pytree, set_frozen_fields
+from esper.core.pytree import register_pytree, set_frozen_fields, tree_stack
 from esper.core.seed import LifecycleState, SlotState
 from esper.core.signals import TrackerState
 from esper.core.stages import HAS_MODULE, LIVE, Stage
@@ -222,7 +222,6 @@ class ObsInputs:
         set_frozen_fields(self, values)
 
 
-_INPUT_FIELDS = tuple(f.name for f in attrs.fields(ObsInputs))
 
 
 _F32_MAX = float(torch.finfo(torch.float32).max)
@@ -314,9 +313,7 @@ def pack_observation(view: LifecycleState, tracker: TrackerState, ctx: ObsContex
 
 def stack_inputs(inputs: Sequence[ObsInputs]) -> ObsInputs:
     """Stack per-env inputs (same S) along a new leading env axis, for vmap or a batched encode."""
-    if not inputs:
-        raise ValueError("stack_inputs needs at least one ObsInputs")
-    return ObsInputs(**{name: torch.stack([getattr(i, name) for i in inputs]) for name in _INPUT_FIELDS})
+    return tree_stack(inputs)
 
 
 # --- encoding: tensors -> observation ---------------------------------------------------------

@@ -16,17 +16,22 @@ irrelevant head, padding and any garbage (even inf/NaN) there change neither the
 Diagnostics are detached tensors; per-head statistics run over that head's relevant valid steps, and a
 head with no such step reports 0. k3 KL estimator: E[(ρ − 1) − log ρ]. The joint log ratio of a step is
 Σ_h u_h (logp_h − logp_old_h), whose k3 KL is the early-stop statistic.
+
+Written once over the array namespace (`esper.core.xp`): the same `ppo_loss` runs on torch tensors (eager,
+torch.func.vmap, torch.compile(fullgraph=True)) and on jax arrays (jax.jit, jax.vmap, jax.grad), and returns
+`(loss, PPODiagnostics)` on both (`PPOBatch` and `PPODiagnostics` are pytrees of either framework's arrays).
+Both clips have slope 1 on their closed interval (`xp.clip_closed`), so a sample exactly at a clip bound gets
+the same gradient on either framework.
 """
 
 from typing import ClassVar
 
 import attrs
-import torch
-from torch import Tensor
 
 from esper.core.gae import explained_variance
 from esper.core.pytree import register_pytree, set_frozen_fields
 from esper.core.rl_config import RLConfig
+from esper.core.xp import Array, clip_closed, namespace, stop_gradient
 
 
 def entropy_coef(update: int, total_updates: int, cfg: RLConfig) -> float:
@@ -55,12 +60,12 @@ class PPOCoefs:
 class PPOBatch:
     """Stored rollout quantities of a minibatch: [B, T, 4] per head, [B, T] per step."""
 
-    logp_old: Tensor
-    value_old: Tensor
-    relevance: Tensor  # u_h(op_t), float 0/1
-    valid: Tensor  # float 0/1
-    advantages: Tensor  # normalised Â
-    returns: Tensor  # G (from un-normalised A)
+    logp_old: Array
+    value_old: Array
+    relevance: Array  # u_h(op_t), float 0/1
+    valid: Array  # float 0/1
+    advantages: Array  # normalised Â
+    returns: Array  # G (from un-normalised A)
 
 
 
@@ -76,106 +81,111 @@ class PPODiagnostics:
     HEAD_FIELDS: ClassVar[tuple[str, ...]] = ("ratio_mean", "ratio_std", "ratio_min", "ratio_max", "clip_frac",
                                               "approx_kl", "entropy", "policy_loss", "relevant_frac")
 
-    ratio_mean: Tensor
-    ratio_std: Tensor
-    ratio_min: Tensor
-    ratio_max: Tensor
-    clip_frac: Tensor
-    approx_kl: Tensor
-    entropy: Tensor  # H̄_h
-    policy_loss: Tensor  # each head's share of L_π (they sum to total_policy_loss)
-    relevant_frac: Tensor  # n_h / n
-    joint_approx_kl: Tensor
-    max_abs_ratio_dev: Tensor
-    total_policy_loss: Tensor  # L_π
-    value_loss: Tensor  # L_V (before value_coef)
-    entropy_loss: Tensor  # L_H
-    loss: Tensor
-    value_mean: Tensor
-    value_std: Tensor
-    explained_variance: Tensor
+    ratio_mean: Array
+    ratio_std: Array
+    ratio_min: Array
+    ratio_max: Array
+    clip_frac: Array
+    approx_kl: Array
+    entropy: Array  # H̄_h
+    policy_loss: Array  # each head's share of L_π (they sum to total_policy_loss)
+    relevant_frac: Array  # n_h / n
+    joint_approx_kl: Array
+    max_abs_ratio_dev: Array
+    total_policy_loss: Array  # L_π
+    value_loss: Array  # L_V (before value_coef)
+    entropy_loss: Array  # L_H
+    loss: Array
+    value_mean: Array
+    value_std: Array
+    explained_variance: Array
 
-    def __init__(self, **values: Tensor) -> None:
+    def __init__(self, **values: Array) -> None:
         set_frozen_fields(self, values)
 
 
-def _masked_sum(x: Tensor, mask: Tensor, dims: tuple[int, ...]) -> Tensor:
-    return torch.where(mask, x, torch.zeros_like(x)).sum(dims)
+def _masked_sum(x: Array, mask: Array, axis: int | tuple[int, ...] | None) -> Array:
+    xp = namespace(x)
+    return xp.sum(xp.where(mask, x, xp.zeros_like(x)), axis=axis)
 
 
-def ppo_loss(logp: Tensor, ent_norm: Tensor, value: Tensor, batch: PPOBatch,
-             coefs: PPOCoefs) -> tuple[Tensor, PPODiagnostics]:
+def ppo_loss(logp: Array, ent_norm: Array, value: Array, batch: PPOBatch,
+             coefs: PPOCoefs) -> tuple[Array, PPODiagnostics]:
     """(L, diagnostics) for new log-probs logp[B, T, 4], normalised entropies ent_norm[B, T, 4], values[B, T]."""
+    xp = namespace(value)
     step = batch.valid > 0  # [B, T]
     head = step[..., None] & (batch.relevance > 0)  # m_{t,h} > 0, [B, T, 4]
-    n = step.to(value.dtype).sum().clamp_min(1.0)
-    n_h = head.to(value.dtype).sum((0, 1))
-    n_h1 = n_h.clamp_min(1.0)
+    n = xp.clip(xp.sum(xp.astype(step, value.dtype)), min=1.0)
+    n_h = xp.sum(xp.astype(head, value.dtype), axis=(0, 1))
+    n_h1 = xp.clip(n_h, min=1.0)
 
-    logratio = torch.where(head, logp - batch.logp_old, torch.zeros_like(logp))
-    ratio = torch.exp(logratio)
-    adv = torch.where(step, batch.advantages, torch.zeros_like(batch.advantages))[..., None]
-    clipped = ratio.clamp(1.0 - coefs.clip_eps, 1.0 + coefs.clip_eps)
-    surrogate = torch.maximum(-ratio * adv, -clipped * adv)
+    logratio = xp.where(head, logp - batch.logp_old, xp.zeros_like(logp))
+    ratio = xp.exp(logratio)
+    adv = xp.where(step, batch.advantages, xp.zeros_like(batch.advantages))[..., None]
+    clipped = clip_closed(ratio, 1.0 - coefs.clip_eps, 1.0 + coefs.clip_eps)
+    surrogate = xp.maximum(-ratio * adv, -clipped * adv)
     head_policy = _masked_sum(surrogate, head, (0, 1)) / n
-    policy_loss = head_policy.sum()
+    policy_loss = xp.sum(head_policy)
 
     value_loss = _value_loss(value, batch, step, n, coefs.value_clip_eps)
     entropy = _masked_sum(ent_norm, head, (0, 1)) / n_h1
-    entropy_loss = -coefs.entropy_coef * entropy.sum()
+    entropy_loss = -coefs.entropy_coef * xp.sum(entropy)
     loss = policy_loss + coefs.value_coef * value_loss + entropy_loss
 
-    diag = _diagnostics(ratio.detach(), logratio.detach(), head, step, n, n_h, coefs.clip_eps)
-    value_d = value.detach()
+    diag = _diagnostics(stop_gradient(ratio), stop_gradient(logratio), head, step, n, n_h, coefs.clip_eps)
+    value_d = stop_gradient(value)
     value_mean, value_std = _mean_std(value_d, step, n)
     return loss, PPODiagnostics(
-        **diag, entropy=entropy.detach(), policy_loss=head_policy.detach(), relevant_frac=n_h / n,
-        total_policy_loss=policy_loss.detach(), value_loss=value_loss.detach(),
-        entropy_loss=entropy_loss.detach(), loss=loss.detach(), value_mean=value_mean, value_std=value_std,
-        explained_variance=explained_variance(value_d, batch.returns, batch.valid),
+        **diag, entropy=stop_gradient(entropy), policy_loss=stop_gradient(head_policy), relevant_frac=n_h / n,
+        total_policy_loss=stop_gradient(policy_loss), value_loss=stop_gradient(value_loss),
+        entropy_loss=stop_gradient(entropy_loss), loss=stop_gradient(loss), value_mean=value_mean,
+        value_std=value_std, explained_variance=explained_variance(value_d, batch.returns, batch.valid),
     )
 
 
-def _value_loss(value: Tensor, batch: PPOBatch, step: Tensor, n: Tensor, clip_eps: float) -> Tensor:
+def _value_loss(value: Array, batch: PPOBatch, step: Array, n: Array, clip_eps: float) -> Array:
+    xp = namespace(value)
     # Select before the squares: a masked-out NaN would otherwise turn the zero gradient into 0 · NaN.
-    v, v_old, g = (torch.where(step, x, torch.zeros_like(x)) for x in (value, batch.value_old, batch.returns))
-    clipped = v_old + (v - v_old).clamp(-clip_eps, clip_eps)
-    worst = torch.maximum((v - g) ** 2, (clipped - g) ** 2)
+    v, v_old, g = (xp.where(step, x, xp.zeros_like(x)) for x in (value, batch.value_old, batch.returns))
+    clipped = v_old + clip_closed(v - v_old, -clip_eps, clip_eps)
+    worst = xp.maximum((v - g) ** 2, (clipped - g) ** 2)
     return 0.5 * _masked_sum(worst, step, (0, 1)) / n
 
 
-def _mean_std(x: Tensor, mask: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+def _mean_std(x: Array, mask: Array, n: Array) -> tuple[Array, Array]:
     """Masked mean and Bessel standard deviation over all dims (0 for < 2 entries)."""
-    mean = _masked_sum(x, mask, tuple(range(x.dim()))) / n
-    dev = torch.where(mask, x - mean, torch.zeros_like(x))
-    var = (dev * dev).sum() / (mask.to(x.dtype).sum() - 1.0).clamp_min(1.0)
-    return mean, var.sqrt()
+    xp = namespace(x)
+    mean = _masked_sum(x, mask, None) / n
+    dev = xp.where(mask, x - mean, xp.zeros_like(x))
+    var = xp.sum(dev * dev) / xp.clip(xp.sum(xp.astype(mask, x.dtype)) - 1.0, min=1.0)
+    return mean, xp.sqrt(var)
 
 
-def _diagnostics(ratio: Tensor, logratio: Tensor, head: Tensor, step: Tensor, n: Tensor, n_h: Tensor,
-                 clip_eps: float) -> dict[str, Tensor]:
+def _diagnostics(ratio: Array, logratio: Array, head: Array, step: Array, n: Array, n_h: Array,
+                 clip_eps: float) -> dict[str, Array]:
     """Per-head ratio statistics over relevant valid steps, plus the joint-KL early-stop statistics."""
-    n_h1 = n_h.clamp_min(1.0)
+    xp = namespace(ratio)
+    n_h1 = xp.clip(n_h, min=1.0)
     acted = n_h > 0
-    zero = torch.zeros_like(n_h)
+    zero = xp.zeros_like(n_h)
     mean = _masked_sum(ratio, head, (0, 1)) / n_h1
-    dev = torch.where(head, ratio - mean, torch.zeros_like(ratio))
-    std = ((dev * dev).sum((0, 1)) / (n_h - 1.0).clamp_min(1.0)).sqrt()
-    inf = torch.full_like(ratio, float("inf"))
-    ratio_min = torch.where(head, ratio, inf).amin((0, 1))
-    ratio_max = torch.where(head, ratio, -inf).amax((0, 1))
-    deviation = (ratio - 1.0).abs()
-    clip_frac = _masked_sum((deviation > clip_eps).to(ratio.dtype), head, (0, 1)) / n_h1
+    dev = xp.where(head, ratio - mean, xp.zeros_like(ratio))
+    std = xp.sqrt(xp.sum(dev * dev, axis=(0, 1)) / xp.clip(n_h - 1.0, min=1.0))
+    inf = xp.full_like(ratio, float("inf"))
+    ratio_min = xp.min(xp.where(head, ratio, inf), axis=(0, 1))
+    ratio_max = xp.max(xp.where(head, ratio, -inf), axis=(0, 1))
+    deviation = xp.abs(ratio - 1.0)
+    clip_frac = _masked_sum(xp.astype(deviation > clip_eps, ratio.dtype), head, (0, 1)) / n_h1
     k3 = (ratio - 1.0) - logratio
-    joint_logratio = logratio.sum(-1)  # irrelevant heads and invalid steps are already exactly 0
-    joint_k3 = (torch.exp(joint_logratio) - 1.0) - joint_logratio
+    joint_logratio = xp.sum(logratio, axis=-1)  # irrelevant heads and invalid steps are already exactly 0
+    joint_k3 = (xp.exp(joint_logratio) - 1.0) - joint_logratio
     return {
         "ratio_mean": mean,
         "ratio_std": std,
-        "ratio_min": torch.where(acted, ratio_min, zero),
-        "ratio_max": torch.where(acted, ratio_max, zero),
+        "ratio_min": xp.where(acted, ratio_min, zero),
+        "ratio_max": xp.where(acted, ratio_max, zero),
         "clip_frac": clip_frac,
         "approx_kl": _masked_sum(k3, head, (0, 1)) / n_h1,
         "joint_approx_kl": _masked_sum(joint_k3, step, (0, 1)) / n,
-        "max_abs_ratio_dev": torch.where(head, deviation, torch.zeros_like(deviation)).amax(),
+        "max_abs_ratio_dev": xp.max(xp.where(head, deviation, xp.zeros_like(deviation))),
     }

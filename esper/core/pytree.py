@@ -11,12 +11,18 @@ Fields marked `static_field()` are structure, not data: they travel in the pytre
         var: Tensor
         count: Tensor
         clip: float = static_field(default=5.0)
+
+`tree_stack` and `tree_index` are the two pytree moves the RL loop makes: stack per-env (or per-step)
+states along a new leading axis, and pick rows of every leaf.
 """
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import attrs
 import torch.utils._pytree as torch_pytree
+
+from esper.core.xp import namespace
 
 T = TypeVar("T")
 _STATIC = "esper.pytree.static"
@@ -79,3 +85,15 @@ def set_frozen_fields(obj: object, values: dict[str, Any]) -> None:
         raise TypeError(f"{type(obj).__name__} takes exactly the fields {names}, got {tuple(values)}")
     for name in names:
         object.__setattr__(obj, name, values[name])
+
+
+def tree_stack(trees: Sequence[T]) -> T:
+    """Stack same-structure pytrees leaf by leaf along a new leading axis: N trees of [...] → one of [N, ...]."""
+    if not trees:
+        raise ValueError("tree_stack needs at least one pytree")
+    return torch_pytree.tree_map(lambda *leaves: namespace(leaves[0]).stack(leaves), trees[0], *trees[1:])
+
+
+def tree_index(tree: T, index: Any) -> T:
+    """`leaf[index]` for every leaf (an int picks one row, an index array several, along the leading axis)."""
+    return torch_pytree.tree_map(lambda leaf: leaf[index], tree)

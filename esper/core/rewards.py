@@ -26,6 +26,11 @@ PBRS telescopes: Σ_{t<T} γ^t F_t = γ^T Φ(x_{T−1}) − Φ(x_{−1}) = γ^T 
 (Φ(x_{T−1}) := 0), γ^{T_v} Φ(x_{T_v−1}) for one cut after T_v valid steps.
 
 Return normalisation (§7.5): H_t = valid_t · (r_t + γ · H_{t−1}), H_{−1} = 0.
+
+The numerics (every function but the packing `reward_inputs`) are written once over the array namespace
+(`esper.core.xp`): the same source runs on torch tensors (eager, torch.func.vmap, torch.compile(fullgraph=True))
+and on jax arrays (jax.jit, jax.vmap); `RewardInputs` and `RewardComponents` are pytrees of either framework's
+arrays (stage and op codes int64 on torch, int32 on jax unless x64 is enabled).
 """
 
 import math
@@ -36,10 +41,11 @@ import torch
 from torch import Tensor
 
 from esper.core.actions import Op
-from esper.core.pytree import register_pytree, set_frozen_fields
+from esper.core.pytree import register_pytree, set_frozen_fields, tree_stack
 from esper.core.rl_config import RLConfig
 from esper.core.seed import LifecycleState, SlotState
 from esper.core.stages import Stage
+from esper.core.xp import Array, device, namespace
 
 # Slots with α > 0 during validation: the ones whose counterfactual contribution is measured (§7.1).
 MEASURED_STAGES = frozenset({Stage.BLENDING, Stage.PROBATIONARY, Stage.FOSSILIZED})
@@ -54,24 +60,24 @@ MAX_ACC = 1.0
 @register_pytree
 @attrs.frozen(kw_only=True, init=False)
 class RewardInputs:
-    """One env's step-t inputs (or a stack of them along leading axes). Stages are int64 Stage codes."""
+    """One env's step-t inputs (or a stack of them along leading axes). Stages are integer Stage codes."""
 
-    stage_before: Tensor  # [S] int64, x_{t−1}
-    stage_after: Tensor  # [S] int64, x_t
-    contribution: Tensor  # [S] c_s of this epoch's validation
-    measured: Tensor  # [S] 0/1; all 0 on a rollback step
-    acc_at_germination: Tensor  # [S]
-    last_contribution: Tensor  # [S] latest measured contribution of x_t's seed
-    seed_params_before: Tensor  # [S] params of each seed/fossil of x_{t−1}
-    host_params: Tensor  # []
-    acc: Tensor  # [] this step's val acc
-    op: Tensor  # [] int64 Op code
-    slot: Tensor  # [] int64
-    culled_age: Tensor  # [] age of the seed the action culled (0 if none)
-    terminal: Tensor  # [] 0/1
-    rolled_back: Tensor  # [] 0/1
+    stage_before: Array  # [S] int, x_{t−1}
+    stage_after: Array  # [S] int, x_t
+    contribution: Array  # [S] c_s of this epoch's validation
+    measured: Array  # [S] 0/1; all 0 on a rollback step
+    acc_at_germination: Array  # [S]
+    last_contribution: Array  # [S] latest measured contribution of x_t's seed
+    seed_params_before: Array  # [S] params of each seed/fossil of x_{t−1}
+    host_params: Array  # []
+    acc: Array  # [] this step's val acc
+    op: Array  # [] int Op code
+    slot: Array  # [] int
+    culled_age: Array  # [] age of the seed the action culled (0 if none)
+    terminal: Array  # [] 0/1
+    rolled_back: Array  # [] 0/1
 
-    def __init__(self, **values: Tensor) -> None:
+    def __init__(self, **values: Array) -> None:
         set_frozen_fields(self, values)
 
 
@@ -80,15 +86,15 @@ class RewardInputs:
 class RewardComponents:
     """Signed reward components of step t; `total` is their exact sum."""
 
-    total: Tensor
-    contribution: Tensor
-    pbrs: Tensor
-    rent: Tensor
-    terminal: Tensor
-    governor: Tensor
-    early_cull: Tensor
+    total: Array
+    contribution: Array
+    pbrs: Array
+    rent: Array
+    terminal: Array
+    governor: Array
+    early_cull: Array
 
-    def __init__(self, **values: Tensor) -> None:
+    def __init__(self, **values: Array) -> None:
         set_frozen_fields(self, values)
 
 
@@ -97,67 +103,72 @@ class RewardComponents:
 # --- pieces -----------------------------------------------------------------------------------
 
 
-def potential(stages: Tensor, potentials: Tensor) -> Tensor:
+def potential(stages: Array, potentials: Array) -> Array:
     """Φ(x) = Σ_s φ(stage_s); `potentials` is indexed by Stage code."""
-    return potentials[stages].sum(-1)
+    return namespace(potentials).sum(potentials[stages], axis=-1)
 
 
-def _potentials(cfg: RLConfig, like: Tensor) -> Tensor:
-    return torch.tensor(cfg.potentials, dtype=like.dtype, device=like.device)
+def _potentials(cfg: RLConfig, like: Array) -> Array:
+    xp = namespace(like)
+    return xp.asarray(cfg.potentials, dtype=like.dtype, device=device(like))
 
 
-def bounded_attribution(contribution: Tensor, acc: Tensor, acc_at_germination: Tensor) -> Tensor:
+def bounded_attribution(contribution: Array, acc: Array, acc_at_germination: Array) -> Array:
     """ĉ = c if c ≤ g else sqrt(c·g): a seed cannot claim more than the env gained since it was germinated."""
-    gain = torch.clamp(acc.unsqueeze(-1) - acc_at_germination, min=0.0)
-    # The clamp only guards the branch `where` discards (c·g < 0 needs c < 0 ≤ g, i.e. c ≤ g).
-    shrunk = torch.sqrt(torch.clamp(contribution * gain, min=0.0))
-    return torch.where(contribution <= gain, contribution, shrunk)
+    xp = namespace(contribution)
+    gain = xp.clip(acc[..., None] - acc_at_germination, min=0.0)
+    # The clip only guards the branch `where` discards (c·g < 0 needs c < 0 ≤ g, i.e. c ≤ g).
+    shrunk = xp.sqrt(xp.clip(contribution * gain, min=0.0))
+    return xp.where(contribution <= gain, contribution, shrunk)
 
 
-def _contribution(x: RewardInputs, cfg: RLConfig) -> Tensor:
+def _contribution(x: RewardInputs, cfg: RLConfig) -> Array:
+    xp = namespace(x.acc)
     c_hat = bounded_attribution(x.contribution, x.acc, x.acc_at_germination)
-    per_slot = x.measured * torch.clamp(c_hat, -cfg.contribution_cap, cfg.contribution_cap)
-    total = cfg.contribution_weight * per_slot.sum(-1)
-    return torch.clamp(total, -cfg.contribution_total_cap, cfg.contribution_total_cap)
+    per_slot = x.measured * xp.clip(c_hat, min=-cfg.contribution_cap, max=cfg.contribution_cap)
+    total = cfg.contribution_weight * xp.sum(per_slot, axis=-1)
+    return xp.clip(total, min=-cfg.contribution_total_cap, max=cfg.contribution_total_cap)
 
 
-def _pbrs(x: RewardInputs, cfg: RLConfig) -> Tensor:
+def _pbrs(x: RewardInputs, cfg: RLConfig) -> Array:
     phi = _potentials(cfg, x.acc)
     after = potential(x.stage_after, phi) * (1.0 - x.terminal)  # Φ(x_{E−1}) := 0
     return cfg.gamma * after - potential(x.stage_before, phi)
 
 
-def _seed_params(x: RewardInputs) -> Tensor:
-    return x.seed_params_before.sum(-1)
+def _seed_params(x: RewardInputs) -> Array:
+    return namespace(x.acc).sum(x.seed_params_before, axis=-1)
 
 
-def _rent(x: RewardInputs, cfg: RLConfig) -> Tensor:
-    ratio = _seed_params(x) / torch.clamp(x.host_params, min=1.0)
-    return -torch.clamp(cfg.rent_weight * torch.log1p(ratio), max=cfg.rent_cap)
+def _rent(x: RewardInputs, cfg: RLConfig) -> Array:
+    xp = namespace(x.acc)
+    ratio = _seed_params(x) / xp.clip(x.host_params, min=1.0)
+    return -xp.clip(cfg.rent_weight * xp.log1p(ratio), max=cfg.rent_cap)
 
 
-def _terminal_shaped(x: RewardInputs, cfg: RLConfig, threshold: float) -> Tensor:
+def _terminal_shaped(x: RewardInputs, cfg: RLConfig, threshold: float) -> Array:
+    xp = namespace(x.acc)
     good = (x.stage_after == int(Stage.FOSSILIZED)) & (x.last_contribution >= threshold)
-    fossils = good.to(x.acc.dtype).sum(-1)
+    fossils = xp.sum(xp.astype(good, x.acc.dtype), axis=-1)
     return x.terminal * (cfg.terminal_acc_weight * x.acc + cfg.terminal_fossil_weight * fossils)
 
 
-def _terminal_sparse(x: RewardInputs, cfg: RLConfig) -> Tensor:
+def _terminal_sparse(x: RewardInputs, cfg: RLConfig) -> Array:
     score = x.acc - cfg.sparse_param_weight * _seed_params(x) / cfg.sparse_param_scale
-    return x.terminal * torch.clamp(score, -1.0, 1.0)
+    return x.terminal * namespace(x.acc).clip(score, min=-1.0, max=1.0)
 
 
-def _governor(x: RewardInputs, cfg: RLConfig) -> Tensor:
+def _governor(x: RewardInputs, cfg: RLConfig) -> Array:
     return -cfg.governor_penalty * x.rolled_back
 
 
-def _early_cull(x: RewardInputs, cfg: RLConfig) -> Tensor:
+def _early_cull(x: RewardInputs, cfg: RLConfig) -> Array:
     young = (x.op == int(Op.CULL)) & (x.culled_age < cfg.early_cull_age)
-    return -cfg.early_cull_penalty * young.to(x.acc.dtype)
+    return -cfg.early_cull_penalty * namespace(x.acc).astype(young, x.acc.dtype)
 
 
-def _components(contribution: Tensor, pbrs: Tensor, rent: Tensor, terminal: Tensor,
-                governor: Tensor, early_cull: Tensor) -> RewardComponents:
+def _components(contribution: Array, pbrs: Array, rent: Array, terminal: Array,
+                governor: Array, early_cull: Array) -> RewardComponents:
     total = contribution + pbrs + rent + terminal + governor + early_cull
     return RewardComponents(total=total, contribution=contribution, pbrs=pbrs, rent=rent,
                             terminal=terminal, governor=governor, early_cull=early_cull)
@@ -167,18 +178,18 @@ def _components(contribution: Tensor, pbrs: Tensor, rent: Tensor, terminal: Tens
 
 
 def reward_shaped(inputs: RewardInputs, cfg: RLConfig, min_fossilize_contribution: float) -> RewardComponents:
-    zero = torch.zeros_like(inputs.acc)
+    zero = namespace(inputs.acc).zeros_like(inputs.acc)
     return _components(_contribution(inputs, cfg), _pbrs(inputs, cfg), _rent(inputs, cfg),
                        _terminal_shaped(inputs, cfg, min_fossilize_contribution), _governor(inputs, cfg), zero)
 
 
 def reward_sparse(inputs: RewardInputs, cfg: RLConfig, min_fossilize_contribution: float) -> RewardComponents:
-    zero = torch.zeros_like(inputs.acc)
+    zero = namespace(inputs.acc).zeros_like(inputs.acc)
     return _components(zero, zero, zero, _terminal_sparse(inputs, cfg), _governor(inputs, cfg), zero)
 
 
 def reward_minimal(inputs: RewardInputs, cfg: RLConfig, min_fossilize_contribution: float) -> RewardComponents:
-    zero = torch.zeros_like(inputs.acc)
+    zero = namespace(inputs.acc).zeros_like(inputs.acc)
     return _components(zero, zero, zero, _terminal_sparse(inputs, cfg), _governor(inputs, cfg),
                        _early_cull(inputs, cfg))
 
@@ -213,10 +224,7 @@ def reward_bound(mode: str, n_slots: int, cfg: RLConfig | None = None) -> float:
 
 def stack_inputs(items: Sequence[RewardInputs]) -> RewardInputs:
     """Stack per-env inputs along a new leading axis (the env axis `vmap` maps over)."""
-    if not items:
-        raise ValueError("stack_inputs needs at least one RewardInputs")
-    fields = attrs.fields(RewardInputs)
-    return RewardInputs(**{f.name: torch.stack([getattr(x, f.name) for x in items]) for f in fields})
+    return tree_stack(items)
 
 
 def _slot_row(before: SlotState, after: SlotState, rolled_back: bool) -> tuple[float, float, float, float]:
@@ -274,22 +282,24 @@ def reward_inputs(
 # --- returns ----------------------------------------------------------------------------------
 
 
-def discounted_prefix(rewards: Tensor, valid: Tensor, gamma: float) -> Tensor:
+def discounted_prefix(rewards: Array, valid: Array, gamma: float) -> Array:
     """H_t = valid_t · (r_t + γ·H_{t−1}), H_{−1} = 0, over the last (time) axis; 0 on invalid steps."""
-    valid = valid.to(rewards.dtype)
-    carry = torch.zeros_like(rewards[..., 0])
+    xp = namespace(rewards)
+    valid = xp.astype(valid, rewards.dtype)
+    carry = xp.zeros_like(rewards[..., 0])
     out = []
-    for t in range(rewards.shape[-1]):  # T is static: unrolled under compile, no data-dependent control
+    for t in range(rewards.shape[-1]):  # T is static: unrolled under jit and compile, no data-dependent control
         carry = valid[..., t] * (rewards[..., t] + gamma * carry)
         out.append(carry)
-    return torch.stack(out, dim=-1)
+    return xp.stack(out, axis=-1)
 
 
-def pbrs_sum(stage_before: Tensor, stage_after: Tensor, valid: Tensor, terminal: Tensor,
-             potentials: Tensor, gamma: float) -> Tensor:
+def pbrs_sum(stage_before: Array, stage_after: Array, valid: Array, terminal: Array,
+             potentials: Array, gamma: float) -> Array:
     """Σ_t valid_t · γ^t · F_t recomputed from stored stage snapshots [T, S] (the telescoping check)."""
+    xp = namespace(potentials)
     dtype = potentials.dtype
-    after = potential(stage_after, potentials) * (1.0 - terminal.to(dtype))
+    after = potential(stage_after, potentials) * (1.0 - xp.astype(terminal, dtype))
     shaping = gamma * after - potential(stage_before, potentials)
-    steps = torch.arange(stage_before.shape[-2], dtype=dtype, device=potentials.device)
-    return (valid.to(dtype) * torch.pow(gamma, steps) * shaping).sum(-1)
+    steps = xp.arange(stage_before.shape[-2], dtype=dtype, device=device(potentials))
+    return xp.sum(xp.astype(valid, dtype) * gamma**steps * shaping, axis=-1)

@@ -21,15 +21,17 @@ to 2^24 rows, far beyond a run's N·E·batches (8·75·50 = 30 000); one dtype k
 DLPack and JAX (which is float32 unless x64 is enabled) simple. Tests run the same code in float64.
 
 All functions are pure, shape-polymorphic over leading batch dimensions (stats [..., D], rows
-[..., n, D]), vmap-able over envs and accepted by torch.compile(fullgraph=True).
+[..., n, D]) and written once over the array namespace (`esper.core.xp`): on torch they are vmap-able over
+envs and accepted by torch.compile(fullgraph=True), on jax by jax.jit and jax.vmap (`RunningStats` is a
+pytree of either framework's arrays; float64 on jax needs `jax_enable_x64`).
 """
 
 
 import attrs
 import torch
-from torch import Tensor
 
 from esper.core.pytree import register_pytree, set_frozen_fields
+from esper.core.xp import Array, namespace
 
 
 @register_pytree
@@ -37,11 +39,11 @@ from esper.core.pytree import register_pytree, set_frozen_fields
 class RunningStats:
     """mean[..., D], var[..., D] (population), count[...] (rows merged so far)."""
 
-    mean: Tensor
-    var: Tensor
-    count: Tensor
+    mean: Array
+    var: Array
+    count: Array
 
-    def __init__(self, **values: Tensor) -> None:
+    def __init__(self, **values: Array) -> None:
         set_frozen_fields(self, values)
 
     @classmethod
@@ -55,32 +57,34 @@ class RunningStats:
 
 
 
-def merge(stats: RunningStats, x: Tensor, valid: Tensor) -> RunningStats:
+def merge(stats: RunningStats, x: Array, valid: Array) -> RunningStats:
     """Fold the valid rows of x[..., n, D] (valid[..., n], bool) into the stats (module docstring)."""
+    xp = namespace(stats.mean)
     dtype = stats.mean.dtype
-    x = x.to(dtype)
-    mask = valid.unsqueeze(-1)  # [..., n, 1]
-    n_b = valid.to(dtype).sum(-1).unsqueeze(-1)  # [..., 1]
-    zeros = torch.zeros_like(x)
+    x = xp.astype(x, dtype)
+    mask = valid[..., None]  # [..., n, 1]
+    n_b = xp.sum(xp.astype(valid, dtype), axis=-1)[..., None]  # [..., 1]
+    zeros = xp.zeros_like(x)
     # where, not multiply: an invalid row may hold NaN/Inf garbage, and 0 · NaN is NaN.
-    mean_b = torch.where(mask, x, zeros).sum(-2) / n_b.clamp(min=1.0)
-    m2_b = torch.where(mask, (x - mean_b.unsqueeze(-2)) ** 2, zeros).sum(-2)
-    n_a = stats.count.unsqueeze(-1)
+    mean_b = xp.sum(xp.where(mask, x, zeros), axis=-2) / xp.clip(n_b, min=1.0)
+    m2_b = xp.sum(xp.where(mask, (x - mean_b[..., None, :]) ** 2, zeros), axis=-2)
+    n_a = stats.count[..., None]
     total = n_a + n_b
-    frac = n_b / total.clamp(min=1.0)
+    frac = n_b / xp.clip(total, min=1.0)
     delta = mean_b - stats.mean
     mean = stats.mean + delta * frac
-    var = (stats.var * n_a + m2_b + delta * delta * n_a * frac) / total.clamp(min=1.0)
+    var = (stats.var * n_a + m2_b + delta * delta * n_a * frac) / xp.clip(total, min=1.0)
     has_rows = n_b > 0
     return RunningStats(
-        mean=torch.where(has_rows, mean, stats.mean),
-        var=torch.where(has_rows, var, stats.var),
-        count=stats.count + n_b.squeeze(-1),
+        mean=xp.where(has_rows, mean, stats.mean),
+        var=xp.where(has_rows, var, stats.var),
+        count=stats.count + n_b[..., 0],
     )
 
 
-def normalize(stats: RunningStats, x: Tensor, binary: Tensor, std_floor: float, clip: float) -> Tensor:
-    """where(binary, x, clamp((x − mean) / max(sqrt(var), std_floor), −clip, clip)); x[..., D]."""
-    std = torch.sqrt(stats.var).clamp(min=std_floor)
-    z = torch.clamp((x - stats.mean) / std, -clip, clip)
-    return torch.where(binary, x, z)
+def normalize(stats: RunningStats, x: Array, binary: Array, std_floor: float, clip: float) -> Array:
+    """where(binary, x, clip((x − mean) / max(sqrt(var), std_floor), −clip, clip)); x[..., D]."""
+    xp = namespace(x)
+    std = xp.clip(xp.sqrt(stats.var), min=std_floor)
+    z = xp.clip((x - stats.mean) / std, min=-clip, max=clip)
+    return xp.where(binary, x, z)

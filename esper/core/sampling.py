@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from esper.core.actions import HEADS, RELEVANCE, ActionMasks, FactoredAction, Op
-from esper.core.pytree import register_pytree
+from esper.core.pytree import register_pytree, tree_stack
 
 N_OPS = len(Op)
 U_MIN, U_MAX = 1e-10, 1.0 - 1e-7
@@ -73,8 +73,7 @@ def mask_tensors(masks: ActionMasks, device: torch.device | str | None = None) -
 
 def stack_masks(masks: Sequence[MaskTensors]) -> MaskTensors:
     """Stack along a new leading dim 0; applied twice, [N] envs of [E] steps give [N, E, ...]."""
-    fields = [f.name for f in attrs.fields(MaskTensors)]
-    return MaskTensors(**{name: torch.stack([getattr(m, name) for m in masks]) for name in fields})
+    return tree_stack(masks)
 
 
 def masked_logits(logits: Tensor, mask: Tensor, value: float = -1e4) -> Tensor:

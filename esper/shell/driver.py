@@ -1,4 +1,4 @@
-"""`esper-run train`: one run, top to bottom, whatever grows the network (RUNTIME.md §2, §4.6, §7; RL.md §8).
+"""`esper-run train`: one run, top to bottom, whatever grows the network (docs/runtime.md §2, §4.6, §7; docs/rl.md §8).
 
     resume?  the checkpoint → its config, with the flags a resume may change
     open     device → process settings (once per process, esper.shell.process) → data → run directory

@@ -1,4 +1,4 @@
-"""An epoch's numbers, launched on the device and fetched to the host (RUNTIME.md §2.1 steps 0–3).
+"""An epoch's numbers, launched on the device and fetched to the host (docs/runtime.md §2.1 steps 0–3).
 
     layout   EpochLayout.of(plan): the validation variants and where each slot's counterfactuals sit
     launch   LaunchedEpoch: device tensors only (train sums, per-variant validation sums, finiteness)
@@ -8,7 +8,7 @@ Variant 0 is the real model; then, per slot of the plan in host order, its α→
 plan asks for the contribution) and its α→1 shadow (the shadow gain). With acc_v = correct_v / n:
 
     contribution = acc_0 − acc_ablate          shadow_gain = acc_shadow − acc_0          (fractions)
-    grad_ratio   = gradient_ratio(S_seed, S_host, P_seed, P_host) (LIFECYCLE.md §3.2), None where
+    grad_ratio   = gradient_ratio(S_seed, S_host, P_seed, P_host) (docs/lifecycle.md §3.2), None where
                    the ratio is invalid or non-finite; train loss and accuracy are means per sample.
 """
 

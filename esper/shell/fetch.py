@@ -1,4 +1,4 @@
-"""One device→host copy for a whole pytree of tensors (ARCHITECTURE.md "Performance shape").
+"""One device→host copy for a whole pytree of tensors (docs/architecture.md "Performance shape").
 
     leaves → one dtype (float32 at least) → flattened, concatenated → .cpu()   (the one host sync)
            → split by each leaf's size → reshaped → .tolist() → the same tree of Python numbers

@@ -1,4 +1,4 @@
-"""Optimizer parameter groups of a `MorphogeneticModel` (LIFECYCLE.md §8.5).
+"""Optimizer parameter groups of a `MorphogeneticModel` (docs/lifecycle.md §8.5).
 
 One named group per part of the model: `host` (the host's parameters, its lr and weight decay; it
 also carries `seed_lr` and the stage lr scales), then one per slot holding a module:

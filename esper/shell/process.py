@@ -1,4 +1,4 @@
-"""Process-wide settings, made once per process by the run driver (RUNTIME.md §2.5).
+"""Process-wide settings, made once per process by the run driver (docs/runtime.md §2.5).
 
 torch keeps a few switches per process, not per model: deterministic algorithms, cuDNN's autotuner,
 the float32 matmul precision, and cuBLAS's workspace (an environment variable CUDA reads when it

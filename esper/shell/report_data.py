@@ -1,4 +1,4 @@
-"""The results `esper-run report` draws (RUNTIME.md §8): run and compare directories read into curves.
+"""The results `esper-run report` draws (docs/runtime.md §8): run and compare directories read into curves.
 
 Reads only `metrics.csv`, `ppo.csv`, `config.json`, `summary.json` and a compare directory's
 `compare.json`, so it works at telemetry level `off`; every malformed input is a `ReportError`.

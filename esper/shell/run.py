@@ -1,4 +1,4 @@
-"""A Trainer's run of E epochs: heuristic, static, or a trained policy deciding (RUNTIME.md §2, §4.6, §7).
+"""A Trainer's run of E epochs: heuristic, static, or a trained policy deciding (docs/runtime.md §2, §4.6, §7).
 
 The run driver (`esper.shell.driver`) opens, loops, checkpoints and closes every run; this is what a
 Trainer's run adds to it:

@@ -6,7 +6,7 @@ import torch
 import torch.utils._pytree as torch_pytree
 from torch import Tensor
 
-from esper.core.pytree import register_pytree, static_field
+from esper.core.pytree import register_pytree, static_field, tree_index, tree_stack
 
 
 @register_pytree
@@ -49,3 +49,32 @@ def test_jax_walks_the_same_state():
     jax = pytest.importorskip("jax")  # installed in CI through the `jax` extra
     leaves = jax.tree_util.tree_leaves(_state())
     assert len(leaves) == 2
+
+
+def test_tree_stack_adds_a_leading_axis_to_every_leaf_and_keeps_static_fields():
+    other = Running(torch.tensor([5.0, 6.0]), torch.tensor(7.0), clip=2.5)
+    stacked = tree_stack([_state(), other])
+    assert isinstance(stacked, Running) and stacked.clip == 2.5
+    assert torch.equal(stacked.mean, torch.tensor([[1.0, 2.0], [5.0, 6.0]]))
+    assert torch.equal(stacked.count, torch.tensor([3.0, 7.0]))
+    with pytest.raises(ValueError):
+        tree_stack([])
+    with pytest.raises(ValueError):  # a different static field is a different structure
+        tree_stack([_state(), Running(other.mean, other.count, clip=1.0)])
+
+
+def test_tree_index_picks_rows_of_every_leaf_and_inverts_tree_stack():
+    states = [Running(torch.tensor([float(i), -float(i)]), torch.tensor(float(i))) for i in range(4)]
+    stacked = tree_stack(states)
+    one = tree_index(stacked, 2)
+    assert isinstance(one, Running)
+    assert torch.equal(one.mean, states[2].mean) and torch.equal(one.count, states[2].count)
+    picked = tree_index((stacked, stacked.count), torch.tensor([3, 0]))
+    assert torch.equal(picked[0].mean, torch.stack([states[3].mean, states[0].mean]))
+    assert torch.equal(picked[1], torch.tensor([3.0, 0.0]))
+
+
+def test_tree_stack_and_index_take_jax_leaves():
+    jnp = pytest.importorskip("jax.numpy")  # installed in CI through the `jax` extra
+    stacked = tree_stack([Running(jnp.ones(2), jnp.asarray(1.0)), Running(jnp.zeros(2), jnp.asarray(2.0))])
+    assert stacked.mean.shape == (2, 2) and float(tree_index(stacked, 1).count) == 2.0

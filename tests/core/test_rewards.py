@@ -1,5 +1,6 @@
 """Rewards (docs/rl.md §7): hand examples, the packer, a scripted lifecycle episode, vmap == loop,
-compiled (fullgraph) == eager, and torch == the JAX twin after a DLPack round trip (§10 items 5–9)."""
+compiled (fullgraph) == eager, and the same functions on jax (jit, vmap) == torch after a DLPack round trip
+(§10 items 5–9)."""
 
 import math
 from functools import partial
@@ -313,16 +314,13 @@ def test_compiled_fullgraph_equals_eager():
 
 
 @pytest.fixture
-def jax_x64():
+def jax():
     jax = pytest.importorskip("jax")  # installed in CI through the `jax` extra
-    from esper.core.jax import rewards as jax_rewards
-
     with jax.enable_x64(True):  # compare in float64; scoped so other modules keep JAX's default
-        yield jax, jax_rewards
+        yield jax
 
 
-def test_torch_equals_jax_twin_after_dlpack_round_trip(jax_x64):
-    jax, jax_rewards = jax_x64
+def test_the_same_rewards_on_jax_equal_torch_after_dlpack_round_trip(jax):
     edges = stack_inputs([  # the comparisons' boundaries: age 4 vs 5, last_contribution = θ, c = g
         _inputs(op=int(Op.CULL), culled_age=4.0), _inputs(op=int(Op.CULL), culled_age=5.0),
         _inputs(stage_after=[F, F, D], last_contribution=[THETA, 0.0, 0.0], terminal=1.0),
@@ -333,13 +331,13 @@ def test_torch_equals_jax_twin_after_dlpack_round_trip(jax_x64):
         assert jx.stage_before.dtype == jax.numpy.int64
         for mode in MODES:
             want = reward(x, CFG[mode], THETA)
-            twin = partial(jax_rewards.reward, cfg=CFG[mode], min_fossilize_contribution=THETA)
-            for got in (twin(jx), jax.jit(jax.vmap(twin))(jx)):
+            fn = partial(reward, cfg=CFG[mode], min_fossilize_contribution=THETA)
+            for got in (fn(jx), jax.jit(jax.vmap(fn))(jx)):
                 back = jax.tree_util.tree_map(torch.from_dlpack, got)
                 assert isinstance(back, RewardComponents)
                 for name in attrs.fields_dict(RewardComponents):
                     torch.testing.assert_close(getattr(back, name), getattr(want, name), rtol=1e-12, atol=1e-12)
     r = torch.randn(4, 11, dtype=torch.float64)
     valid = (torch.arange(11) < torch.tensor([[11], [4], [0], [9]])).to(torch.float64)
-    got = jax_rewards.discounted_prefix(jax.dlpack.from_dlpack(r), jax.dlpack.from_dlpack(valid), GAMMA)
+    got = jax.jit(partial(discounted_prefix, gamma=GAMMA))(jax.dlpack.from_dlpack(r), jax.dlpack.from_dlpack(valid))
     torch.testing.assert_close(torch.from_dlpack(got), discounted_prefix(r, valid, GAMMA), rtol=1e-12, atol=1e-12)

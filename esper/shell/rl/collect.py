@@ -15,10 +15,10 @@ from typing import TypeVar
 import attrs
 import torch
 from torch.func import vmap
-from torch.utils._pytree import tree_map
 
 from esper.core.actions import Op
 from esper.core.observation import encode_observation, obs_binary, stack_inputs
+from esper.core.pytree import tree_index
 from esper.core.rewards import RewardComponents, reward, reward_bound
 from esper.core.rewards import stack_inputs as stack_rewards
 from esper.core.rl_config import RLConfig
@@ -94,7 +94,7 @@ T = TypeVar("T")
 
 def _at(batched: T, i: int) -> T:
     """Row i of every tensor of a batched record (MaskTensors, RewardComponents: registered pytrees)."""
-    return tree_map(lambda t: t[i], batched)
+    return tree_index(batched, i)
 
 
 def _check_bound(components: RewardComponents, j: int, bound: float) -> None:

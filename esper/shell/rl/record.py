@@ -1,4 +1,4 @@
-"""The per-update rollout record of a PPO run: `<run>/rollouts/update-00001.npz` (RL.md §5, §7, §8).
+"""The per-update rollout record of a PPO run: `<run>/rollouts/update-00001.npz` (docs/rl.md §5, §7, §8).
 
 One compressed NumPy archive per update U (1-based, as in `ppo.csv` and `ppo.update`), holding what
 GAE consumed and produced for that update's batch of N envs × E steps, plus the `RewardInputs` each

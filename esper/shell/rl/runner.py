@@ -1,4 +1,4 @@
-"""`esper-run train --controller ppo`: learn when to grow (RL.md §6, §8, §9).
+"""`esper-run train --controller ppo`: learn when to grow (docs/rl.md §6, §8, §9).
 
 The run driver (`esper.shell.driver`) opens, loops, checkpoints and closes every run; this is what a
 PPO learning run adds to it (one step = one batch):
@@ -47,7 +47,7 @@ from esper.shell.telemetry import RunDirectory, TelemetryHub
 FORMAT = "esper.rl_run"
 POLICY_FILE = "policy.pt"
 PPO_CSV = "ppo.csv"
-# What a PPO resume may change: `episodes` may grow; where and how it reports (RL.md §8).
+# What a PPO resume may change: `episodes` may grow; where and how it reports (docs/rl.md §8).
 PPO_RESUMABLE = ("episodes", "device", "telemetry_level", "profile", "events", "tensorboard", "progress", "report")
 PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
                "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
@@ -267,7 +267,7 @@ class PPORun:
 
     def closing(self, status: str, error: BaseException | None) -> list[Save]:
         """The learner changes only at a batch's end, so an interrupt mid-batch checkpoints the last
-        finished batch and the partial one is re-run on resume (RL.md §1.6)."""
+        finished batch and the partial one is re-run on resume (docs/rl.md §1.6)."""
         if isinstance(error, KeyboardInterrupt | PolicyDiverged) and self.learner.batch > 0:
             return [Save(f"update-{self.learner.batch:05d}")]
         return []

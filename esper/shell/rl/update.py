@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_map
 
 from esper.core.gae import episode_arrays, explained_variance, gae, masked_mean_var, normalize_advantages
 from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, entropy_coef, ppo_loss
-from esper.core.pytree import register_pytree
+from esper.core.pytree import register_pytree, tree_index
 from esper.core.rewards import discounted_prefix
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, merge
@@ -80,7 +80,7 @@ class UpdateData:
     batch: PPOBatch
 
     def rows(self, index: Tensor) -> "UpdateData":
-        return tree_map(lambda t: t[index], self)
+        return tree_index(self, index)
 
 
 @attrs.frozen
