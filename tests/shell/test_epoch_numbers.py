@@ -9,10 +9,10 @@ import torch
 
 from esper.core.gates import gradient_ratio
 from esper.core.measurements import MeasurementPlan, SlotPlan
+from esper.shell.driver import load_data
 from esper.shell.epoch import TrainSums, ValidationSums
 from esper.shell.epoch_numbers import EpochLayout, LaunchedEpoch, VariantIndex
 from esper.shell.fetch import fetch
-from esper.shell.run import load_data
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
 
