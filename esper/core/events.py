@@ -14,6 +14,11 @@ class Event:
     kind: ClassVar[str]
 
 
+# How a run ended (run.end, summary.json; docs/runtime.md §4.6): `diverged` is a run that went its
+# full length with final metrics that are not finite (the governor off, or its rollbacks never spent).
+RUN_STATUSES = ("ok", "aborted", "interrupted", "diverged")
+
+
 @attrs.frozen(kw_only=True)
 class SeedGerminated(Event):
     kind: ClassVar[str] = "seed.germinated"
@@ -134,7 +139,7 @@ class RunResumed(Event):
 @attrs.frozen(kw_only=True)
 class RunEnded(Event):
     kind: ClassVar[str] = "run.end"
-    status: str  # ok | aborted | interrupted | error
+    status: str = attrs.field(validator=attrs.validators.in_(RUN_STATUSES))
     epochs: int
     final_val_acc: float | None
     final_val_loss: float | None

@@ -33,7 +33,7 @@ class SeedRecord:
 @attrs.frozen(kw_only=True)
 class RunSummary:
     run_id: str
-    status: str  # ok | aborted | interrupted | error
+    status: str = attrs.field(validator=attrs.validators.in_(ev.RUN_STATUSES))
     task: str
     controller: str
     seed: int

@@ -10,6 +10,7 @@
              (atomic; latest.json; a CheckpointSaved event)
     close    the program's closing checkpoints and last events → hub, run directory → summary file
              → report PNGs (ok runs) → printed summary
+    diverged the steps all done but a final metric not finite: status diverged, then TrainingDiverged (exit 1)
     fail     an exception: status aborted, the run tagged so the CLI writes <run>/error.txt;
              Ctrl-C: interrupted (the program keeps a resume point)
 
@@ -43,6 +44,7 @@ from esper.shell.run_checkpoint import ResumePoint, Save, load_run_checkpoint, s
 from esper.shell.run_config import RunConfig, resolve
 from esper.shell.telemetry import RunDirectory, TelemetryHub, make_run_id, open_hub
 from esper.shell.telemetry.rundir import tag_failed_run
+from esper.shell.trainer import TrainingDiverged
 
 
 class Program(Protocol):
@@ -65,6 +67,7 @@ class Program(Protocol):
     def closing(self, status: str, error: BaseException | None) -> list[Save]: ...
     def last_events(self, status: str, error: BaseException | None) -> list[Event]: ...
     def summary(self, status: str, dropped: dict[str, int]) -> Any: ...  # writes the summary file
+    def non_finite(self) -> str | None: ...  # the final metrics that are not finite ("val_loss=nan"); None: all are
     def print_summary(self, summary: Any) -> None: ...
 
 
@@ -154,6 +157,8 @@ def drive(run: Run, resumed: ResumePoint | None = None) -> Any:
         while run.program.steps < run.program.total:
             for save in run.program.step(run.hub):
                 checkpoint(run, save)
+        if (bad := run.program.non_finite()) is not None:
+            status = "diverged"  # a run whose final metrics are not finite never ends ok
     except BaseException as exc:
         status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "aborted"), exc
         if isinstance(exc, Exception):
@@ -161,6 +166,11 @@ def drive(run: Run, resumed: ResumePoint | None = None) -> Any:
         raise
     finally:
         summary = close(run, status, error)
+    if status == "diverged":
+        diverged = TrainingDiverged(f"training diverged: final {bad} after {run.program.steps} {run.program.unit} "
+                                    "(status diverged)")
+        tag_failed_run(diverged, run.run_dir.path)
+        raise diverged  # exit 1, as a governor abort
     return summary
 
 

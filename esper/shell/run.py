@@ -13,6 +13,7 @@ Trainer's run adds to it:
 the configured total; a resume may change only RESUMABLE.
 """
 
+import math
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,6 +62,7 @@ class EpochRun:
         self.stop_after = stop_after
         self.clock = time.perf_counter()
         self.ended: RunSummary | None = None  # the summary at run.end, before the hub's dropped counts
+        self.last_train_loss: float | None = None  # the last epoch run in this process
 
     @staticmethod
     def devices(device: torch.device) -> list[torch.device]:
@@ -101,6 +103,7 @@ class EpochRun:
 
     def step(self, hub: TelemetryHub) -> list[Save]:
         result = self.trainer.run_epoch()
+        self.last_train_loss = result.train_loss
         hub.set_epoch(result.epoch)
         hub.emit_all(result.events, epoch=result.epoch)
         hub.emit(result.metrics, epoch=result.epoch)
@@ -115,8 +118,8 @@ class EpochRun:
 
     def closing(self, status: str, error: BaseException | None) -> list[Save]:
         """A crash mid-epoch leaves the model half-stepped: no checkpoint of an aborted run (its last
-        periodic one stays the resume point)."""
-        if self.trainer.epoch == 0 or status == "aborted":
+        periodic one stays the resume point); nor of a diverged one (non-finite weights)."""
+        if self.trainer.epoch == 0 or status in ("aborted", "diverged"):
             return []
         return [Save("final" if status == "ok" else "interrupted")]
 
@@ -135,6 +138,15 @@ class EpochRun:
             seeds_culled=s.count("culled"), rollbacks=trainer.governor.rollbacks, wall_s=s.wall_s,
             run_dir=str(self.run_dir.path)))
         return events
+
+    def non_finite(self) -> str | None:
+        """The last epoch's losses and accuracy that are not finite, e.g. "val_loss=nan, train_loss=nan"."""
+        last = self.trainer.history[-1] if self.trainer.history else None
+        values = {"val_acc": last[1], "val_loss": last[2]} if last else {}
+        if self.last_train_loss is not None:
+            values["train_loss"] = self.last_train_loss
+        bad = [f"{name}={value}" for name, value in values.items() if not math.isfinite(value)]
+        return ", ".join(bad) or None
 
     def summary(self, status: str, dropped: dict[str, int]) -> RunSummary:
         """summary.json, whatever the status: the summary at run.end with the hub's dropped counts."""

@@ -7,10 +7,11 @@ Precedence: built-in defaults < task preset < `--config FILE` (TOML or a run's c
 
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,10 @@ def _violations(c: RunConfig) -> list[str]:
         value = getattr(c, name)
         return value is None or value >= 0, f"{name} must be >= 0, got {value}"
 
+    def finite_positive(name: str) -> tuple[bool, str]:
+        value = getattr(c, name)  # `--host-lr inf` or `nan` would make every loss NaN
+        return value is None or (math.isfinite(value) and value > 0), f"{name} must be a finite number > 0, got {value}"
+
     def one_of(name: str, choices: tuple[Any, ...]) -> tuple[bool, str]:
         value = getattr(c, name)
         return value in choices, f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}"
@@ -119,8 +124,7 @@ def _violations(c: RunConfig) -> list[str]:
                                 "host_width", "checkpoint_every", "keep_checkpoints", "n_envs", "episodes")),
         *(non_negative(n) for n in ("seed", "data_seed", "max_seeds", "max_rollbacks",
                                     "plateau_epochs", "min_germinate_epoch")),
-        (c.host_lr is None or c.host_lr > 0, f"host_lr must be > 0, got {c.host_lr}"),
-        (c.seed_lr is None or c.seed_lr > 0, f"seed_lr must be > 0, got {c.seed_lr}"),
+        *(finite_positive(n) for n in ("host_lr", "seed_lr")),
         (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"),
          f"device must be auto, cpu, cuda or cuda:N; got {c.device!r}"),
         (not c.static_seeds or c.controller == "static",
@@ -205,18 +209,28 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in attrs.fields(RunConfig))
 
 
-def _closest(key: str, known: tuple[str, ...]) -> str:
-    match = difflib.get_close_matches(key, known, n=1)
+def _closest(key: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {match[0]}?)" if match else ""
 
 
-def _accepted_types(key: str) -> tuple[type, ...]:
+def section_fields() -> dict[str, tuple[str, ...]]:
+    """The file's tables and the keys each may hold: `{section: (field, ...)}` (docs/runtime.md §6.3)."""
+    return {s: tuple(f.name for f in attrs.fields(RunConfig) if f.metadata["section"] == s) for s in SECTIONS}
+
+
+# A run's config.json: its config by section (`config`), and what the run records beside it.
+RECORD_KEYS = ("run_id", "config", "data_source", "versions")
+
+
+def _accepted_types(key: str) -> tuple[Any, ...]:
     hint = typing.get_type_hints(RunConfig)[key]
-    options = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
-    return tuple(typing.get_origin(t) or t for t in options)
+    return typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
 
 
-def _matches(t: type, value: Any) -> bool:
+def _matches(t: Any, value: Any) -> bool:
+    if typing.get_origin(t) is tuple:  # tuple[str, ...]: every item of the list has the item type
+        return isinstance(value, tuple) and all(_matches(typing.get_args(t)[0], v) for v in value)
     if t is type(None) or t is bool:
         return value is None if t is type(None) else isinstance(value, bool)
     if isinstance(value, bool):  # bool is an int subclass; `epochs = true` is a type error
@@ -226,41 +240,69 @@ def _matches(t: type, value: Any) -> bool:
     return isinstance(value, t)
 
 
+def _type_name(t: Any) -> str:
+    if typing.get_origin(t) is tuple:
+        return f"a list of {typing.get_args(t)[0].__name__}"
+    return str(t.__name__)
+
+
 def _typed(key: str, value: Any, where: str) -> Any:
     """Check a file value against the field's annotation; lists become tuples, ints may be floats."""
     if isinstance(value, list):
         value = tuple(value)
     accepted = _accepted_types(key)
-    ok = any(_matches(t, value) for t in accepted)
-    if not ok:
-        names = " or ".join(t.__name__ for t in accepted if t is not type(None))
-        raise ConfigError(f"{where}: {key} must be {names}, got {value!r}")
+    if not any(_matches(t, value) for t in accepted):
+        names = " or ".join(_type_name(t) for t in accepted if t is not type(None))
+        raise ConfigError(f"{where} must be {names}, got {value!r}")
     return float(value) if float in accepted and int not in accepted and value is not None else value
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Flat `{key: value}` from a TOML file or a run's config.json (sections as in to_sections)."""
-    path = Path(path)
+def _read(path: Path) -> Any:
+    """The file's parsed content; every way it cannot be read is one ConfigError naming it."""
+    kind = "JSON" if path.suffix == ".json" else "TOML"
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        return json.loads(text) if kind == "JSON" else tomllib.loads(text)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config file {path} is a directory; give a TOML file or a run's config.json") from exc
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "TOML"
-        raise ConfigError(f"{path.name}: not valid {kind} ({exc})") from exc
-    sections = data.get("config", data) if path.suffix == ".json" else data
-    known = field_names()
+        raise ConfigError(f"{path}: not valid {kind} ({exc})") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from exc
+
+
+def _tables(data: Any, path: Path) -> dict[str, Any]:
+    """The `{section: table}` part of the file: a TOML/JSON object of tables, or config.json's `config`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be an object of tables, got a JSON {type(data).__name__}")
+    if path.suffix != ".json" or "config" not in data:
+        return data
+    extra = sorted(set(data) - set(RECORD_KEYS))
+    if extra:
+        raise ConfigError(f"{path}: unknown key {extra[0]} in a run's config.json{_closest(extra[0], RECORD_KEYS)}")
+    if not isinstance(data["config"], dict):
+        raise ConfigError(f"{path}: config must be an object of tables, got {data['config']!r}")
+    return data["config"]
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Flat `{key: value}` from a TOML file, a JSON file of the same tables, or a run's config.json.
+    An unknown table or key, a table that is not one, or a value of the wrong type: ConfigError."""
+    path = Path(path)
+    tables, known = _tables(_read(path), path), section_fields()
     flat: dict[str, Any] = {}
-    for section, table in sections.items():
-        if section not in SECTIONS or not isinstance(table, dict):
-            if path.suffix == ".json" and section not in SECTIONS:
-                continue  # config.json also carries data source and versions
-            raise ConfigError(f"{path.name}: unknown table [{section}]{_closest(section, SECTIONS)}")
+    for section, table in tables.items():
+        if section not in known:
+            raise ConfigError(f"{path}: unknown table [{section}]{_closest(section, known)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table of keys, got {table!r}")
         for key, value in table.items():
-            if key not in known or attrs.fields_dict(RunConfig)[key].metadata["section"] != section:
-                raise ConfigError(f"{path.name}: unknown key {section}.{key}{_closest(key, known)}")
-            flat[key] = _typed(key, value, path.name)
+            if key not in known[section]:
+                every = [k for keys in known.values() for k in keys]
+                raise ConfigError(f"{path}: unknown key {section}.{key}{_closest(key, every)}")
+            flat[key] = _typed(key, value, f"{path}: {section}.{key}")
     return flat
 
 

@@ -24,6 +24,7 @@ class StubProgram:
     def __init__(self, total: int, fail_at: int | None = None, error: BaseException | None = None) -> None:
         self.total, self.steps, self.fail_at, self.error = total, 0, fail_at, error
         self.closed_with: tuple[str, BaseException | None] | None = None
+        self.bad_metrics: str | None = None  # what non_finite() reports at the end
 
     def started(self, resumed: ResumePoint | None) -> Event:
         return RunResumed(checkpoint="stub", from_epoch=self.steps)
@@ -49,6 +50,9 @@ class StubProgram:
 
     def print_summary(self, summary: Any) -> None:
         pass
+
+    def non_finite(self) -> str | None:
+        return self.bad_metrics
 
 
 def _run(tmp_path: Path, program: StubProgram) -> Run:

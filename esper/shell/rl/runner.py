@@ -19,6 +19,7 @@ import copy
 import csv
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -274,6 +275,12 @@ class PPORun:
 
     def last_events(self, status: str, error: BaseException | None) -> list[Event]:
         return []
+
+    def non_finite(self) -> str | None:
+        """The last update's mean return and final accuracy that are not finite, e.g. "return=nan"."""
+        last = self.learner.history[-1] if self.learner.history else {}
+        bad = [f"{k}={last[k]}" for k in ("return", "final_acc") if k in last and not math.isfinite(last[k])]
+        return ", ".join(bad) or None
 
     def summary(self, status: str, dropped: dict[str, int]) -> dict[str, Any] | None:
         """policy.pt and rl_summary.json of a finished (ok) run; None otherwise."""

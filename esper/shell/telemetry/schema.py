@@ -60,8 +60,14 @@ def _object_schema(cls: type) -> dict[str, Any]:
     return {
         "type": "object",
         "required": [f.name for f in fields if f.default is attrs.NOTHING],
-        "properties": {f.name: _type_schema(f.type) for f in fields},
+        "properties": {f.name: _field_schema(f) for f in fields},
     }
+
+
+def _field_schema(field: "attrs.Attribute[Any]") -> dict[str, Any]:
+    """The field's type, or the closed set of values its `attrs.validators.in_` allows."""
+    options = getattr(field.validator, "options", None)
+    return {"enum": list(options)} if options is not None else _type_schema(field.type)
 
 
 def build_schema() -> dict[str, Any]:
