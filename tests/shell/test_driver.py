@@ -14,6 +14,7 @@ from esper.shell.run_checkpoint import ResumePoint, Save
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, open_hub
 from esper.shell.telemetry.rundir import failed_run_dir
+from esper.shell.trainer import TrainingDiverged
 
 
 class StubProgram:
@@ -148,3 +149,13 @@ def test_a_finished_run_killed_before_its_summary_is_closed_by_a_resume(tmp_path
     summary = train(RunConfig(), resume=str(out))
     assert "nothing to do" not in capsys.readouterr().out
     assert summary.status == "ok" and json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+def test_non_finite_final_metrics_end_the_run_diverged_not_ok(tmp_path):
+    program = StubProgram(total=3)
+    program.bad_metrics = "val_loss=nan"
+    run = _run(tmp_path, program)
+    with pytest.raises(TrainingDiverged, match="val_loss=nan") as caught:
+        drive(run)
+    assert program.closed_with == ("diverged", None) and program.steps == 3
+    assert failed_run_dir(caught.value) == run.run_dir.path  # the CLI writes <run>/error.txt, exits 1
