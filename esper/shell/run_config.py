@@ -8,6 +8,7 @@ Precedence: built-in defaults < task preset < `--config FILE` (TOML or a run's c
 import difflib
 import json
 import math
+import reprlib
 import tomllib
 import types
 import typing
@@ -214,17 +215,19 @@ def _closest(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {match[0]}?)" if match else ""
 
 
-def section_fields() -> dict[str, tuple[str, ...]]:
-    """The file's tables and the keys each may hold: `{section: (field, ...)}` (docs/runtime.md §6.3)."""
-    return {s: tuple(f.name for f in attrs.fields(RunConfig) if f.metadata["section"] == s) for s in SECTIONS}
+def section_fields() -> dict[str, dict[str, Any]]:
+    """The file's tables, the keys each may hold and their types: `{section: {field: type hint}}`
+    (docs/runtime.md §6.3). Another table slots in as one more entry of the same shape."""
+    hints = typing.get_type_hints(RunConfig)
+    return {s: {f.name: hints[f.name] for f in attrs.fields(RunConfig) if f.metadata["section"] == s}
+            for s in SECTIONS}
 
 
 # A run's config.json: its config by section (`config`), and what the run records beside it.
 RECORD_KEYS = ("run_id", "config", "data_source", "versions")
 
 
-def _accepted_types(key: str) -> tuple[Any, ...]:
-    hint = typing.get_type_hints(RunConfig)[key]
+def _accepted_types(hint: Any) -> tuple[Any, ...]:
     return typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
 
 
@@ -246,14 +249,14 @@ def _type_name(t: Any) -> str:
     return str(t.__name__)
 
 
-def _typed(key: str, value: Any, where: str) -> Any:
+def _typed(hint: Any, value: Any, where: str) -> Any:
     """Check a file value against the field's annotation; lists become tuples, ints may be floats."""
     if isinstance(value, list):
         value = tuple(value)
-    accepted = _accepted_types(key)
+    accepted = _accepted_types(hint)
     if not any(_matches(t, value) for t in accepted):
         names = " or ".join(_type_name(t) for t in accepted if t is not type(None))
-        raise ConfigError(f"{where} must be {names}, got {value!r}")
+        raise ConfigError(f"{where} must be {names}, got {reprlib.repr(value)}")
     return float(value) if float in accepted and int not in accepted and value is not None else value
 
 
@@ -283,8 +286,14 @@ def _tables(data: Any, path: Path) -> dict[str, Any]:
     if extra:
         raise ConfigError(f"{path}: unknown key {extra[0]} in a run's config.json{_closest(extra[0], RECORD_KEYS)}")
     if not isinstance(data["config"], dict):
-        raise ConfigError(f"{path}: config must be an object of tables, got {data['config']!r}")
+        raise ConfigError(f"{path}: config must be an object of tables, got {reprlib.repr(data['config'])}")
     return data["config"]
+
+
+def _hint(key: str, known: Mapping[str, Mapping[str, Any]]) -> str:
+    """Where a misplaced key belongs, or the closest known key."""
+    home = [section for section, keys in known.items() if key in keys]
+    return f" (it belongs in [{home[0]}])" if home else _closest(key, [k for keys in known.values() for k in keys])
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -297,12 +306,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if section not in known:
             raise ConfigError(f"{path}: unknown table [{section}]{_closest(section, known)}")
         if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{section}] must be a table of keys, got {table!r}")
+            raise ConfigError(f"{path}: [{section}] must be a table of keys, got {reprlib.repr(table)}")
         for key, value in table.items():
             if key not in known[section]:
-                every = [k for keys in known.values() for k in keys]
-                raise ConfigError(f"{path}: unknown key {section}.{key}{_closest(key, every)}")
-            flat[key] = _typed(key, value, f"{path}: {section}.{key}")
+                raise ConfigError(f"{path}: unknown key {section}.{key}{_hint(key, known)}")
+            flat[key] = _typed(known[section][key], value, f"{path}: {section}.{key}")
     return flat
 
 
