@@ -126,7 +126,7 @@ class EpochRun:
     def last_events(self, status: str, error: BaseException | None) -> list[Event]:
         trainer = self.trainer
         events: list[Event] = []
-        if isinstance(error, TrainingDiverged):
+        if isinstance(error, TrainingDiverged) and self.cfg.governor:  # not a NaN with --no-governor
             events.append(trainer.abort_event or GovernorAbort(epoch=trainer.epoch + 1, reason="panic",
                                                                rollbacks=trainer.governor.rollbacks))
         s = self.ended = self._summary(status, {})

@@ -12,6 +12,7 @@
 The trainer never decides a stage: the pure core does, and `sync_to` mirrors it.
 """
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,7 +55,8 @@ Decider = Callable[["Trainer", "PendingEpoch"], tuple[FactoredAction, str, list[
 
 
 class TrainingDiverged(RuntimeError):
-    """The governor panicked after its rollbacks were spent (exit 1)."""
+    """Training diverged (exit 1): the governor panicked after its rollbacks were spent, a loss went
+    non-finite with the governor off, or the run ended with non-finite metrics (status diverged)."""
 
 
 def stream_seed(seed: int, stream: int) -> int:
@@ -227,6 +229,10 @@ class Trainer:
                                                     self.governor_cfg)
         else:
             verdict = governor.Verdict.ok()
+            if not (math.isfinite(numbers.train_loss) and math.isfinite(numbers.val_loss)):
+                # Nothing rolls back without the governor, and a NaN would poison the tracker's EMAs.
+                raise TrainingDiverged(f"training diverged: train_loss={numbers.train_loss}, val_loss="
+                                       f"{numbers.val_loss} at epoch {epoch} with the governor off (--no-governor)")
         events: list[Event] = []
         if verdict.is_anomaly:
             events.append(verdict.anomaly_event(epoch, numbers.val_loss))

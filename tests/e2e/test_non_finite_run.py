@@ -34,3 +34,13 @@ def test_the_status_is_one_of_the_known_ones():
         RunEnded(status="fine", epochs=0, final_val_acc=None, final_val_loss=None, best_val_acc=None,
                  best_val_loss=None, best_epoch=None, params=0, seed_params=0, seeds_germinated=0,
                  seeds_fossilized=0, seeds_culled=0, rollbacks=0, wall_s=0.0)
+
+
+def test_a_nan_loss_without_the_governor_stops_the_run_as_diverged_not_a_crash(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--host-lr", "1e30", "--no-governor", "--out", str(out), *TINY]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("esper-run: training diverged") and "--no-governor" in err[0]
+    assert json.loads((out / "summary.json").read_text())["status"] != "ok"
+    kinds = [json.loads(line)["event"] for line in (out / "events.jsonl").read_text().splitlines()]
+    assert kinds[-1] == "run.end" and "governor.abort" not in kinds
