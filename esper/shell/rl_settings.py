@@ -159,6 +159,8 @@ def fold_aliases(values: Mapping[str, Any], source: str) -> dict[str, Any]:
         if name not in rl:
             continue
         value = rl.pop(name)
+        if key in out and out[key] is None and value == getattr(RLConfig(), name):
+            continue  # config.json's `episodes = null` beside the default it stands for: one setting, kept None
         if out.get(key) is not None and out[key] != value:
             raise ConfigError(f"{source}: {key} ({out[key]!r}) and rl.{name} ({value!r}) are one setting and "
                               f"disagree; give one of them")
