@@ -1,4 +1,4 @@
-"""`RLConfig`'s fields as user settings: `--rl.FIELD VALUE` flags and a config file's `[rl]` table (docs/rl.md §10).
+"""`RLConfig`'s fields as user settings: `--rl.FIELD VALUE` flags and a config file's `[rl]` table (docs/rl.md §11).
 
 Everything here is generated from `attrs.fields(RLConfig)`, so a new field is a new flag and a new key:
 

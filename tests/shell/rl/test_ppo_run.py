@@ -208,7 +208,7 @@ def test_rl_settings_are_recorded_in_config_json_and_restored_on_resume(tmp_path
     assert (recorded["hidden"], recorded["n_envs"], recorded["episodes"]) == (16, 2, 4)
     assert main(["train", "--controller", "ppo", "--resume", str(run), "--rl.lr", "0.01"]) == 2
     assert "--resume cannot change rl" in capsys.readouterr().err
-    assert main(["train", "--controller", "ppo", "--resume", str(run)]) == 0
+    assert main(["train", "--controller", "ppo", "--resume", str(run), "--rl.lr", "0.001"]) == 0  # as recorded
     saved = read_checkpoint(run / "policy.pt")
     assert (saved["rl"]["hidden"], saved["rl"]["lr"]) == (16, 1e-3)
     assert saved["policy"]["features.0.weight"].shape[0] == 16
