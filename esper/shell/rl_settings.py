@@ -15,6 +15,7 @@ setting compare equal (a resume compares them).
 """
 
 import argparse
+import functools
 import math
 import types
 import typing
@@ -36,8 +37,13 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in attrs.fields(RLConfig))
 
 
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(RLConfig)
+
+
 def _hint(name: str) -> Any:
-    return typing.get_type_hints(RLConfig)[name]
+    return _hints()[name]
 
 
 def choices(name: str) -> tuple[Any, ...] | None:
