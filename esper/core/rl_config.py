@@ -48,7 +48,7 @@ class RLConfig:
     obs_std_floor: float = 0.1
     obs_clip: float = 5.0
     # -- rewards (docs/rl.md §7)
-    reward_mode: str = attrs.field(default="shaped")
+    reward_mode: str = attrs.field(default="shaped", metadata={"choices": REWARD_MODES})  # --rl.* choices
     contribution_weight: float = 10.0
     contribution_cap: float = 0.05
     contribution_total_cap: float = 1.0

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from esper import __version__
 from esper.core.errors import ConfigError, HostConfigError, LifecycleError, UnknownBlueprintError
+from esper.shell import rl_settings
 from esper.shell.checkpoint import CheckpointError
 from esper.shell.data.errors import DataError
 from esper.shell.run_config import FLAGS, RunConfig, csv_list, load_config_file, resolve
@@ -69,11 +70,14 @@ def _add_run_flags(command: argparse.ArgumentParser, skip: tuple[str, ...] = ())
             command.add_argument(*flag.options, action="store_const", const=flag.value, **kwargs)
         else:
             command.add_argument(*flag.options, type=flag.parse, choices=flag.choices, **kwargs)
+    rl_settings.add_flags(command)  # --rl.FIELD for every RLConfig field
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """defaults < --config file < flags (only the flags given on the command line)."""
     flags = {flag.key: getattr(args, flag.key) for flag in FLAGS if hasattr(args, flag.key)}
+    if rl := rl_settings.flag_values(args):
+        flags["rl"] = rl
     file_values = load_config_file(args.config) if args.config else {}
     return resolve(file_values, flags)
 

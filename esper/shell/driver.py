@@ -231,6 +231,8 @@ def merge_resume(saved: RunConfig, flags: RunConfig, resumable: tuple[str, ...])
     defaults = RunConfig()
     changed = {f.name: getattr(flags, f.name) for f in attrs.fields(RunConfig)
                if getattr(flags, f.name) != getattr(defaults, f.name)}
+    if set(flags.rl) <= set(saved.rl):  # --rl settings that restate recorded values change nothing
+        changed.pop("rl", None)
     refused = sorted(k for k, v in changed.items() if k not in resumable and v != getattr(saved, k))
     if refused:
         raise ConfigError(f"--resume cannot change {', '.join(refused)}; only {', '.join(resumable)} may differ")

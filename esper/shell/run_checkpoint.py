@@ -67,8 +67,11 @@ class ResumePoint:
         return int(self.data["progress"]["seq"])
 
     def config_values(self) -> dict[str, Any]:
-        """The run's config, flat `{key: value}` (the payload keeps it by section)."""
-        return {k: v for section in self.data["run"]["config"].values() for k, v in section.items()}
+        """The run's config, flat `{key: value}` (the payload keeps it by section); the `rl` table stays one
+        value, as `load_config_file` gives it (its field names overlap RunConfig's)."""
+        sections = self.data["run"]["config"]
+        flat = {k: v for name, section in sections.items() if name != "rl" for k, v in section.items()}
+        return flat | ({"rl": dict(sections["rl"])} if "rl" in sections else {})
 
 
 def versions() -> dict[str, str]:

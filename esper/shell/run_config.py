@@ -21,9 +21,11 @@ import attrs
 from esper.core.errors import ConfigError
 from esper.core.heuristic import GERMINATION_MODES
 from esper.core.lr_schedule import SCHEDULES
+from esper.core.rl_config import RLConfig
+from esper.shell import rl_settings
 
 CONTROLLERS = ("heuristic", "static", "ppo")
-SECTIONS = ("train", "data", "optim", "heuristic", "ppo", "governor", "telemetry", "checkpoint")
+SECTIONS = ("train", "data", "optim", "heuristic", "ppo", "governor", "telemetry", "checkpoint", "rl")
 
 
 def _section(name: str) -> dict[str, str]:
@@ -80,17 +82,26 @@ class RunConfig:
     # [checkpoint]
     checkpoint_every: int = attrs.field(default=5, metadata=_section("checkpoint"))
     keep_checkpoints: int = attrs.field(default=3, metadata=_section("checkpoint"))
+    # [rl]: RLConfig settings besides n_envs, episodes, reward (rl_settings: sorted pairs, non-default only)
+    rl: rl_settings.RLPairs = attrs.field(default=(), converter=rl_settings.canonical, metadata=_section("rl"))
 
     def __attrs_post_init__(self) -> None:
         for message in _violations(self):
             raise ConfigError(message)
+        self.rl_config()  # RLConfig's own checks of the RL settings, before anything is written
+
+    def rl_config(self) -> RLConfig:
+        """The RLConfig a learning PPO run uses: defaults < --n-envs/--episodes/--reward < the rl settings."""
+        return rl_settings.build(self.rl, n_envs=self.n_envs, episodes=self.episodes, reward=self.reward)
 
     def to_sections(self) -> dict[str, dict[str, Any]]:
         """`{section: {key: value}}` with JSON types: config.json, and a valid `--config`."""
         out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
         for f in attrs.fields(RunConfig):
             value = getattr(self, f.name)
-            out[f.metadata["section"]][f.name] = list(value) if isinstance(value, tuple) else value
+            if f.name != "rl":
+                out[f.metadata["section"]][f.name] = list(value) if isinstance(value, tuple) else value
+        out["rl"] = rl_settings.table(self.rl_config())  # the resolved RLConfig, every field
         return out
 
 
@@ -307,6 +318,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown table [{section}]{_closest(section, known)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{section}] must be a table of keys, got {reprlib.repr(table)}")
+        if section == "rl":
+            flat["rl"] = rl_settings.table_values(table, str(path))
+            continue
         for key, value in table.items():
             if key not in known[section]:
                 raise ConfigError(f"{path}: unknown key {section}.{key}{_hint(key, known)}")
@@ -315,5 +329,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> RunConfig:
-    """defaults < file < flags (the preset fills what is still None, in `with_preset`)."""
-    return RunConfig(**{**dict(file_values), **dict(flag_values)})
+    """defaults < file < flags (the preset fills what is still None, in `with_preset`); each source's
+    `rl` settings of n_envs, episodes and reward_mode first land on those keys (rl_settings)."""
+    file_values = rl_settings.fold_aliases(file_values, "config file")
+    flag_values = rl_settings.fold_aliases(flag_values, "command line")
+    rl = {**file_values.pop("rl", {}), **flag_values.pop("rl", {})}
+    return RunConfig(**{**file_values, **flag_values}, rl=rl)

@@ -126,6 +126,14 @@ def test_merge_resume_takes_the_resumable_flags_and_refuses_the_others():
         merge_resume(saved, RunConfig(seed=4), ("epochs",))
 
 
+def test_merge_resume_keeps_the_recorded_rl_settings_and_refuses_a_changed_one():
+    saved = RunConfig(controller="ppo", rl={"lr": 1e-3, "hidden": 16})
+    assert merge_resume(saved, RunConfig(controller="ppo"), ("episodes",)) == saved
+    assert merge_resume(saved, RunConfig(controller="ppo", rl={"lr": 1e-3}), ("episodes",)) == saved  # restated
+    with pytest.raises(ConfigError, match="cannot change rl"):
+        merge_resume(saved, RunConfig(controller="ppo", rl={"lr": 1e-2}), ("episodes",))
+
+
 SMALL = RunConfig(epochs=2, train_size=128, val_size=64, batch_size=64, telemetry_level="minimal",
                   progress=False, report=False, device="cpu")
 

@@ -1,12 +1,17 @@
 """docs/runtime.md §6.6: every `train` flag maps to one config key and a non-default value changes it;
-precedence is defaults < --config file < flags; a 1-epoch run reads every key it should."""
+precedence is defaults < --config file < flags; a 1-epoch run reads every key it should. The `--rl.FIELD`
+flags (one per RLConfig field) are checked field by field in tests/shell/rl/test_rl_config_knobs.py."""
+
+import json
 
 import attrs
 import pytest
 import torch
 
-from esper.shell.cli import config_from_args, parser
-from esper.shell.run_config import FLAGS, RunConfig, field_names
+from esper.core.errors import ConfigError
+from esper.core.rl_config import RLConfig
+from esper.shell.cli import config_from_args, main, parser
+from esper.shell.run_config import FLAGS, RunConfig, field_names, load_config_file, resolve
 
 # A non-default command-line value per key, and the config value it must produce.
 VALUES = {
@@ -32,7 +37,14 @@ def _cfg(*argv: str) -> RunConfig:
 
 def test_every_config_key_has_exactly_the_flags_listed():
     keys = {flag.key for flag in FLAGS}
-    assert keys == set(field_names())
+    assert keys | {"rl"} == set(field_names())  # `rl` holds the --rl.FIELD settings
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_every_rl_field_has_its_rl_flag(command):
+    sub = next(a for a in parser()._actions if a.dest == "command").choices[command]
+    options = {o for action in sub._actions for o in action.option_strings if o.startswith("--rl.")}
+    assert options == {f"--rl.{f.name}" for f in attrs.fields(RLConfig)}
 
 
 @pytest.mark.parametrize("flag", FLAGS, ids=lambda f: f.options[0])
@@ -78,7 +90,7 @@ class Recording:
 # driver makes `deterministic` a process setting (tests/shell/test_process.py).
 NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size", "tokenizer", "telemetry_level",
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
-                    "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic"}
+                    "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic", "rl"}
 
 
 @pytest.mark.parametrize("controller", ["heuristic", "static"])
@@ -93,10 +105,73 @@ def test_a_one_epoch_run_reads_every_trainer_key(controller):
     assert set(field_names()) - NOT_TRAINER_KEYS - cfg.read == set()
 
 
-def test_run_config_round_trips_through_its_sections():
-    cfg = RunConfig(epochs=3, slots=("mid",), host_lr=0.1)
-    flat = {k: v for section in cfg.to_sections().values() for k, v in section.items()}
-    assert attrs.evolve(RunConfig(), **{k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}) == cfg
+@pytest.mark.parametrize("rl", [{}, {"lr": 1e-3, "potentials": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0, 0.0, 0.0)}])
+def test_run_config_round_trips_through_its_sections(tmp_path, rl):
+    cfg = RunConfig(epochs=3, slots=("mid",), host_lr=0.1, n_envs=4, reward="sparse", rl=rl)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"config": cfg.to_sections()}))
+    assert resolve(load_config_file(path), {}) == cfg
+    assert cfg.to_sections()["rl"] == {k: list(v) if isinstance(v, tuple) else v
+                                       for k, v in attrs.asdict(cfg.rl_config()).items()}  # the resolved RLConfig
+
+
+def test_rl_settings_precedence_defaults_file_flags(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("[ppo]\nn_envs = 2\n[rl]\nlr = 0.01\ngamma = 0.9\n"
+                    "potentials = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0, 0, 0]\n")
+    rl = _cfg("--config", str(toml), "--rl.lr", "0.02").rl_config()
+    assert (rl.lr, rl.gamma, rl.n_envs, rl.clip_eps) == (0.02, 0.9, 2, RLConfig().clip_eps)
+    assert rl.potentials == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0, 0.0, 0.0)
+
+
+def test_the_older_ppo_flags_are_aliases_of_their_rl_fields(tmp_path):
+    assert _cfg("--n-envs", "4") == _cfg("--rl.n_envs", "4") == _cfg("--n-envs", "4", "--rl.n_envs", "4")
+    assert _cfg("--reward", "sparse").rl_config() == _cfg("--rl.reward_mode", "sparse").rl_config()
+    assert _cfg("--episodes", "16").rl_config().episodes == _cfg("--rl.episodes", "16").rl_config().episodes == 16
+    with pytest.raises(ConfigError, match=r"n_envs \(4\) and rl.n_envs \(2\) are one setting"):
+        _cfg("--n-envs", "4", "--rl.n_envs", "2")
+    toml = tmp_path / "run.toml"
+    toml.write_text("[ppo]\nreward = \"sparse\"\n[rl]\nreward_mode = \"minimal\"\n")
+    with pytest.raises(ConfigError, match=r"reward \('sparse'\) and rl.reward_mode \('minimal'\)"):
+        _cfg("--config", str(toml))
+    toml.write_text("[rl]\nn_envs = 4\n")  # across sources the flag wins, whichever spelling
+    assert _cfg("--config", str(toml), "--n-envs", "2").rl_config().n_envs == 2
+    toml.write_text("[ppo]\nn_envs = 4\n")
+    assert _cfg("--config", str(toml), "--rl.n_envs", "2").rl_config().n_envs == 2
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--rl.lr", "abc"], "argument --rl.lr: rl.lr must be float, got 'abc'"),
+    (["--rl.lr", "nan"], "rl.lr must be finite"),
+    (["--rl.hidden", "1.5"], "rl.hidden must be int"),
+    (["--rl.reward_mode", "bogus"], "rl.reward_mode must be one of shaped, sparse, minimal"),
+    (["--rl.lr", "-1"], "rl config: lr must be > 0"),
+    (["--rl.potentials", "0,1"], "potentials needs one value per stage"),
+    (["--rl.n_envs", "6"], "n_envs (6) must be a multiple of the minibatch size"),
+    (["--rl.nosuch", "1"], "unrecognized arguments: --rl.nosuch"),
+])
+def test_a_bad_rl_flag_is_one_line_and_exit_2(argv, message, capsys):
+    try:
+        code = main(["train", "--controller", "ppo", *argv])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("lr = \"fast\"", "rl.lr must be float, got 'fast'"),
+    ("hidden = true", "rl.hidden must be int"),
+    ("potentials = 1.0", "rl.potentials must be a list of numbers"),
+    ("gama = 0.9", "unknown key rl.gama (did you mean gamma?)"),
+    ("gamma = 2.0", "gamma must be in (0, 1]"),
+])
+def test_a_bad_rl_table_is_one_line_and_exit_2(tmp_path, table, message, capsys):
+    toml = tmp_path / "run.toml"
+    toml.write_text(f"[rl]\n{table}\n")
+    assert main(["train", "--config", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
 
 
 def test_static_seeds_are_fossils_from_epoch_zero():

@@ -70,10 +70,8 @@ class Learner:
 
 
 def rl_config(cfg: RunConfig) -> RLConfig:
-    overrides: dict[str, Any] = {"n_envs": cfg.n_envs, "reward_mode": cfg.reward}
-    if cfg.episodes is not None:
-        overrides["episodes"] = cfg.episodes
-    return RLConfig(**overrides)
+    """The run's RLConfig: every field from `--rl.FIELD` / `[rl]`, n_envs, episodes, reward (run_config)."""
+    return cfg.rl_config()
 
 
 def build_learner(dims: tuple[int, int, int], rl: RLConfig, seed: int, device: torch.device) -> Learner:

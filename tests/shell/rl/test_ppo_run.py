@@ -194,3 +194,21 @@ def test_a_crash_in_a_ppo_run_writes_its_traceback_in_the_run_directory(tmp_path
     assert capsys.readouterr().err.strip().endswith(f"traceback in {out / 'error.txt'}")
     assert "simulated rollout fault" in (out / "error.txt").read_text()
     assert not (tmp_path / "error.txt").exists()
+
+
+def test_rl_settings_are_recorded_in_config_json_and_restored_on_resume(tmp_path, capsys):
+    """A PPO run with `--rl.` settings: config.json holds the resolved RLConfig, the run builds its policy
+    from it, and `--resume` restores it (a narrower policy only loads into the same widths); a resume may
+    not change an RL setting."""
+    run = tmp_path / "run"
+    cfg = attrs.evolve(TINY, rl={"hidden": 16, "head_hidden": 8, "lr": 1e-3})
+    train(cfg, out=str(run), stop_after=1)
+    recorded = json.loads((run / "config.json").read_text())["config"]["rl"]
+    assert recorded == json.loads(json.dumps(attrs.asdict(cfg.rl_config())))
+    assert (recorded["hidden"], recorded["n_envs"], recorded["episodes"]) == (16, 2, 4)
+    assert main(["train", "--controller", "ppo", "--resume", str(run), "--rl.lr", "0.01"]) == 2
+    assert "--resume cannot change rl" in capsys.readouterr().err
+    assert main(["train", "--controller", "ppo", "--resume", str(run), "--rl.lr", "0.001"]) == 0  # as recorded
+    saved = read_checkpoint(run / "policy.pt")
+    assert (saved["rl"]["hidden"], saved["rl"]["lr"]) == (16, 1e-3)
+    assert saved["policy"]["features.0.weight"].shape[0] == 16

@@ -5,6 +5,9 @@ is (a valid perturbed value, a measurement cfg → runtime value); the measureme
 of real code that reads the field (a reward component, the PPO loss, a normaliser output, the policy, a
 `ppo_update` on a synthetic rollout, an anomaly finding list, a checkpoint folder), once with the default
 config and once with only that field perturbed, and the two outputs must differ.
+
+The same probe values reach the field from the command line (`--rl.FIELD VALUE`) and from a config file's
+`[rl]` table, and land in the RLConfig the PPO run builds (`runner.rl_config`, what `PPORun` calls).
 """
 
 import functools
@@ -24,10 +27,11 @@ from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, normalize
 from esper.core.sampling import relevance
 from esper.core.stages import Stage
+from esper.shell.cli import config_from_args, parser
 from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update, findings
 from esper.shell.rl.rollout import RolloutBuffer
-from esper.shell.rl.runner import PPORun, build_learner, rolling_best
+from esper.shell.rl.runner import PPORun, build_learner, rl_config, rolling_best
 from esper.shell.rl.update import (
     HEAD_NAMES,
     Normalisers,
@@ -367,3 +371,26 @@ def test_the_probe_comparison_can_fail():
     first, second = _update.__wrapped__(RLConfig()), _update.__wrapped__(RLConfig())
     assert _same(first[0].minibatches_done, second[0].minibatches_done) and _same(first[1], second[1])
     assert not _same(torch.zeros(2), torch.tensor([0.0, 1e-7]))
+
+
+def _flag_text(value: Any) -> str:
+    return ",".join(map(repr, value)) if isinstance(value, tuple) else value if isinstance(value, str) else repr(value)
+
+
+def _toml_text(value: Any) -> str:
+    return f"[{', '.join(map(repr, value))}]" if isinstance(value, tuple) else f'"{value}"' if isinstance(
+        value, str) else repr(value).lower() if isinstance(value, bool) else repr(value)
+
+
+@pytest.mark.parametrize("name", FIELDS)
+@pytest.mark.parametrize("source", ["flag", "table"])
+def test_every_field_is_settable_and_lands_in_the_runs_rl_config(name: str, source: str, tmp_path: Path):
+    value = PROBES[name].value
+    if source == "flag":
+        argv = ["train", "--controller", "ppo", f"--rl.{name}", _flag_text(value)]
+    else:
+        toml = tmp_path / "run.toml"
+        toml.write_text(f"[rl]\n{name} = {_toml_text(value)}\n", encoding="utf-8")
+        argv = ["train", "--controller", "ppo", "--config", str(toml)]
+    rl = rl_config(config_from_args(parser().parse_args(argv)))
+    assert rl == attrs.evolve(RLConfig(), **{name: value})
