@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per group")
     compare.add_argument("--config", help="TOML file, or a run's config.json")
     compare.add_argument("--out", help="compare directory (default runs/compare-<task>-<time>)")
+    compare.add_argument("--jobs", type=int, default=1,
+                         help="runs at once, each in its own process (default 1: one after another)")
     _add_run_flags(compare, skip=("controller", "seed"))
     report = commands.add_parser("report", help="draw a run's (or a compare's) PNGs into <dir>/report/")
     report.add_argument("target", metavar="RUN_DIR|COMPARE_DIR")
@@ -93,7 +95,8 @@ def _compare(args: argparse.Namespace) -> int:
     from esper.shell.compare import compare
 
     command = "esper-run " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "esper-run compare"
-    compare(config_from_args(args), controllers=args.controllers, seeds=args.seeds, out=args.out, command=command)
+    compare(config_from_args(args), controllers=args.controllers, seeds=args.seeds, out=args.out, command=command,
+            jobs=args.jobs)
     return 0
 
 

@@ -6,8 +6,14 @@
     static-flop:  the static host whose training FLOPs come within 5 % of F̄ (else the nearest)
     → Welch's t of each group's final accuracy against `static`; compare.md, compare.json, report/
 
-Runs go one after another in this process (CPU, or one GPU: a small host leaves nothing to gain
-from running two at once); every run is an ordinary run directory.
+    F(w) = f(S_w) · samples_per_epoch(n_train, B, max_batches) · epochs     the static run at width w,
+           predicted by building that run's Trainer on the data the runs load (n_train = the loaded
+           split's size, never the preset's), so F(w) equals the train_flops that run then counts
+
+Runs go one after another in this process (`--jobs 1`), or `--jobs N` at once in N spawned worker
+processes (`esper.shell.compare_jobs`), each run in a fresh process, with its own run directory and
+max(1, T // N) torch threads (T: this process's threads). Results come back in submission order, so
+the table and compare.json equal `--jobs 1`'s except wall times. Every run is an ordinary run directory.
 """
 
 import json
@@ -24,13 +30,13 @@ from esper.core import codec
 from esper.core.errors import ConfigError, HostConfigError
 from esper.core.stats import RunRecord, compare_groups
 from esper.core.tasks import task_preset
+from esper.shell.compare_jobs import RunJob, run_jobs
 from esper.shell.compare_table import compare_json, console_table, markdown_table
-from esper.shell.driver import draw_report, load_data, resolve_device, train
-from esper.shell.flops import train_flops_per_sample
-from esper.shell.model import MorphogeneticModel
-from esper.shell.nets.hosts import HostConfig, host_config, host_for
+from esper.shell.data.taskdata import TaskData
+from esper.shell.driver import draw_report, load_data, resolve_device
+from esper.shell.nets.hosts import HostConfig, host_config
 from esper.shell.run_config import RunConfig
-from esper.shell.trainer import WIDTH_KEY, host_overrides, samples_per_epoch
+from esper.shell.trainer import WIDTH_KEY, Trainer
 
 MATCH_TOLERANCE = 0.05
 WIDTHS = range(1, 129)  # candidate host widths (CNN base channels / transformer d_model)
@@ -82,52 +88,41 @@ def static_params(cfg: RunConfig, width: int) -> int:
 
 
 class StaticFlops:
-    """Training FLOPs of a whole static run at a given host width: counted per sample on one real
-    train step, × samples per epoch × epochs (a static run trains the same structure every epoch)."""
+    """Training FLOPs of a whole static run at a given host width, F(w): that run's own Trainer (its
+    host, static seeds, batch size, batch cap, epochs and precision) on the data the runs load, one
+    real counting step per width (a static run trains the same structure every epoch)."""
 
-    def __init__(self, cfg: RunConfig, device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
-        self.data = load_data(attrs.evolve(cfg, train_size=min(cfg.train_size or 64, 64)), device)
-        full = task_preset(cfg.task)
-        per_epoch = samples_per_epoch(cfg.train_size or full.train_size, cfg.batch_size or full.batch_size,
-                                      cfg.train_batches or full.train_batches_per_epoch)
-        self.samples = per_epoch * (cfg.epochs or full.epochs)
+    def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device) -> None:
+        self.cfg, self.data, self.device = attrs.evolve(cfg, controller="static", policy=None), data, device
         self._cache: dict[int, float] = {}
 
     def __call__(self, width: int) -> float:
         if width not in self._cache:
-            host = host_for(self.cfg.host or self.data.preset.host, torch.Generator().manual_seed(0),
-                            **host_overrides(self.data, width))
-            model = MorphogeneticModel(host, run_seed=0).to(self.device)
-            self._cache[width] = float(train_flops_per_sample(model, self.data)) * self.samples
+            trainer = Trainer(attrs.evolve(self.cfg, host_width=width), self.data, self.device)
+            per_sample = trainer.flops.per_sample(trainer.model, self.data, trainer.autocast)
+            self._cache[width] = float(per_sample * trainer.samples_per_epoch * trainer.epochs)
         return self._cache[width]
 
 
 def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str | None,
-            command: str) -> dict[str, Any]:
+            command: str, jobs: int = 1) -> dict[str, Any]:
     if not controllers:
         raise ConfigError("compare needs at least one controller (--controllers static,heuristic)")
     if seeds < 2:
         raise ConfigError(f"--seeds must be >= 2 for a significance test, got {seeds}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if "ppo" in controllers and base.policy is None:
         raise ConfigError("compare with ppo needs --policy RUN_DIR (a trained policy)")
     groups = list(dict.fromkeys(["static", *controllers]))
     folder = Path(out or f"runs/compare-{base.task}-{time.strftime('%Y%m%dT%H%M%S')}")
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"{folder} exists and is not empty; choose another --out")
-    records: list[RunRecord] = []
-    for group in groups:
-        records += _run_group(base, group, seeds, folder)
-    matches: dict[str, WidthMatch] = {}
-    grown = [r for r in records if r.group not in ("static",)]
-    if grown:
-        widths = _valid_widths(base)  # ascending
-        mean_params = sum(r.params for r in grown) / len(grown)
-        mean_flops = sum(r.train_flops for r in grown) / len(grown)
-        matches["static-param"] = match_width(lambda w: static_params(base, w), mean_params, widths)
-        matches["static-flop"] = match_width(StaticFlops(base, resolve_device(base.device)), mean_flops, widths)
-        for name, match in matches.items():
-            records += _run_group(attrs.evolve(base, host_width=match.width), name, seeds, folder)
+    records = run_jobs([job for group in groups for job in group_jobs(base, group, seeds, folder, jobs)], jobs)
+    matches = _matches(base, records)
+    matched = [job for name, m in matches.items()
+               for job in group_jobs(attrs.evolve(base, host_width=m.width), name, seeds, folder, jobs)]
+    records += run_jobs(matched, jobs)
     stats = compare_groups(records, reference="static")
     draw_report(folder)
     meta = {"task": base.task, "epochs": base.epochs or task_preset(base.task).epochs, "seeds": seeds,
@@ -144,17 +139,27 @@ def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str
     return {"folder": str(folder), "stats": stats, "records": records, "matches": matches}
 
 
-def _run_group(base: RunConfig, group: str, seeds: int, folder: Path) -> list[RunRecord]:
+def _matches(base: RunConfig, records: Sequence[RunRecord]) -> dict[str, WidthMatch]:
+    """The widths of the param- and FLOP-matched static hosts (none when no group grows)."""
+    grown = [r for r in records if r.group != "static"]
+    if not grown:
+        return {}
+    widths = _valid_widths(base)  # ascending
+    mean_params = sum(r.params for r in grown) / len(grown)
+    mean_flops = sum(r.train_flops for r in grown) / len(grown)
+    device = resolve_device(base.device)
+    flops = StaticFlops(base, load_data(base, device), device)  # the data every run loaded
+    return {"static-param": match_width(lambda w: static_params(base, w), mean_params, widths),
+            "static-flop": match_width(flops, mean_flops, widths)}
+
+
+def group_jobs(base: RunConfig, group: str, seeds: int, folder: Path, jobs: int) -> list[RunJob]:
+    """One run per seed of a group; parallel runs show no live progress (N displays on one terminal)."""
     controller = "static" if group.startswith("static") else group
-    records = []
-    for seed in range(seeds):
-        run_dir = folder / f"{group}-s{seed}"
-        cfg = attrs.evolve(base, controller=controller, seed=seed, report=False,  # one report, of the compare
-                           policy=base.policy if controller == "ppo" else None)
-        train(cfg, out=str(run_dir))
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        records.append(RunRecord.from_summary(group, summary, run_dir=str(run_dir)))
-    return records
+    progress = base.progress if jobs == 1 else False
+    return [RunJob(group, attrs.evolve(base, controller=controller, seed=seed, report=False,  # one report
+                                       policy=base.policy if controller == "ppo" else None, progress=progress),
+                   str(folder / f"{group}-s{seed}")) for seed in range(seeds)]
 
 
 def _data_source(folder: Path, records: Sequence[RunRecord]) -> str:

@@ -1,8 +1,15 @@
 """`esper-run compare` (issue 7): every controller over K seeds beside the small, param-matched and
-FLOP-matched static baselines; compare.json / compare.md; user errors exit 2."""
+FLOP-matched static baselines; compare.json / compare.md; user errors exit 2. Issue 15: the FLOP
+match predicts on the data the runs load; `--jobs N` equals `--jobs 1`."""
 
+import gzip
 import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from esper.shell.cli import main
@@ -48,6 +55,7 @@ def test_compare_runs_every_group_and_writes_the_table(tmp_path, capsys):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--seeds", "1"], "--seeds must be >= 2"),
+    (["--jobs", "0"], "--jobs must be >= 1"),
     (["--controllers", "ppo"], "needs --policy"),
 ])
 def test_compare_user_errors_exit_2(tmp_path, capsys, argv, message):
@@ -61,3 +69,78 @@ def test_compare_refuses_a_non_empty_directory(tmp_path, capsys):
     assert main(["compare", "--seeds", "2", "--out", str(tmp_path / "c"), *TINY]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "c" / "keep.txt").read_text() == "user data"
+
+
+def write_fashion_mnist_idx(folder: Path, n_train: int, n_test: int) -> Path:
+    """A tiny Fashion-MNIST in its IDX layout (gzip, big-endian headers), as `--data-dir` reads it."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        pixels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8).tobytes()
+        labels = (np.arange(n) % 10).astype(np.uint8).tobytes()
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">IIII", 2051, n, 28, 28)
+                                                                              + pixels))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">II", 2049, n) + labels))
+    return folder
+
+
+def test_flop_match_predicts_what_the_chosen_width_then_counts_on_a_small_data_dir(tmp_path):
+    """Issue 15 #9: 100 training images given by --data-dir (the preset says 60,000). The FLOP-matched
+    width's predicted FLOPs equal what its runs count: the same counting step × the samples the loaded
+    split trains, so they may differ by float rounding only (relative tolerance 1e-9)."""
+    data = write_fashion_mnist_idx(tmp_path / "fm", n_train=100, n_test=40)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--task", "fashion-mnist", "--data-dir", str(data), "--controllers", "heuristic",
+                 "--seeds", "2", "--epochs", "2", "--batch-size", "32", "--out", str(out), "--device", "cpu",
+                 "--telemetry-level", "off", "--no-progress"]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    predicted = result["meta"]["matches"]["static-flop"]["value"]
+    counted = [r["train_flops"] for r in result["records"] if r["group"] == "static-flop"]
+    assert len(counted) == 2 and counted[0] == counted[1]
+    assert predicted == pytest.approx(counted[0], rel=1e-9)
+
+
+def _table(out: Path) -> dict:
+    """compare.json without what may differ between two compares of the same runs: wall times, the
+    folder-bearing run paths and the command line."""
+    data = json.loads((out / "compare.json").read_text())
+    for record in data["records"]:
+        record.pop("wall_s")
+        record.pop("run_dir")
+    for group in data["groups"]:
+        for key in [k for k in group if "wall" in k]:
+            group.pop(key)
+    data["meta"].pop("command")
+    return data
+
+
+def test_compare_jobs_2_equals_jobs_1(tmp_path):
+    """Issue 15 #12: the same seeds in two worker processes give the same table as one after another
+    (every group, the matched ones included; a tiny --data-dir keeps data loading out of the cost)."""
+    data = write_fashion_mnist_idx(tmp_path / "fm", n_train=96, n_test=32)
+    tables = []
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        assert main(["compare", "--task", "fashion-mnist", "--data-dir", str(data), "--controllers", "heuristic",
+                     "--seeds", "2", "--jobs", str(jobs), "--epochs", "2", "--batch-size", "32", "--out", str(out),
+                     "--device", "cpu", "--telemetry-level", "off", "--no-progress"]) == 0
+        tables.append(_table(out))
+    assert tables[0] == tables[1]
+    assert [r["group"] for r in tables[1]["records"]] == [g for g in ("static", "heuristic", "static-param",
+                                                                       "static-flop") for _ in (0, 1)]
+
+
+def test_a_failing_run_in_a_worker_ends_the_compare_with_one_line(tmp_path):
+    """A run that fails inside a worker (a truncated dataset: a user error) is one line and exit 2, not a
+    hang (the subprocess has a deadline) nor a traceback."""
+    data = write_fashion_mnist_idx(tmp_path / "fm", n_train=20, n_test=10)
+    images = data / "train-images-idx3-ubyte.gz"
+    images.write_bytes(gzip.compress(gzip.decompress(images.read_bytes())[:-5]))
+    argv = ["compare", "--task", "fashion-mnist", "--data-dir", str(data), "--seeds", "2", "--jobs", "2",
+            "--epochs", "1", "--out", str(tmp_path / "c"), "--device", "cpu", "--telemetry-level", "off",
+            "--no-progress"]
+    done = subprocess.run([sys.executable, "-m", "esper.shell.cli", *argv], capture_output=True, text=True,
+                          timeout=240, check=False)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("esper-run: error:")
