@@ -159,7 +159,6 @@ def open_resume(cfg: RunConfig, target: Path,
         if never_checkpointed(target):  # locked, checked again and cleared by start_directory
             saved = resolve(load_config_file(target / "config.json"), {})
             run_id = str(RunDirectory(target, resume=True, create=False).read_config()["run_id"])
-            print(f"{target} never reached a checkpoint: starting it afresh")
             return merge_resume(saved, cfg, program_kind(saved).RESUMABLE), None, run_id, target
         held.enter_context(locked(target))
     kind = program_kind(cfg)
@@ -189,6 +188,7 @@ def start_directory(run_dir: RunDirectory, record: dict[str, Any], held: context
     start may have won the race), what a start that never checkpointed left cleared, config.json."""
     held.enter_context(locked(run_dir.path))
     if never_checkpointed(run_dir.path):
+        print(f"{run_dir.path} never reached a checkpoint: starting it afresh")
         clear_for_a_fresh_start(run_dir.path)
     run_dir.check(resume=False)
     run_dir.create()
