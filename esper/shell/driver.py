@@ -124,17 +124,19 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
         else:
             point, run_id = None, make_run_id(cfg.task, cfg.controller, cfg.seed)
             path = Path(out or f"runs/{run_id}")
+        restart = point is None and never_checkpointed(path)  # cleared by start_directory, under the lock
+        if resume is None and restart:  # perhaps a run still before its first checkpoint: refused at once
+            held.enter_context(locked(path))
+        run_dir = RunDirectory(path, resume=point is not None or restart, create=False)  # checked, not created
         kind = program_kind(cfg)
         device = resolve_device(cfg.device)
         with process_settings(ProcessSettings.for_run(cfg.deterministic, device)):
             devices = kind.devices(device)
             data = [load_data(cfg, d) for d in devices]
-            # Checked, not created: a start that never checkpointed is cleared later, under the lock.
-            run_dir = RunDirectory(path, resume=point is not None or never_checkpointed(path), create=False)
             record = run_record(cfg, data[0], point, run_id)
             program = kind.open(cfg, data, devices, run_dir, record, stop_after)  # validates; nothing written yet
             if point is None:
-                start_directory(run_dir, record, held)
+                start_directory(run_dir, record, held, lock=resume is None and not restart)
             else:
                 program.restore(point.data)
                 if program.steps >= program.total and (finished := kind.read_summary(run_dir.path)) is not None:
@@ -153,14 +155,14 @@ def open_resume(cfg: RunConfig, target: Path,
     """`--resume TARGET` → (config, checkpoint, run id, directory), the directory locked. A run
     directory's lock is taken before its latest checkpoint is read (a writer still running may move it
     on); a checkpoint file's after it is validated. A start that never reached a checkpoint starts
-    afresh from its config.json (point None; locked when it starts)."""
+    afresh from its config.json (point None)."""
     if target.is_dir():
         require_config(target)
-        if never_checkpointed(target):  # locked, checked again and cleared by start_directory
+        held.enter_context(locked(target))
+        if never_checkpointed(target):  # cleared by start_directory
             saved = resolve(load_config_file(target / "config.json"), {})
             run_id = str(RunDirectory(target, resume=True, create=False).read_config()["run_id"])
             return merge_resume(saved, cfg, program_kind(saved).RESUMABLE), None, run_id, target
-        held.enter_context(locked(target))
     kind = program_kind(cfg)
     point = ResumePoint(*load_run_checkpoint(target, kind.FORMAT))
     if not target.is_dir():
@@ -183,10 +185,13 @@ def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id
     return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "versions": versions()}
 
 
-def start_directory(run_dir: RunDirectory, record: dict[str, Any], held: contextlib.ExitStack) -> None:
-    """A new run's directory: locked (held to the run's end), checked again under the lock (another
-    start may have won the race), what a start that never checkpointed left cleared, config.json."""
-    held.enter_context(locked(run_dir.path))
+def start_directory(run_dir: RunDirectory, record: dict[str, Any], held: contextlib.ExitStack, *,
+                    lock: bool) -> None:
+    """A new run's directory: created and locked (`lock`; held to the run's end), checked again under
+    the lock (another start may have won the race), what a start that never checkpointed left cleared,
+    config.json."""
+    if lock:
+        held.enter_context(locked(run_dir.path))
     if never_checkpointed(run_dir.path):
         print(f"{run_dir.path} never reached a checkpoint: starting it afresh")
         clear_for_a_fresh_start(run_dir.path)
