@@ -1,9 +1,11 @@
 """`esper-run train`: one run, top to bottom, whatever grows the network (docs/runtime.md §2, §4.6, §7; docs/rl.md §8).
 
-    resume?  the checkpoint → its config, with the flags a resume may change
-    open     device → process settings (once per process, esper.shell.process) → data → run directory
-             (config.json when new) → the program: a Trainer's epochs (heuristic, static, a trained
-             policy: `run.EpochRun`) or PPO's rollout batches (`rl.runner.PPORun`)
+    resume?  the run directory locked → its checkpoint → its config, with the flags a resume may change
+             (a start that never reached a checkpoint: its config.json, started afresh)
+    open     device → process settings (once per process, esper.shell.process) → data → the program:
+             a Trainer's epochs (heuristic, static, a trained policy: `run.EpochRun`) or PPO's rollout
+             batches (`rl.runner.PPORun`); every user error is raised here, before anything is written
+             → new: the run directory created and locked (<run>/.lock, held to the run's end), config.json
              → on resume: restore it; cut its CSV and events.jsonl back to the checkpoint
              → telemetry hub
     loop     start event; while steps done < total: one step → the checkpoints it asks for
@@ -18,6 +20,7 @@ A step is one epoch of a Trainer's run and one batch (rollout + PPO update) of a
 checkpoint's `progress.epoch` counts steps for both, and a resume continues to the configured total.
 """
 
+import contextlib
 import csv
 import json
 import math
@@ -41,9 +44,15 @@ from esper.shell.process import ProcessSettings, process_settings
 from esper.shell.rl.runner import PPORun
 from esper.shell.run import EpochRun
 from esper.shell.run_checkpoint import ResumePoint, Save, load_run_checkpoint, save_run_checkpoint, versions
-from esper.shell.run_config import RunConfig, resolve
+from esper.shell.run_config import RunConfig, load_config_file, resolve
 from esper.shell.telemetry import RunDirectory, TelemetryHub, make_run_id, open_hub
-from esper.shell.telemetry.rundir import tag_failed_run
+from esper.shell.telemetry.rundir import (
+    RunDirectoryError,
+    clear_for_a_fresh_start,
+    locked,
+    never_checkpointed,
+    tag_failed_run,
+)
 from esper.shell.trainer import TrainingDiverged
 
 
@@ -109,44 +118,89 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
           stop_after: int | None = None) -> Any:
     """Run (or continue) one run; returns its summary (a `RunSummary`, or a PPO run's rl_summary dict).
     `stop_after` ends the run after that many steps in total (tests; a run cut short on purpose).
+    The run is validated (data, trainer or policy, slots, seeds) before anything is written, and its
+    directory locked from its first write to the run's end (`locked`: a second writer is refused).
     User errors are raised as typed exceptions (the CLI prints them in one line)."""
+    with contextlib.ExitStack() as held:
+        if resume is not None:
+            cfg, point, run_id, path = open_resume(cfg, Path(resume), held)
+        else:
+            point, run_id = None, make_run_id(cfg.task, cfg.controller, cfg.seed)
+            path = Path(out or f"runs/{run_id}")
+        restart = point is None and never_checkpointed(path)  # cleared by start_directory, under the lock
+        if resume is None and restart:  # perhaps a run still before its first checkpoint: refused at once
+            held.enter_context(locked(path))
+        run_dir = RunDirectory(path, resume=point is not None or restart, create=False)  # checked, not created
+        kind = program_kind(cfg)
+        device = resolve_device(cfg.device)
+        with process_settings(ProcessSettings.for_run(cfg.deterministic, device)):
+            devices = kind.devices(device)
+            data = [load_data(cfg, d) for d in devices]
+            record = run_record(cfg, data[0], point, run_id)
+            program = kind.open(cfg, data, devices, run_dir, record, stop_after)  # validates; nothing written yet
+            if point is None:
+                start_directory(run_dir, record, held, lock=resume is None and not restart)
+            else:
+                program.restore(point.data)
+                if program.steps >= program.total and (finished := kind.read_summary(run_dir.path)) is not None:
+                    print(f"nothing to do: {program.steps}/{program.total} {program.unit} done")
+                    return finished
+                cut_back(run_dir.path, point.steps, point.seq, kind.CSV)
+            hub = open_hub(record["run_id"], run_dir, level=cfg.telemetry_level, profile=cfg.profile,
+                           progress=(cfg.progress or None) if kind.LIVE_PROGRESS else None,
+                           tensorboard=cfg.tensorboard, events_copy=cfg.events,
+                           start_seq=point.seq if point is not None else 0)
+            return drive(Run(cfg, program, run_dir, hub), point)
+
+
+def open_resume(cfg: RunConfig, target: Path,
+                held: contextlib.ExitStack) -> tuple[RunConfig, ResumePoint | None, str, Path]:
+    """`--resume TARGET` → (config, checkpoint, run id, directory), the directory locked. A run
+    directory's lock is taken before its latest checkpoint is read (a writer still running may move it
+    on); a checkpoint file's after it is validated. A start that never reached a checkpoint starts
+    afresh from its config.json (point None)."""
+    if target.is_dir():
+        require_config(target)
+        held.enter_context(locked(target))
+        if never_checkpointed(target):  # cleared by start_directory
+            saved = resolve(load_config_file(target / "config.json"), {})
+            run_id = str(RunDirectory(target, resume=True, create=False).read_config()["run_id"])
+            return merge_resume(saved, cfg, program_kind(saved).RESUMABLE), None, run_id, target
     kind = program_kind(cfg)
-    point = ResumePoint(*load_run_checkpoint(Path(resume), kind.FORMAT)) if resume is not None else None
-    if point is not None:
-        cfg = merge_resume(resolve(point.config_values(), {}), cfg, kind.RESUMABLE)
-    device = resolve_device(cfg.device)
-    with process_settings(ProcessSettings.for_run(cfg.deterministic, device)):
-        devices = kind.devices(device)
-        data = [load_data(cfg, d) for d in devices]
-        run_dir, record = open_directory(cfg, data[0], point, out)
-        program = kind.open(cfg, data, devices, run_dir, record, stop_after)
-        if point is not None:
-            program.restore(point.data)
-            if program.steps >= program.total and (finished := kind.read_summary(run_dir.path)) is not None:
-                print(f"nothing to do: {program.steps}/{program.total} {program.unit} done")
-                return finished
-            cut_back(run_dir.path, point.steps, point.seq, kind.CSV)
-        hub = open_hub(record["run_id"], run_dir, level=cfg.telemetry_level, profile=cfg.profile,
-                       progress=(cfg.progress or None) if kind.LIVE_PROGRESS else None, tensorboard=cfg.tensorboard,
-                       events_copy=cfg.events, start_seq=point.seq if point is not None else 0)
-        return drive(Run(cfg, program, run_dir, hub), point)
+    point = ResumePoint(*load_run_checkpoint(target, kind.FORMAT))
+    if not target.is_dir():
+        require_config(point.run_dir)
+        held.enter_context(locked(point.run_dir))
+    merged = merge_resume(resolve(point.config_values(), {}), cfg, kind.RESUMABLE)
+    return merged, point, point.data["run"]["run_id"], point.run_dir
 
 
-def open_directory(cfg: RunConfig, data: TaskData, point: ResumePoint | None,
-                   out: str | None) -> tuple[RunDirectory, dict[str, Any]]:
-    """A new run directory with its config.json, or the resumed run's own; and the run's record
-    (run id, config, data source, versions) that checkpoints carry."""
-    if point is None:
-        run_id = make_run_id(cfg.task, cfg.controller, cfg.seed)
-        run_dir = RunDirectory(out or f"runs/{run_id}")
-        data_source = codec.encode(data.source)
-    else:
-        run_id, data_source = point.data["run"]["run_id"], point.data["run"]["data_source"]
-        run_dir = RunDirectory(point.run_dir, resume=True)
-    record = {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "versions": versions()}
-    if point is None:
-        run_dir.write_config(record)
-    return run_dir, record
+def require_config(run_dir: Path) -> None:
+    """A run directory keeps its config.json (the run's record beside its results)."""
+    if not (run_dir / "config.json").is_file():
+        raise RunDirectoryError(f"cannot resume: {run_dir} has no config.json, so it is not a whole run "
+                                "directory; restore the file or start a new run with another --out")
+
+
+def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id: str) -> dict[str, Any]:
+    """The run's record (run id, config, data source, versions) that config.json and checkpoints carry."""
+    data_source = codec.encode(data.source) if point is None else point.data["run"]["data_source"]
+    return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "versions": versions()}
+
+
+def start_directory(run_dir: RunDirectory, record: dict[str, Any], held: contextlib.ExitStack, *,
+                    lock: bool) -> None:
+    """A new run's directory: created and locked (`lock`; held to the run's end), checked again under
+    the lock (another start may have won the race), what a start that never checkpointed left cleared,
+    config.json."""
+    if lock:
+        held.enter_context(locked(run_dir.path))
+    if never_checkpointed(run_dir.path):
+        print(f"{run_dir.path} never reached a checkpoint: starting it afresh")
+        clear_for_a_fresh_start(run_dir.path)
+    run_dir.check(resume=False)
+    run_dir.create()
+    run_dir.write_config(record)
 
 
 def drive(run: Run, resumed: ResumePoint | None = None) -> Any:

@@ -1,8 +1,10 @@
 """The run directory (docs/runtime.md §4.6): layout, atomic results files and `metrics.csv`.
 
 ```
-runs/<run_id>/  config.json  summary.json  events.jsonl  metrics.csv  checkpoints/  tb/
+runs/<run_id>/  config.json  summary.json  events.jsonl  metrics.csv  checkpoints/  tb/  .lock
 ```
+`.lock` is the writer's lock (`locked`, an OS file lock held for the run's whole life: the OS
+drops it when the process dies, so a killed run never leaves a stale one); readers never take it.
 `config.json` and `summary.json` are replaced atomically (temp file, fsync, `os.replace`,
 fsync of the directory), so a reader sees the old or the new file, never a torn one.
 `metrics.csv` is a result, not telemetry: the trainer appends a row per epoch at every
@@ -15,10 +17,13 @@ import io
 import json
 import os
 import secrets
-from collections.abc import Mapping
+import shutil
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from esper.core import codec
 from esper.core.events import EpochMetrics, SlotStatus
@@ -31,6 +36,10 @@ METRICS_COLUMNS = (
     "seed_params", "live_seeds", "fossilized", "action", "reason", "rollback", "epoch_s",
 )
 SLOT_COLUMNS = ("stage", "blueprint", "alpha", "contrib")
+LOCK_FILE = ".lock"
+# What a run writes into its directory: a start that left only these (and no checkpoint) may start afresh.
+RUN_FILES = frozenset({"config.json", "summary.json", "events.jsonl", "events.discarded.jsonl", "metrics.csv",
+                       "ppo.csv", "error.txt", "checkpoints", "tb", "report", "rollouts", LOCK_FILE})
 _FAILED_RUN_ATTR = "esper_run_dir"
 
 
@@ -150,17 +159,72 @@ class MetricsCsv:
 
 
 def _has_content(path: Path) -> bool:
-    """Anything but empty folders (a run that died before writing a file left only `checkpoints/`)."""
+    """Anything but empty folders and the lock (a run that died before writing a file left only `checkpoints/`)."""
     if not path.exists():
         return False
-    return not path.is_dir() or any(not p.is_dir() for p in path.rglob("*"))
+    return not path.is_dir() or any(not p.is_dir() and p != path / LOCK_FILE for p in path.rglob("*"))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold `<path>/.lock` (created with the directory) while a run writes to `path`; a second writer
+    is refused at once. flock: the OS releases it when the holder dies, however it dies."""
+    path.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path / LOCK_FILE)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise RunDirectoryError(f"{path} is in use by another run (it holds {path / LOCK_FILE}); "
+                                "wait for it to end or choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def never_checkpointed(path: Path) -> bool:
+    """A start that left nothing to continue: its config.json, no checkpoint, no summary but an
+    interrupted one, and nothing but what a run writes (docs/runtime.md §4.6). It may start afresh."""
+    checkpoints = path / "checkpoints"
+    if not (path / "config.json").is_file() or (checkpoints / "latest.json").exists():
+        return False
+    if any(checkpoints.glob("*.pt")) or not all(_written_by_a_run(p.name) for p in path.iterdir()):
+        return False
+    summary = path / "summary.json"
+    try:
+        return not summary.exists() or json.loads(summary.read_text(encoding="utf-8"))["status"] == "interrupted"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _written_by_a_run(name: str) -> bool:
+    return name in RUN_FILES or (name.startswith(".") and ".tmp." in name)  # a temp file torn by the kill
+
+
+def clear_for_a_fresh_start(path: Path) -> None:
+    """Delete what a start that never checkpointed left (`never_checkpointed`), all but the held lock."""
+    for entry in path.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 class RunDirectory:
     """`runs/<run_id>/`: refuses to reuse a non-empty directory unless resuming."""
 
-    def __init__(self, path: str | os.PathLike[str], *, resume: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, resume: bool = False, create: bool = True) -> None:
+        """`create=False` checks and writes nothing: the driver validates the run first, `create()`s later."""
         self.path = Path(path)
+        self.resume = resume
+        self._metrics: MetricsCsv | None = None
+        self.check(resume=resume)
+        if create:
+            self.create()
+
+    def check(self, *, resume: bool) -> None:
         if resume and not self.path.is_dir():
             raise RunDirectoryError(f"cannot resume: {self.path} is not a run directory")
         if not resume and _has_content(self.path):
@@ -168,9 +232,9 @@ class RunDirectory:
                 f"{self.path} exists and is not empty; pass --resume {self.path} to continue it "
                 "or choose another --out"
             )
-        self.resume = resume
+
+    def create(self) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self._metrics: MetricsCsv | None = None
 
     @property
     def config_path(self) -> Path:

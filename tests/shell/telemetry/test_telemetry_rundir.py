@@ -11,6 +11,7 @@ from telemetry_samples import epoch_metrics, slots
 from esper.core.summary import RunSummary, SeedRecord
 from esper.shell.telemetry import RunDirectory, RunDirectoryError, atomic_write_json, make_run_id
 from esper.shell.telemetry import rundir as rundir_module
+from esper.shell.telemetry.rundir import clear_for_a_fresh_start, locked, never_checkpointed
 
 
 def summary() -> RunSummary:
@@ -94,3 +95,34 @@ def test_metrics_csv_header_is_fixed_by_the_first_row(tmp_path):
 def test_run_id_format():
     assert re.fullmatch(r"synth-images-heuristic-s0-\d{8}T\d{6}Z-[0-9a-f]{4}",
                         make_run_id("synth-images", "heuristic", 0))
+
+
+def test_a_second_writer_is_refused_and_the_lock_is_not_content(tmp_path):
+    path = tmp_path / "run"
+    with locked(path):
+        with pytest.raises(RunDirectoryError, match="in use by another run"), locked(path):
+            pass
+        RunDirectory(path)  # the lock file alone is nothing to lose
+    with locked(path):  # released at the end of the block: taken again
+        pass
+
+
+def test_only_a_start_that_never_checkpointed_may_start_afresh(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    run.write_config({"run_id": "r"})
+    (run.path / "metrics.csv").write_text("epoch\n1\n")
+    (run.path / ".lock").touch()
+    assert never_checkpointed(run.path)
+    run.write_summary(summary())  # status "ok": a finished run's results
+    assert not never_checkpointed(run.path)
+    run.summary_path.write_text(json.dumps({"status": "interrupted"}))  # Ctrl-C before any checkpoint
+    assert never_checkpointed(run.path)
+    (run.checkpoints / "epoch-0001.pt").write_bytes(b"x")
+    assert not never_checkpointed(run.path)  # something to resume
+    (run.checkpoints / "epoch-0001.pt").unlink()
+    (run.path / "notes.txt").write_text("the user's")
+    assert not never_checkpointed(run.path)  # not only what a run writes
+    (run.path / "notes.txt").unlink()
+    clear_for_a_fresh_start(run.path)
+    assert [p.name for p in run.path.iterdir()] == [".lock"]
+    assert not never_checkpointed(tmp_path / "missing") and not never_checkpointed(run.path)
