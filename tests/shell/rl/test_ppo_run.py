@@ -16,7 +16,7 @@ from esper.shell.cli import main
 from esper.shell.driver import load_data, train
 from esper.shell.rl.collect import collect_rollout
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
-from esper.shell.rl.runner import build_learner, policy_dims
+from esper.shell.rl.runner import build_learner, policy_dims, rl_config
 from esper.shell.rl.update import ppo_update
 from esper.shell.run_config import RunConfig
 
@@ -194,3 +194,15 @@ def test_a_crash_in_a_ppo_run_writes_its_traceback_in_the_run_directory(tmp_path
     assert capsys.readouterr().err.strip().endswith(f"traceback in {out / 'error.txt'}")
     assert "simulated rollout fault" in (out / "error.txt").read_text()
     assert not (tmp_path / "error.txt").exists()
+
+
+def test_checkpoint_every_counts_updates_in_a_ppo_run_and_defaults_to_ten(tmp_path):
+    """Issue 15, defect 8: `--checkpoint-every` was ignored (fixed at 10), so a short run killed
+    mid-way had nothing to resume."""
+    assert rl_config(TINY).checkpoint_every == 10  # not given: docs/rl.md §8's default
+    assert rl_config(attrs.evolve(TINY, checkpoint_every=1)).checkpoint_every == 1
+    train(attrs.evolve(TINY, checkpoint_every=1), out=str(tmp_path / "run"))
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("update-*.pt"))
+    assert saved == ["update-00001.pt", "update-00002.pt"]
+    first = read_checkpoint(tmp_path / "run" / "checkpoints" / "update-00001.pt")
+    assert first["progress"]["update"] == 1
