@@ -206,3 +206,27 @@ def test_checkpoint_every_counts_updates_in_a_ppo_run_and_defaults_to_ten(tmp_pa
     assert saved == ["update-00001.pt", "update-00002.pt"]
     first = read_checkpoint(tmp_path / "run" / "checkpoints" / "update-00001.pt")
     assert first["progress"]["update"] == 1
+
+
+def test_an_interrupt_inside_an_update_checkpoints_the_batch_before_it(tmp_path, monkeypatch):
+    """Issue 15, defect 1 for PPO: the update trains the policy in place, so an interrupt after its
+    optimizer steps (and before the batch is counted) saved the moved weights as the batch before."""
+    from esper.shell.rl import runner
+
+    train(TINY, out=str(tmp_path / "whole"), stop_after=1)  # its update-00001.pt is the boundary
+
+    def update_then_interrupt(*args, **kwargs):
+        result = ppo_update(*args, **kwargs)
+        if kwargs["update"] == 1:
+            raise KeyboardInterrupt  # the second batch's update has stepped the optimizer
+        return result
+
+    monkeypatch.setattr(runner, "ppo_update", update_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, out=str(tmp_path / "cut"))
+    a = read_checkpoint(tmp_path / "whole" / "checkpoints" / "update-00001.pt")["controller"]
+    b = read_checkpoint(tmp_path / "cut" / "checkpoints" / "update-00001.pt")["controller"]
+    assert all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
+    assert a["counters"] == b["counters"] and a["history"] == b["history"]
+    for key, state in a["optimizer"]["state"].items():
+        assert all(torch.equal(state[n], b["optimizer"]["state"][key][n]) for n in state)
