@@ -76,6 +76,9 @@ def interrupt(run: Path, args: list[str], *, sig: int, after_rows: int, delay_s:
 
 
 def metrics(run: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows without wall time ([] before the first epoch ends: no file yet)."""
+    if not (run / "metrics.csv").exists():
+        return []
     with (run / "metrics.csv").open(newline="", encoding="utf-8") as f:
         return [{k: v for k, v in row.items() if k not in WALL_COLUMNS} for row in csv.DictReader(f)]
 
