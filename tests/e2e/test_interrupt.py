@@ -89,7 +89,7 @@ def _events(run: Path) -> list[dict]:
 
 def assert_closed_as_interrupted(run: Path, result: subprocess.CompletedProcess, sig: int) -> int:
     """Exit 128 + sig, one stderr line, status interrupted, run.end, and `interrupted.pt` at the last
-    finished epoch (the rows on disk); returns that epoch."""
+    finished epoch; returns that epoch."""
     assert result.returncode == 128 + sig, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("esper-run: interrupted"), result.stderr
     assert "Traceback" not in result.stderr
@@ -100,8 +100,10 @@ def assert_closed_as_interrupted(run: Path, result: subprocess.CompletedProcess,
     latest = json.loads((run / "checkpoints" / "latest.json").read_text(encoding="utf-8"))
     assert latest["checkpoint"] == "interrupted.pt"
     saved = torch.load(run / "checkpoints" / "interrupted.pt", weights_only=True)
-    done = len(metrics(run))
-    assert saved["progress"]["epoch"] == summary["epochs"] == end["fields"]["epochs"] == done
+    done = saved["progress"]["epoch"]
+    assert summary["epochs"] == end["fields"]["epochs"] == done
+    # A signal between an epoch's row and the step's return leaves that row: the resume cuts it.
+    assert len(metrics(run)) in (done, done + 1)
     return done
 
 
