@@ -1,7 +1,8 @@
 """`esper-run`: train, compare, report, evaluate, tasks (docs/runtime.md §6, §8).
 
 User errors print one line on stderr (`esper-run: error: <what>`) and exit 2; a diverged run
-exits 1; Ctrl-C exits 130. `--debug` (or ESPER_DEBUG=1) shows tracebacks.
+exits 1; Ctrl-C exits 130 and SIGTERM 143, each after closing the run as interrupted. `--debug`
+(or ESPER_DEBUG=1) shows tracebacks.
 """
 
 import argparse
@@ -143,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"esper-run: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    except KeyboardInterrupt:
-        print("esper-run: interrupted", file=sys.stderr)
-        return INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as esper.shell.interrupt.Terminated
+        from esper.shell.interrupt import exit_code
+
+        print(f"esper-run: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
+        return exit_code(exc)
     except BrokenPipeError:
         # The reader of stdout left (`esper-run tasks | head -1`): stop quietly, like other Unix tools.
         # stdout goes to devnull so the interpreter's flush at exit does not raise again.

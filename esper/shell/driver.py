@@ -14,7 +14,9 @@
              → report PNGs (ok runs) → printed summary
     diverged the steps all done but a final metric not finite: status diverged, then TrainingDiverged (exit 1)
     fail     an exception: status aborted, the run tagged so the CLI writes <run>/error.txt;
-             Ctrl-C: interrupted (the program keeps a resume point)
+             Ctrl-C or SIGTERM (esper.shell.interrupt): interrupted; inside a step, the program is first
+             put back to the last finished step (a payload kept in memory at every boundary), so its
+             closing checkpoint is that boundary, labelled with it, and a resume repeats the cut step
 
 A step is one epoch of a Trainer's run and one batch (rollout + PPO update) of a learning run; a
 checkpoint's `progress.epoch` counts steps for both, and a resume continues to the configured total.
@@ -39,6 +41,7 @@ from esper.core.tasks import task_preset
 from esper.shell.checkpoint import write_atomic
 from esper.shell.data.loading import load_task
 from esper.shell.data.taskdata import TaskData
+from esper.shell.interrupt import signals_interrupt
 from esper.shell.nets.hosts import host_config
 from esper.shell.process import ProcessSettings, process_settings
 from esper.shell.rl.runner import PPORun
@@ -69,10 +72,10 @@ class Program(Protocol):
     @property
     def total(self) -> int: ...  # steps the run ends at
 
-    def restore(self, data: dict[str, Any]) -> None: ...
+    def restore(self, data: dict[str, Any]) -> None: ...  # also over a step cut short (Ctrl-C)
     def started(self, resumed: ResumePoint | None) -> Event: ...
     def step(self, hub: TelemetryHub) -> list[Save]: ...
-    def payload(self, seq: int) -> dict[str, Any]: ...
+    def payload(self, seq: int) -> dict[str, Any]: ...  # self-contained: later steps do not change it
     def closing(self, status: str, error: BaseException | None) -> list[Save]: ...
     def last_events(self, status: str, error: BaseException | None) -> list[Event]: ...
     def summary(self, status: str, dropped: dict[str, int]) -> Any: ...  # writes the summary file
@@ -107,6 +110,9 @@ class Run:
     program: Program
     run_dir: RunDirectory
     hub: TelemetryHub
+    boundary: dict[str, Any] | None = None  # the payload at the last finished step (or the start)
+    in_step: bool = False  # a step is under way: the program is between two boundaries
+    seq: int | None = None  # after a roll back: the boundary's seq, which checkpoints then carry
 
 
 def program_kind(cfg: RunConfig) -> ProgramKind:
@@ -133,7 +139,7 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
         run_dir = RunDirectory(path, resume=point is not None or restart, create=False)  # checked, not created
         kind = program_kind(cfg)
         device = resolve_device(cfg.device)
-        with process_settings(ProcessSettings.for_run(cfg.deterministic, device)):
+        with signals_interrupt(), process_settings(ProcessSettings.for_run(cfg.deterministic, device)):
             devices = kind.devices(device)
             data = [load_data(cfg, d) for d in devices]
             record = run_record(cfg, data[0], point, run_id)
@@ -208,13 +214,20 @@ def drive(run: Run, resumed: ResumePoint | None = None) -> Any:
     status, error = "ok", None
     try:
         run.hub.emit(run.program.started(resumed))
+        run.boundary = run.program.payload(seq=run.hub.next_seq)
         while run.program.steps < run.program.total:
-            for save in run.program.step(run.hub):
+            run.in_step = True
+            saves = run.program.step(run.hub)
+            run.in_step = False
+            for save in saves:
                 checkpoint(run, save)
+            run.boundary = run.program.payload(seq=run.hub.next_seq)
         if (bad := run.program.non_finite()) is not None:
             status = "diverged"  # a run whose final metrics are not finite never ends ok
     except BaseException as exc:
         status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "aborted"), exc
+        if isinstance(exc, KeyboardInterrupt) and run.in_step and run.boundary is not None:
+            roll_back(run)
         if isinstance(exc, Exception):
             tag_failed_run(exc, run.run_dir.path)  # the CLI writes the traceback to <run>/error.txt
         raise
@@ -228,11 +241,19 @@ def drive(run: Run, resumed: ResumePoint | None = None) -> Any:
     return summary
 
 
+def roll_back(run: Run) -> None:
+    """An interrupt inside a step: the program back to the last finished step, whose seq the closing
+    checkpoint carries, so a resume cuts the cut step's events and rows and runs it again whole."""
+    assert run.boundary is not None
+    run.program.restore(run.boundary)
+    run.seq = int(run.boundary["progress"]["seq"])
+
+
 def checkpoint(run: Run, save: Save) -> Path:
     """Write the program's checkpoint atomically (after the events before it are on disk) and say so."""
     started = time.perf_counter()
     run.hub.flush()
-    payload = run.program.payload(seq=run.hub.next_seq)
+    payload = run.program.payload(seq=run.hub.next_seq if run.seq is None else run.seq)
     if save.latest:
         path = save_run_checkpoint(run.run_dir.checkpoints, save.name, payload, run.program.keep_checkpoints,
                                    pattern=run.program.periodic)

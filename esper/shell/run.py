@@ -5,8 +5,9 @@ Trainer's run adds to it:
 
     open     the trainer (with `--policy RUN_DIR`, the trained policy decides)
     step     trainer.run_epoch → its events and epoch.metrics → a metrics.csv row
-             → `epoch-NNNN` every `checkpoint_every` epochs before the last
-    close    `final` (ok) or `interrupted` (Ctrl-C) checkpoint; a governor abort's event; run.end
+             → `epoch-NNNN` every `checkpoint_every` (default 5) epochs before the last
+    close    `final` (ok) or `interrupted` (Ctrl-C, SIGTERM: the last finished epoch) checkpoint;
+             a governor abort's event; run.end
              → summary.json (every status) → the summary table
 
 `--resume` restores the trainer exactly (run checkpoint, esper.shell.run_checkpoint) and continues to
@@ -32,6 +33,7 @@ from esper.shell.trainer import Trainer, TrainingDiverged
 
 RESUMABLE = ("epochs", "device", "precision", "telemetry_level", "profile", "events", "tensorboard",
              "progress", "checkpoint_every", "keep_checkpoints")
+CHECKPOINT_EVERY = 5  # epochs between periodic checkpoints when --checkpoint-every is not given
 
 
 def build_trainer(cfg: RunConfig, data: TaskData, device: torch.device) -> Trainer:
@@ -108,7 +110,7 @@ class EpochRun:
         hub.emit_all(result.events, epoch=result.epoch)
         hub.emit(result.metrics, epoch=result.epoch)
         self.run_dir.append_metrics(result.metrics)
-        if result.epoch % self.cfg.checkpoint_every == 0 and result.epoch < self.trainer.epochs:
+        if result.epoch % (self.cfg.checkpoint_every or CHECKPOINT_EVERY) == 0 and result.epoch < self.trainer.epochs:
             return [Save(f"epoch-{result.epoch:04d}")]
         return []
 
@@ -118,8 +120,10 @@ class EpochRun:
 
     def closing(self, status: str, error: BaseException | None) -> list[Save]:
         """A crash mid-epoch leaves the model half-stepped: no checkpoint of an aborted run (its last
-        periodic one stays the resume point); nor of a diverged one (non-finite weights)."""
-        if self.trainer.epoch == 0 or status in ("aborted", "diverged"):
+        periodic one stays the resume point); nor of a diverged one (non-finite weights). An interrupted
+        run was put back to its last finished epoch by the driver, so `interrupted` is that epoch, the start
+        included (a resume point)."""
+        if status in ("aborted", "diverged") or (status == "ok" and self.trainer.epoch == 0):
             return []
         return [Save("final" if status == "ok" else "interrupted")]
 

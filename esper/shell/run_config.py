@@ -80,7 +80,7 @@ class RunConfig:
     progress: bool = attrs.field(default=True, metadata=_section("telemetry"))
     report: bool = attrs.field(default=True, metadata=_section("telemetry"))
     # [checkpoint]
-    checkpoint_every: int = attrs.field(default=5, metadata=_section("checkpoint"))
+    checkpoint_every: int | None = attrs.field(default=None, metadata=_section("checkpoint"))  # 5 epochs; 10 updates
     keep_checkpoints: int = attrs.field(default=3, metadata=_section("checkpoint"))
     # [rl]: RLConfig settings besides n_envs, episodes, reward (rl_settings: sorted pairs, non-default only)
     rl: rl_settings.RLPairs = attrs.field(default=(), converter=rl_settings.canonical, metadata=_section("rl"))
@@ -212,7 +212,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--tensorboard",), "tensorboard", None, "write TensorBoard scalars (extra esper[tensorboard])"),
     Flag(("--no-progress",), "progress", None, "no live progress display", value=False),
     Flag(("--no-report",), "report", None, "do not draw the report PNGs at the end", value=False),
-    Flag(("--checkpoint-every",), "checkpoint_every", int, "epochs between checkpoints"),
+    Flag(("--checkpoint-every",), "checkpoint_every", int,
+         "epochs between checkpoints (default 5); updates for a PPO learning run (default 10)"),
     Flag(("--keep-checkpoints",), "keep_checkpoints", int, "periodic checkpoints kept"),
 )
 

@@ -2,14 +2,19 @@
 resume helpers, and resume through a real Trainer run."""
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from esper.core.errors import ConfigError
 from esper.core.events import Event, RunResumed
 from esper.shell.driver import Run, cut_back, cut_csv, drive, merge_resume, train
+from esper.shell.interrupt import Terminated, exit_code, signals_interrupt
 from esper.shell.run_checkpoint import ResumePoint, Save
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, open_hub
@@ -38,6 +43,9 @@ class StubProgram:
 
     def payload(self, seq: int) -> dict[str, Any]:
         return {"format": "stub", "schema_version": 1, "progress": {"epoch": self.steps, "seq": seq}}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.steps = data["progress"]["epoch"]
 
     def closing(self, status: str, error: BaseException | None) -> list[Save]:
         self.closed_with = (status, error)
@@ -96,6 +104,64 @@ def test_ctrl_c_is_an_interrupted_run_and_no_error_file(tmp_path):
         drive(_run(tmp_path, program))
     assert program.closed_with is not None and program.closed_with[0] == "interrupted"
     assert failed_run_dir(caught.value) is None
+
+
+class HalfSteppingProgram(StubProgram):
+    """Interrupted inside step `fail_at` after changing its state and emitting one event."""
+
+    def step(self, hub: Any) -> list[Save]:
+        if self.steps + 1 == self.fail_at:
+            self.steps += 1
+            hub.emit(RunResumed(checkpoint="half a step", from_epoch=self.steps))
+            raise self.error or KeyboardInterrupt()
+        return super().step(hub)
+
+    def closing(self, status: str, error: BaseException | None) -> list[Save]:
+        super().closing(status, error)
+        return [Save("interrupted")] if status == "interrupted" else []
+
+    def summary(self, status: str, dropped: dict[str, int]) -> dict[str, Any]:
+        return {"status": status, "steps": self.steps}
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), Terminated("signal SIGTERM")])
+def test_an_interrupt_inside_a_step_checkpoints_the_last_finished_step_with_its_seq(tmp_path, interrupt):
+    program = HalfSteppingProgram(total=5, fail_at=4, error=interrupt)
+    run = _run(tmp_path, program)
+    with pytest.raises(KeyboardInterrupt):
+        drive(run)
+    assert program.steps == 3, "the half step is put back to the last finished one"
+    saved = torch.load(run.run_dir.checkpoints / "interrupted.pt", weights_only=True)
+    assert saved["progress"]["epoch"] == 3
+    events = _events(run)
+    half = next(e["seq"] for e in events if e["fields"].get("checkpoint") == "half a step")
+    assert saved["progress"]["seq"] == half, "a resume cuts the half step's events"
+    assert json.loads((run.run_dir.checkpoints / "latest.json").read_text())["checkpoint"] == "interrupted.pt"
+
+
+def test_an_interrupt_before_the_first_step_ends_is_a_resume_point_at_the_start(tmp_path):
+    program = HalfSteppingProgram(total=5, fail_at=1)
+    run = _run(tmp_path, program)
+    with pytest.raises(KeyboardInterrupt):
+        drive(run)
+    saved = torch.load(run.run_dir.checkpoints / "interrupted.pt", weights_only=True)
+    assert saved["progress"] == {"epoch": 0, "seq": 1}  # after run.resume (the stub's start event)
+
+
+def test_sigterm_raises_terminated_inside_the_block_and_the_old_handler_comes_back():
+    def mine(signum: int, frame: Any) -> None:
+        raise AssertionError("the caller's handler ran inside the block")
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with pytest.raises(Terminated) as caught, signals_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises at once; without one the test fails after 5 s
+        assert isinstance(caught.value, KeyboardInterrupt) and exit_code(caught.value) == 143
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exit_code(KeyboardInterrupt()) == 130
 
 
 def test_cut_csv_keeps_the_header_the_earlier_rows_and_the_files_line_ending(tmp_path):

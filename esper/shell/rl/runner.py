@@ -5,9 +5,10 @@ PPO learning run adds to it (one step = one batch):
 
     open     one read-only copy of the data per device → policy, Adam, normalisers
     step b   VecEnv(b) → collect_rollout → ppo_update → telemetry, anomaly checks, a ppo.csv row
-             → `update-NNNNN` every `checkpoint_every` updates and at the last; `best` (a side copy)
+             → `update-NNNNN` every `--checkpoint-every` updates (default 10) and at the last; `best` (a side copy)
              when the rolling mean final accuracy is the best yet
-    close    Ctrl-C or a diverged policy: `update-NNNNN` of the last finished batch
+    close    Ctrl-C, SIGTERM or a diverged policy: `update-NNNNN` of the last finished batch (an
+             interrupt inside a batch, mid-update too, is put back to it by the driver first)
              → ok: policy.pt (the trained policy for `--policy`), rl_summary.json, the summary lines
 
 Resume restores the policy, optimizer, normalisers, counters and telemetry state, and continues at
@@ -49,7 +50,8 @@ FORMAT = "esper.rl_run"
 POLICY_FILE = "policy.pt"
 PPO_CSV = "ppo.csv"
 # What a PPO resume may change: `episodes` may grow; where and how it reports (docs/rl.md §8).
-PPO_RESUMABLE = ("episodes", "device", "telemetry_level", "profile", "events", "tensorboard", "progress", "report")
+PPO_RESUMABLE = ("episodes", "device", "telemetry_level", "profile", "events", "tensorboard", "progress", "report",
+                 "checkpoint_every")
 PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
                "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
                "policy_loss", "early_stopped")
@@ -70,8 +72,15 @@ class Learner:
 
 
 def rl_config(cfg: RunConfig) -> RLConfig:
-    """The run's RLConfig: every field from `--rl.FIELD` / `[rl]`, n_envs, episodes, reward (run_config)."""
-    return cfg.rl_config()
+    """The run's RLConfig: every field from `--rl.FIELD` / `[rl]`, n_envs, episodes, reward (run_config);
+    `--checkpoint-every` counts updates here (unset: RLConfig's own, `--rl.checkpoint_every`)."""
+    rl = cfg.rl_config()
+    if cfg.checkpoint_every is None:
+        return rl
+    explicit = dict(cfg.rl).get("checkpoint_every")
+    if explicit is not None and explicit != cfg.checkpoint_every:
+        raise ConfigError(f"--checkpoint-every {cfg.checkpoint_every} contradicts --rl.checkpoint_every {explicit}")
+    return attrs.evolve(rl, checkpoint_every=cfg.checkpoint_every)
 
 
 def build_learner(dims: tuple[int, int, int], rl: RLConfig, seed: int, device: torch.device) -> Learner:
@@ -223,8 +232,9 @@ class PPORun:
     # -- checkpoints --------------------------------------------------------------------------------
 
     def payload(self, seq: int) -> dict[str, Any]:
+        """A copy: the driver keeps the last boundary's payload while the next batch trains in place."""
         learner = self.learner
-        return {
+        return copy.deepcopy({
             "format": FORMAT, "schema_version": 1, "versions": versions(),
             "run": {"run_id": self.run_id, "controller": "ppo", "config": self.record["config"],
                     "data_source": self.record["data_source"]},
@@ -236,7 +246,7 @@ class PPORun:
                 "anomalies": codec.encode(learner.anomalies), "history": learner.history,
                 "rng": {"run_seed": self.cfg.seed},
             },
-        }
+        })
 
     def restore(self, data: dict[str, Any]) -> None:
         try:
@@ -265,9 +275,9 @@ class PPORun:
             "obs_norm": codec.encode(self.learner.norms.obs)})
 
     def closing(self, status: str, error: BaseException | None) -> list[Save]:
-        """The learner changes only at a batch's end, so an interrupt mid-batch checkpoints the last
-        finished batch and the partial one is re-run on resume (docs/rl.md §1.6)."""
-        if isinstance(error, KeyboardInterrupt | PolicyDiverged) and self.learner.batch > 0:
+        """An interrupt mid-batch checkpoints the last finished batch (the driver put the learner back
+        to it, the start included) and the partial one is re-run on resume (docs/rl.md §1.6)."""
+        if isinstance(error, KeyboardInterrupt) or (isinstance(error, PolicyDiverged) and self.learner.batch > 0):
             return [Save(f"update-{self.learner.batch:05d}")]
         return []
 

@@ -16,7 +16,7 @@ from esper.shell.cli import main
 from esper.shell.driver import load_data, train
 from esper.shell.rl.collect import collect_rollout
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
-from esper.shell.rl.runner import build_learner, policy_dims
+from esper.shell.rl.runner import build_learner, policy_dims, rl_config
 from esper.shell.rl.update import ppo_update
 from esper.shell.run_config import RunConfig
 
@@ -212,3 +212,39 @@ def test_rl_settings_are_recorded_in_config_json_and_restored_on_resume(tmp_path
     saved = read_checkpoint(run / "policy.pt")
     assert (saved["rl"]["hidden"], saved["rl"]["lr"]) == (16, 1e-3)
     assert saved["policy"]["features.0.weight"].shape[0] == 16
+
+
+def test_checkpoint_every_counts_updates_in_a_ppo_run_and_defaults_to_ten(tmp_path):
+    """Issue 15, defect 8: `--checkpoint-every` was ignored (fixed at 10), so a short run killed
+    mid-way had nothing to resume."""
+    assert rl_config(TINY).checkpoint_every == 10  # not given: docs/rl.md §8's default
+    assert rl_config(attrs.evolve(TINY, checkpoint_every=1)).checkpoint_every == 1
+    train(attrs.evolve(TINY, checkpoint_every=1), out=str(tmp_path / "run"))
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("update-*.pt"))
+    assert saved == ["update-00001.pt", "update-00002.pt"]
+    first = read_checkpoint(tmp_path / "run" / "checkpoints" / "update-00001.pt")
+    assert first["progress"]["update"] == 1
+
+
+def test_an_interrupt_inside_an_update_checkpoints_the_batch_before_it(tmp_path, monkeypatch):
+    """Issue 15, defect 1 for PPO: the update trains the policy in place, so an interrupt after its
+    optimizer steps (and before the batch is counted) saved the moved weights as the batch before."""
+    from esper.shell.rl import runner
+
+    train(TINY, out=str(tmp_path / "whole"), stop_after=1)  # its update-00001.pt is the boundary
+
+    def update_then_interrupt(*args, **kwargs):
+        result = ppo_update(*args, **kwargs)
+        if kwargs["update"] == 1:
+            raise KeyboardInterrupt  # the second batch's update has stepped the optimizer
+        return result
+
+    monkeypatch.setattr(runner, "ppo_update", update_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, out=str(tmp_path / "cut"))
+    a = read_checkpoint(tmp_path / "whole" / "checkpoints" / "update-00001.pt")["controller"]
+    b = read_checkpoint(tmp_path / "cut" / "checkpoints" / "update-00001.pt")["controller"]
+    assert all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
+    assert a["counters"] == b["counters"] and a["history"] == b["history"]
+    for key, state in a["optimizer"]["state"].items():
+        assert all(torch.equal(state[n], b["optimizer"]["state"][key][n]) for n in state)
