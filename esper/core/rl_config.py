@@ -40,6 +40,7 @@ class RLConfig:
     kl_stop_factor: float = 1.5
     lr: float = 3e-4
     adam_eps: float = 1e-5
+    weight_decay: float = 0.0  # AdamW's decoupled decay: p ← p − lr·weight_decay·p each step (0: plain Adam)
     # -- policy network (docs/rl.md §4)
     hidden: int = 128
     head_hidden: int = 64
@@ -113,6 +114,8 @@ def _violations(cfg: RLConfig) -> list[str]:
                  "obs_clip", "reward_clip", "reward_std_floor", "contribution_cap", "contribution_total_cap"):
         if not getattr(cfg, name) > 0:
             out.append(f"{name} must be > 0, got {getattr(cfg, name)}")
+    if not cfg.weight_decay >= 0.0:
+        out.append(f"weight_decay must be >= 0, got {cfg.weight_decay}")
     if not 0.0 <= cfg.entropy_coef_end <= cfg.entropy_coef_start:
         out.append("entropy coefficients need 0 <= end <= start")
     if not 0.0 < cfg.entropy_anneal_frac <= 1.0:

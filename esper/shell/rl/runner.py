@@ -88,7 +88,8 @@ def build_learner(dims: tuple[int, int, int], rl: RLConfig, seed: int, device: t
     generator = torch.Generator().manual_seed(seed)
     policy = PolicyNet(d, s, k, hidden=rl.hidden, head_hidden=rl.head_hidden, masked_logit=rl.masked_logit,
                        generator=generator).to(device)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=rl.lr, eps=rl.adam_eps, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=rl.lr, eps=rl.adam_eps, weight_decay=rl.weight_decay,
+                                  fused=device.type == "cuda")
     return Learner(policy, optimizer, Normalisers.initial(d))
 
 

@@ -294,6 +294,7 @@ PROBES: dict[str, Probe] = {
     "kl_stop_factor": Probe(1e-7, _minibatches),
     "lr": Probe(1e-2, _params_after_update),
     "adam_eps": Probe(1.0, _params_after_update),
+    "weight_decay": Probe(0.1, _params_after_update),
     # policy network
     "hidden": Probe(16, _param_count),
     "head_hidden": Probe(8, _param_count),
