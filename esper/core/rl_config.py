@@ -14,6 +14,7 @@ from esper.core.stages import Stage
 
 RewardMode = Literal["shaped", "sparse", "minimal"]
 REWARD_MODES: tuple[str, ...] = ("shaped", "sparse", "minimal")
+POLICY_TRUNKS: tuple[str, ...] = ("lstm", "mlp")  # docs/rl.md §4: recurrent or feed-forward actor-critic
 
 # φ(stage) of docs/rl.md §7.3, indexed by Stage code: the post-cull stages (CULLED, EMBARGOED, RESETTING) are 0.
 DEFAULT_POTENTIALS: tuple[float, ...] = (0.0, 0.10, 0.20, 0.35, 0.55, 0.60, 0.0, 0.0, 0.0)
@@ -42,6 +43,7 @@ class RLConfig:
     adam_eps: float = 1e-5
     weight_decay: float = 0.0  # AdamW's decoupled decay: p ← p − lr·weight_decay·p each step (0: plain Adam)
     # -- policy network (docs/rl.md §4)
+    policy: str = attrs.field(default="lstm", metadata={"choices": POLICY_TRUNKS})  # --rl.policy choices
     hidden: int = 128
     head_hidden: int = 64
     masked_logit: float = -1e4
@@ -108,6 +110,8 @@ def _violations(cfg: RLConfig) -> list[str]:
                    f"({min(cfg.minibatch_envs, cfg.n_envs)} envs)")
     if cfg.reward_mode not in REWARD_MODES:
         out.append(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {cfg.reward_mode!r}")
+    if cfg.policy not in POLICY_TRUNKS:
+        out.append(f"policy must be one of {', '.join(POLICY_TRUNKS)}, got {cfg.policy!r}")
     if len(cfg.potentials) != len(Stage):
         out.append(f"potentials needs one value per stage ({len(Stage)}), got {len(cfg.potentials)}")
     for name in ("clip_eps", "value_clip_eps", "max_grad_norm", "target_kl", "lr", "adam_eps", "obs_std_floor",

@@ -1,9 +1,11 @@
-"""The PPO controller's network (docs/rl.md §4): an LSTM trunk, four sequential masked heads and a value head.
+"""The PPO controller's network (docs/rl.md §4): an LSTM (or feed-forward) trunk, four sequential masked
+heads and a value head.
 
 Time index: step t is one epoch boundary; h_t summarises o_0 … o_t (zeros before step 0).
 
     x_t  = ReLU(LN(W_f o_t + b_f))                            features      [H]
-    h_t  = LN(LSTM(x_t, (h, c)_{t−1}))                         memory        [H]
+    h_t  = LN(LSTM(x_t, (h, c)_{t−1}))                         memory, trunk "lstm"  [H]
+    h_t  = LN(ReLU(W_m x_t + b_m))                             memory, trunk "mlp": o_t only  [H]
     z_op = MLP_op(h_t)                                                       [4]
     z_sl = MLP_slot([h_t, onehot(op_t)])                                     [S]
     z_bp = MLP_bp([h_t, onehot(slot_t)])                                     [K]
@@ -16,7 +18,9 @@ log-prob u_h · logπ_h(a_h), normalised entropy u_h · Ĥ_h). Irrelevant heads 
 index 0 (the canonical action), so stored values there never reach any output or gradient.
 
 `act` runs one step for N envs with a carried (h, c); `evaluate` runs whole [B, T] sequences from
-zeros with teacher forcing. Both share `_heads`, so the first PPO minibatch reproduces the rollout.
+zeros with teacher forcing. The "mlp" trunk keeps that interface with an empty carried state
+(h, c each [1, N, 0]), passed through unchanged, so collect, update and the trained-policy run
+need not know which trunk they drive. Both share `_heads`, so the first PPO minibatch reproduces the rollout.
 The policy always computes in float32 with autocast off.
 
 Init (deterministic from the passed generator; the global RNG is untouched): every Linear
@@ -48,6 +52,7 @@ from esper.core.sampling import (
 
 _META = torch.device("meta")  # declare shapes only; `_initialise` draws every value from the generator
 HiddenState = tuple[Tensor, Tensor]
+TRUNKS: tuple[str, ...] = ("lstm", "mlp")
 Chooser = Callable[[int, Tensor, Tensor], Tensor]  # (head, masked logits, mask) -> chosen index
 
 
@@ -57,17 +62,22 @@ def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
 
 
 class PolicyNet(nn.Module):
-    """Recurrent actor-critic over the factored action space (op, slot, blueprint, tempo)."""
+    """Actor-critic over the factored action space (op, slot, blueprint, tempo); recurrent unless trunk "mlp"."""
 
     def __init__(self, obs_dim: int, n_slots: int, n_blueprints: int, n_tempo: int = 3, hidden: int = 128,
                  head_hidden: int = 64, masked_logit: float = -1e4,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, trunk: str = "lstm") -> None:
         super().__init__()
+        if trunk not in TRUNKS:
+            raise ValueError(f"trunk must be one of {', '.join(TRUNKS)}, got {trunk!r}")
         self.obs_dim, self.n_slots, self.n_blueprints, self.n_tempo = obs_dim, n_slots, n_blueprints, n_tempo
-        self.hidden, self.masked_logit = hidden, masked_logit
+        self.hidden, self.masked_logit, self.trunk = hidden, masked_logit, trunk
         self.features = nn.Sequential(nn.Linear(obs_dim, hidden, device=_META),
                                       nn.LayerNorm(hidden, device=_META), nn.ReLU())
-        self.lstm = nn.LSTM(hidden, hidden, num_layers=1, batch_first=True, device=_META)
+        if trunk == "lstm":
+            self.lstm = nn.LSTM(hidden, hidden, num_layers=1, batch_first=True, device=_META)
+        else:
+            self.memory = nn.Sequential(nn.Linear(hidden, hidden, device=_META), nn.ReLU())
         self.memory_norm = nn.LayerNorm(hidden, device=_META)
         self.op_head = _mlp(hidden, head_hidden, N_OPS)
         self.slot_head = _mlp(hidden + N_OPS, head_hidden, n_slots)
@@ -106,13 +116,18 @@ class PolicyNet(nn.Module):
     # ------------------------------------------------------------------ trunk
 
     def initial_state(self, n: int) -> HiddenState:
-        """Zero (h, c), each [1, n, hidden]: the state before step 0 of an episode."""
-        zeros = torch.zeros(1, n, self.hidden, device=self.memory_norm.weight.device)
+        """Zero (h, c), each [1, n, hidden] (trunk "mlp": [1, n, 0]): the state before step 0 of an episode."""
+        width = self.hidden if self.trunk == "lstm" else 0
+        zeros = torch.zeros(1, n, width, device=self.memory_norm.weight.device)
         return zeros, zeros.clone()
 
     def _memory(self, obs: Tensor, hc: HiddenState | None) -> tuple[Tensor, HiddenState]:
-        """obs [B, T, D] → h [B, T, H] and the final (h, c)."""
-        out, hc_next = self.lstm(self.features(obs.float()), hc)
+        """obs [B, T, D] → h [B, T, H] and the final (h, c); the feed-forward trunk hands `hc` back as is."""
+        x = self.features(obs.float())
+        if self.trunk == "mlp":
+            b = obs.shape[0]
+            return self.memory_norm(self.memory(x)), hc if hc is not None else self.initial_state(b)
+        out, hc_next = self.lstm(x, hc)
         return self.memory_norm(out), hc_next
 
     def _value(self, h: Tensor) -> Tensor:

@@ -296,6 +296,7 @@ PROBES: dict[str, Probe] = {
     "adam_eps": Probe(1.0, _params_after_update),
     "weight_decay": Probe(0.1, _params_after_update),
     # policy network
+    "policy": Probe("mlp", _param_count),
     "hidden": Probe(16, _param_count),
     "head_hidden": Probe(8, _param_count),
     "masked_logit": Probe(-1.0, _masked_logp),
