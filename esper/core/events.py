@@ -179,6 +179,12 @@ class EpochMetrics(Event):
     rollback: bool = False
     recompiles: int = 0
     slots: tuple[SlotStatus, ...] = ()
+    # Memory (MiB, docs/runtime.md §4.3): host RSS now and the process's peak; the CUDA allocator's
+    # peaks over the epoch. None where not measured (CUDA numbers off CUDA, current RSS without /proc).
+    host_rss_mb: float | None = None
+    host_peak_rss_mb: float | None = None
+    cuda_peak_allocated_mb: float | None = None
+    cuda_peak_reserved_mb: float | None = None
 
 
 @attrs.frozen(kw_only=True)

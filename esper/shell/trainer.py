@@ -37,6 +37,7 @@ from esper.shell.data.taskdata import TaskData
 from esper.shell.epoch import seeds_finite, train_epoch, validate
 from esper.shell.epoch_numbers import EpochLayout, EpochNumbers, LaunchedEpoch
 from esper.shell.flops import FlopMeter
+from esper.shell.memory import MemoryReading, read_memory, reset_peaks
 from esper.shell.model import MorphogeneticModel
 from esper.shell.nets.hosts import host_for
 from esper.shell.optim_groups import param_groups, set_lrs, sync_optimizer
@@ -78,6 +79,7 @@ class PendingEpoch:
     view: LifecycleState
     masks: ActionMasks
     events: list[Event]
+    memory: MemoryReading | None = None  # read after the fetch (esper.shell.memory)
 
     @property
     def rolled_back(self) -> bool:
@@ -199,6 +201,7 @@ class Trainer:
         """Steps 0–2 without a host sync: on a GPU this only queues work on the current stream, so
         N envs launched one after another overlap until each `collect_epoch` fetches."""
         started = time.perf_counter()
+        reset_peaks(self.device)
         self._schedule_lr()
         layout = EpochLayout.of(lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils))
         measured = layout.measured
@@ -224,6 +227,7 @@ class Trainer:
         """Steps 3–5: the one device→host copy, governor, tracker, record."""
         epoch = self.state.epoch + 1
         numbers = launched.fetch()  # the one device→host copy
+        memory = read_memory(self.device)  # allocator bookkeeping: no device sync
         if self.cfg.governor:
             self.governor, verdict = governor.check(self.governor, numbers.train_loss, numbers.val_loss,
                                                     self.governor_cfg)
@@ -247,7 +251,7 @@ class Trainer:
             events += tracker_events
             view = lifecycle.record(self.state, numbers.measurements(epoch))
         return PendingEpoch(epoch=epoch, started=launched.started, numbers=numbers, verdict=verdict, view=view,
-                            masks=masks(view, self.rules), events=events)
+                            masks=masks(view, self.rules), events=events, memory=memory)
 
     def decide(self, pending: "PendingEpoch") -> tuple[FactoredAction, str, list[Event]]:
         """Step 6: the configured (heuristic or static or scripted) controller's decision."""
@@ -269,6 +273,8 @@ class Trainer:
         events += self._seed_metrics(view)
         self.records = summarize_seeds(events, self.records)
         metrics = self._epoch_metrics(epoch, numbers, action, reason, verdict, time.perf_counter() - pending.started)
+        if pending.memory is not None:
+            metrics = attrs.evolve(metrics, **attrs.asdict(pending.memory))
         return EpochResult(epoch, numbers.train_loss, numbers.train_acc, numbers.val_loss, numbers.val_acc, action,
                            reason, pending.rolled_back, tuple(events), metrics)
 

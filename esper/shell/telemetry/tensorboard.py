@@ -24,6 +24,8 @@ EPOCH_SCALARS = {
     "val/ppl": "val_ppl", "params/total": "params", "params/seeds": "seed_params", "lr/host": "lr_host",
     "time/epoch_s": "epoch_s", "time/samples_per_s": "samples_per_s", "seeds/live": "live_seeds",
     "seeds/fossilized": "fossilized", "compile/recompiles": "recompiles",
+    "memory/host_rss_mb": "host_rss_mb", "memory/host_peak_rss_mb": "host_peak_rss_mb",
+    "memory/cuda_peak_allocated_mb": "cuda_peak_allocated_mb", "memory/cuda_peak_reserved_mb": "cuda_peak_reserved_mb",
 }
 SEED_SCALARS = ("alpha", "grad_ratio", "contribution", "shadow_gain", "total_gain")
 PPO_SCALARS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac",

@@ -25,6 +25,7 @@ def epoch_metrics(epoch: int = 12, **over: object) -> ev.EpochMetrics:
         epoch=epoch, train_loss=1.234, train_acc=0.561, val_loss=1.301, val_acc=0.54, params=15698,
         seed_params=9280, lr_host=0.01, action="WAIT", reason="awaiting_gate", epoch_s=3.1,
         samples_per_s=2580.5, live_seeds=1, fossilized=1, recompiles=2, slots=slots(),
+        host_rss_mb=812.5, host_peak_rss_mb=901.25, cuda_peak_allocated_mb=3071.5, cuda_peak_reserved_mb=4096.0,
     )
     values.update(over)
     return ev.EpochMetrics(**values)  # type: ignore[arg-type]
