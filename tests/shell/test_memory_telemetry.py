@@ -2,6 +2,7 @@
 allocator's per-epoch peaks on CUDA only, and the schema accepts both."""
 
 import json
+import mmap
 
 import pytest
 import torch
@@ -34,10 +35,13 @@ def test_a_cpu_run_reports_host_rss_every_epoch_and_no_cuda_numbers(tmp_path, pr
 
 
 def test_host_numbers_are_the_process_own():
+    # 64 MiB of fresh, written pages (an anonymous mmap: a malloc could reuse freed pages already resident).
+    ballast = mmap.mmap(-1, 64 * 2**20)
     before = memory.host_rss_mb()
-    ballast = b"\x01" * (64 * 2**20)  # 64 MiB of written pages: RSS must grow by them
+    for offset in range(0, len(ballast), mmap.PAGESIZE):
+        ballast[offset] = 1
     after = memory.host_rss_mb()
-    del ballast
+    ballast.close()
     assert before is not None and after is not None and after - before > 32
     assert memory.host_peak_rss_mb() >= after
     reading = memory.read_memory(torch.device("cpu"))
