@@ -21,7 +21,7 @@ from esper.shell.data.errors import DataError
 from esper.shell.run_config import FLAGS, RunConfig, csv_list, load_config_file, resolve
 from esper.shell.telemetry import RunDirectoryError
 
-USAGE_ERROR, RUNTIME_ERROR, INTERRUPTED, BROKEN_PIPE = 2, 1, 130, 141  # 141 = 128 + SIGPIPE, as shells report
+USAGE_ERROR, RUNTIME_ERROR, BROKEN_PIPE = 2, 1, 141  # 141 = 128 + SIGPIPE; 130/143 come from interrupt.exit_code
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, HostConfigError, UnknownBlueprintError, DataError,
                                              CheckpointError, RunDirectoryError, LifecycleError)
 

@@ -10,7 +10,6 @@
 import time
 from collections import Counter
 from functools import partial
-from typing import TypeVar
 
 import attrs
 import torch
@@ -80,21 +79,13 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
             step = steps[i]
             _check_bound(rewards, j, bound)
             buffer.store_decision(i, t, obs=obs[i], obs_raw=raw[i], action=actions[i], logp=logp[i],
-                                  relevance=relevance(actions[i, 0]), masks=_at(masks, i), value=value[i])
-            buffer.store_outcome(i, t, components=_at(rewards, j), inputs=step.reward, terminal=t == e - 1,
+                                  relevance=relevance(actions[i, 0]), masks=tree_index(masks, i), value=value[i])
+            buffer.store_outcome(i, t, components=tree_index(rewards, j), inputs=step.reward, terminal=t == e - 1,
                                  acc=step.result.val_acc)
             ops[Op(decided[i].op).name] += 1
             if decided[i].op == Op.GERMINATE:
                 blueprints[first.rules.catalogue.germinable[decided[i].blueprint].name] += 1
     return buffer, RolloutStats(time.perf_counter() - started, dict(ops), dict(blueprints), tuple(cuts))
-
-
-T = TypeVar("T")
-
-
-def _at(batched: T, i: int) -> T:
-    """Row i of every tensor of a batched record (MaskTensors, RewardComponents: registered pytrees)."""
-    return tree_index(batched, i)
 
 
 def _check_bound(components: RewardComponents, j: int, bound: float) -> None:
