@@ -1,6 +1,6 @@
 """docs/rl.md §6 / §10 item 11 as properties of `ppo_loss`: it equals a per-element oracle of the loss table, stored
 samples of irrelevant heads and padded steps change neither the loss, the diagnostics nor any gradient, and the
-diagnostics keep their ranges."""
+diagnostics keep their ranges; the per-head factored advantage stream A·u_h gives the same policy gradient."""
 
 import math
 
@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, ppo_loss
+from esper.core.xp import clip_closed
 
 F64 = torch.float64
 RELEVANCE = torch.tensor([[1.0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]], dtype=F64)  # by op
@@ -100,6 +101,29 @@ def test_irrelevant_heads_and_padding_change_nothing(case, junk, seed):
     grads_logp, grads_ent, grads_value = base[2]
     assert grads_logp[off_head].eq(0).all() and grads_ent[off_head].eq(0).all()
     assert grads_value[off_step].eq(0).all()
+
+
+def _per_head_stream_policy_loss(logp, batch: PPOBatch, clip_eps: float) -> torch.Tensor:
+    """The clipped surrogate on one advantage stream per head, A_t·u_h, with no head selection at all."""
+    step = batch.valid > 0
+    streams = torch.where(step, batch.advantages, 0.0)[..., None] * batch.relevance  # [B, T, 4]
+    rho = torch.exp(torch.where(batch.relevance > 0, logp - batch.logp_old, 0.0))
+    clipped = clip_closed(rho, 1 - clip_eps, 1 + clip_eps)
+    surrogate = torch.maximum(-rho * streams, -clipped * streams)
+    return torch.where(step[..., None], surrogate, 0.0).sum() / batch.valid.sum().clamp(min=1)
+
+
+@given(cases())
+def test_policy_gradient_is_the_per_head_factored_stream(case):
+    """Why there is no `factored_advantages` switch (docs/rl.md §5): selecting head h's relevant steps in
+    `ppo_loss` already trains it on A_t·u_h, so a separate stream per head gives the same policy gradient."""
+    logp, ent, value, batch, coefs = case
+    policy_only = attrs.evolve(coefs, value_coef=0.0, entropy_coef=0.0)
+    a, b = logp.clone().requires_grad_(), logp.clone().requires_grad_()
+    loss, _ = ppo_loss(a, ent, value, batch, policy_only)
+    stream_loss = _per_head_stream_policy_loss(b, batch, coefs.clip_eps)
+    assert math.isclose(loss.item(), stream_loss.item(), rel_tol=1e-12, abs_tol=1e-12)
+    assert torch.equal(torch.autograd.grad(loss, a)[0], torch.autograd.grad(stream_loss, b)[0])
 
 
 @given(cases())

@@ -78,11 +78,6 @@ def episode_arrays(rewards: Array, values: Array, valid: Array, terminal: Array,
     return r, d, lam_t, v, xp.zeros_like(values[0])
 
 
-def factored_advantages(adv: Array, relevance: Array) -> Array:
-    """A_t · u_h(op_t) for every head h: adv[...] × relevance[..., 4] → [..., 4]."""
-    return adv[..., None] * relevance
-
-
 def masked_mean_var(x: Array, valid: Array) -> tuple[Array, Array, Array]:
     """(mask, masked mean, masked Bessel variance); invalid entries are replaced, never multiplied."""
     xp = namespace(x)

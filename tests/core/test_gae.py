@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from esper.core.gae import episode_arrays, explained_variance, factored_advantages, gae, normalize_advantages
+from esper.core.gae import episode_arrays, explained_variance, gae, normalize_advantages
 
 F64 = torch.float64
 
@@ -63,12 +63,6 @@ def test_episode_layout_of_a_full_episode_with_bool_masks():
     assert v.tolist() == [0.5, 0.6, 0.7]
     adv, _ = gae(r, d, v, boot, lam)
     assert adv[2].item() == pytest.approx(3.0 - 0.7, abs=1e-12)
-
-
-def test_factored_advantages_follow_the_relevance_table():
-    relevance = torch.tensor([[1.0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]])  # WAIT, GERMINATE, CULL
-    out = factored_advantages(_t(2.0, -1.0, 3.0, dtype=torch.float32), relevance)
-    assert out.tolist() == [[2, 0, 0, 0], [-1, -1, -1, -1], [3, 3, 0, 0]]
 
 
 def test_normalize_hand_example():
