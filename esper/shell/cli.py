@@ -18,12 +18,13 @@ from esper.core.errors import ConfigError, HostConfigError, LifecycleError, Unkn
 from esper.shell import rl_settings
 from esper.shell.checkpoint import CheckpointError
 from esper.shell.data.errors import DataError
+from esper.shell.dist import PeerFailed
 from esper.shell.run_config import FLAGS, RunConfig, csv_list, load_config_file, resolve
 from esper.shell.telemetry import RunDirectoryError
 
 USAGE_ERROR, RUNTIME_ERROR, BROKEN_PIPE = 2, 1, 141  # 141 = 128 + SIGPIPE; 130/143 come from interrupt.exit_code
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, HostConfigError, UnknownBlueprintError, DataError,
-                                             CheckpointError, RunDirectoryError, LifecycleError)
+                                             CheckpointError, RunDirectoryError, LifecycleError, PeerFailed)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,9 +87,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from esper.shell.dist import launched
+
+    cfg = config_from_args(args)  # a bad flag or config is one line here, before any rank starts
+    if cfg.nproc > 1 and not launched():
+        from esper.shell.launch import launch
+
+        return launch(args.argv, cfg.nproc)
     from esper.shell.driver import train  # heavy imports only for the command that needs them; PPO too
 
-    train(config_from_args(args), out=args.out, resume=args.resume)
+    train(cfg, out=args.out, resume=args.resume)
     return 0
 
 
@@ -130,7 +138,9 @@ def _tasks(_args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    args.argv = argv  # what `--nproc` ranks run again
     debug = args.debug or os.environ.get("ESPER_DEBUG") == "1"
     if args.command is None:
         parser().print_help()
@@ -142,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if debug:
             traceback.print_exc()
-        print(f"esper-run: error: {exc}", file=sys.stderr)
+        if not _quiet_rank(exc):
+            print(f"esper-run: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as esper.shell.interrupt.Terminated
         from esper.shell.interrupt import exit_code
@@ -156,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE
     except Exception as exc:
+        from esper.shell.dist import RanksDiverged
         from esper.shell.trainer import TrainingDiverged
 
         if debug:
@@ -163,9 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         from esper.shell.telemetry.rundir import failed_run_dir
 
         path = _write_traceback(failed_run_dir(exc))
-        kind = "" if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: "
+        kind = "" if isinstance(exc, TrainingDiverged | RanksDiverged) else f"{type(exc).__name__}: "
         print(f"esper-run: {kind}{exc}; traceback in {path}", file=sys.stderr)
         return RUNTIME_ERROR
+
+
+def _quiet_rank(exc: Exception) -> bool:
+    """A rank other than 0 stopping because a rank failed while opening: rank 0 says it, once."""
+    from esper.shell.dist import ranks_from_env
+
+    return isinstance(exc, PeerFailed) and not ranks_from_env().main
 
 
 def _write_traceback(run_dir: "os.PathLike[str] | None") -> str:

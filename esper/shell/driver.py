@@ -23,9 +23,6 @@ checkpoint's `progress.epoch` counts steps for both, and a resume continues to t
 """
 
 import contextlib
-import csv
-import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -41,6 +38,7 @@ from esper.core.tasks import task_preset
 from esper.shell.checkpoint import write_atomic
 from esper.shell.data.loading import load_task
 from esper.shell.data.taskdata import TaskData
+from esper.shell.dist import Ranks, bind_device, process_group
 from esper.shell.interrupt import signals_interrupt
 from esper.shell.nets.hosts import host_config
 from esper.shell.process import ProcessSettings, process_settings
@@ -52,6 +50,7 @@ from esper.shell.telemetry import RunDirectory, TelemetryHub, make_run_id, open_
 from esper.shell.telemetry.rundir import (
     RunDirectoryError,
     clear_for_a_fresh_start,
+    cut_back,
     locked,
     never_checkpointed,
     tag_failed_run,
@@ -80,6 +79,7 @@ class Program(Protocol):
     def last_events(self, status: str, error: BaseException | None) -> list[Event]: ...
     def summary(self, status: str, dropped: dict[str, int]) -> Any: ...  # writes the summary file
     def non_finite(self) -> str | None: ...  # the final metrics that are not finite ("val_loss=nan"); None: all are
+    def digest(self) -> str: ...  # a hash of what every rank must hold equal at a boundary (esper.shell.dist)
     def print_summary(self, summary: Any) -> None: ...
 
 
@@ -96,7 +96,7 @@ class ProgramKind(Protocol):
 
     @classmethod
     def open(cls, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
-             record: dict[str, Any], stop_after: int | None) -> Program: ...
+             record: dict[str, Any], stop_after: int | None, ranks: Ranks) -> Program: ...
 
     @staticmethod
     def read_summary(run_dir: Path) -> Any: ...  # a finished run's summary file; None when absent
@@ -110,6 +110,7 @@ class Run:
     program: Program
     run_dir: RunDirectory
     hub: TelemetryHub
+    ranks: Ranks = attrs.field(factory=Ranks)
     boundary: dict[str, Any] | None = None  # the payload at the last finished step (or the start)
     in_step: bool = False  # a step is under way: the program is between two boundaries
     seq: int | None = None  # after a roll back: the boundary's seq, which checkpoints then carry
@@ -126,37 +127,108 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
     `stop_after` ends the run after that many steps in total (tests; a run cut short on purpose).
     The run is validated (data, trainer or policy, slots, seeds) before anything is written, and its
     directory locked from its first write to the run's end (`locked`: a second writer is refused).
+    Under a launcher every rank runs this (esper.shell.dist): rank 0 finds, locks and writes the run
+    directory, every rank opens the same program; a failure of any rank while opening stops them all.
     User errors are raised as typed exceptions (the CLI prints them in one line)."""
     with contextlib.ExitStack() as held:
-        if resume is not None:
-            cfg, point, run_id, path = open_resume(cfg, Path(resume), held)
-        else:
-            point, run_id = None, make_run_id(cfg.task, cfg.controller, cfg.seed)
-            path = Path(out or f"runs/{run_id}")
-        restart = point is None and never_checkpointed(path)  # cleared by start_directory, under the lock
-        if resume is None and restart:  # perhaps a run still before its first checkpoint: refused at once
-            held.enter_context(locked(path))
+        ranks = held.enter_context(process_group(cfg.dist_timeout))
+        cfg, point, run_id, path, restart = locate(with_world(cfg, ranks), out, resume, held, ranks)
         run_dir = RunDirectory(path, resume=point is not None or restart, create=False)  # checked, not created
         kind = program_kind(cfg)
-        device = resolve_device(cfg.device)
+        device = bind_device(resolve_device(cfg.device), ranks)
         with signals_interrupt(), process_settings(ProcessSettings.for_run(cfg.deterministic, device)):
-            devices = kind.devices(device)
-            data = [load_data(cfg, d) for d in devices]
-            record = run_record(cfg, data[0], point, run_id)
-            program = kind.open(cfg, data, devices, run_dir, record, stop_after)  # validates; nothing written yet
-            if point is None:
-                start_directory(run_dir, record, held, lock=resume is None and not restart)
-            else:
-                program.restore(point.data)
-                if program.steps >= program.total and (finished := kind.read_summary(run_dir.path)) is not None:
-                    print(f"nothing to do: {program.steps}/{program.total} {program.unit} done")
-                    return finished
-                cut_back(run_dir.path, point.steps, point.seq, kind.CSV)
-            hub = open_hub(record["run_id"], run_dir, level=cfg.telemetry_level, profile=cfg.profile,
+            program, record = open_program(kind, cfg, device, run_dir, point, run_id, stop_after, ranks)
+            finished = prepare_directory(kind, program, run_dir, record, point, held, ranks,
+                                         lock=resume is None and not restart)
+            if finished is not None:
+                return finished
+            hub = open_hub(record["run_id"], run_dir if ranks.main else None,
+                           level=cfg.telemetry_level if ranks.main else "off", profile=cfg.profile,
                            progress=(cfg.progress or None) if kind.LIVE_PROGRESS else None,
                            tensorboard=cfg.tensorboard, events_copy=cfg.events,
                            start_seq=point.seq if point is not None else 0)
-            return drive(Run(cfg, program, run_dir, hub), point)
+            return drive(Run(cfg, program, run_dir, hub, ranks), point)
+
+
+def with_world(cfg: RunConfig, ranks: Ranks) -> RunConfig:
+    """`nproc` is the launcher's world size (torchrun without --nproc); a flag that says otherwise is an error."""
+    if cfg.nproc == ranks.world:
+        return cfg
+    if cfg.nproc != 1:
+        raise ConfigError(f"--nproc {cfg.nproc}, but the launcher started {ranks.world} rank(s)")
+    return attrs.evolve(cfg, nproc=ranks.world)
+
+
+def locate(cfg: RunConfig, out: str | None, resume: str | None, held: contextlib.ExitStack,
+           ranks: Ranks) -> tuple[RunConfig, ResumePoint | None, str, Path, bool]:
+    """(config, checkpoint, run id, directory, restart): rank 0 finds and locks the run directory and
+    reads its checkpoint; every rank gets rank 0's answer. A resume runs at the world size that wrote it."""
+    found, failed = None, None
+    if ranks.main:
+        try:
+            found = _locate(cfg, out, resume, held)
+        except Exception as exc:
+            failed = exc
+    ranks.together(failed)
+    cfg, point, run_id, path, restart = ranks.broadcast(found)
+    if cfg.nproc != ranks.world:
+        raise ConfigError(f"{path} was written by {cfg.nproc} rank(s); resume it with --nproc {cfg.nproc} "
+                          f"(or that many torchrun ranks), not {ranks.world}")
+    return cfg, point, run_id, path, restart
+
+
+def _locate(cfg: RunConfig, out: str | None, resume: str | None,
+            held: contextlib.ExitStack) -> tuple[RunConfig, ResumePoint | None, str, Path, bool]:
+    if resume is not None:
+        cfg, point, run_id, path = open_resume(cfg, Path(resume), held)
+    else:
+        point, run_id = None, make_run_id(cfg.task, cfg.controller, cfg.seed)
+        path = Path(out or f"runs/{run_id}")
+    restart = point is None and never_checkpointed(path)  # cleared by start_directory, under the lock
+    if resume is None and restart:  # perhaps a run still before its first checkpoint: refused at once
+        held.enter_context(locked(path))
+    return cfg, point, run_id, path, restart
+
+
+def open_program(kind: "ProgramKind", cfg: RunConfig, device: torch.device, run_dir: RunDirectory,
+                 point: ResumePoint | None, run_id: str, stop_after: int | None,
+                 ranks: Ranks) -> tuple["Program", dict[str, Any]]:
+    """Data, the run's record and its program, on every rank; nothing written yet."""
+    failed, opened = None, None
+    try:
+        devices = kind.devices(device)
+        data = [load_data(cfg, d) for d in devices]
+        record = run_record(cfg, data[0], point, run_id)
+        opened = kind.open(cfg, data, devices, run_dir, record, stop_after, ranks), record
+    except Exception as exc:
+        failed = exc
+    ranks.together(failed)
+    assert opened is not None
+    return opened
+
+
+def prepare_directory(kind: "ProgramKind", program: "Program", run_dir: RunDirectory, record: dict[str, Any],
+                      point: ResumePoint | None, held: contextlib.ExitStack, ranks: Ranks, *, lock: bool) -> Any:
+    """A new run's directory (rank 0), or the program restored from its checkpoint (every rank) and the
+    results cut back to it (rank 0). Returns the summary of a run with nothing left to do, else None."""
+    failed, finished = None, None
+    try:
+        if point is None:
+            if ranks.main:
+                start_directory(run_dir, record, held, lock=lock)
+        else:
+            program.restore(point.data)
+            if ranks.main and program.steps >= program.total:
+                finished = kind.read_summary(run_dir.path)
+            if ranks.main and finished is None:
+                cut_back(run_dir.path, point.steps, point.seq, kind.CSV)
+    except Exception as exc:
+        failed = exc
+    ranks.together(failed)
+    finished = ranks.broadcast(finished)
+    if finished is not None and ranks.main:
+        print(f"nothing to do: {program.steps}/{program.total} {program.unit} done")
+    return finished
 
 
 def open_resume(cfg: RunConfig, target: Path,
@@ -219,6 +291,7 @@ def drive(run: Run, resumed: ResumePoint | None = None) -> Any:
             run.in_step = True
             saves = run.program.step(run.hub)
             run.in_step = False
+            run.ranks.check_agreement(run.program.digest, f"{run.program.unit} {run.program.steps}")
             for save in saves:
                 checkpoint(run, save)
             run.boundary = run.program.payload(seq=run.hub.next_seq)
@@ -228,7 +301,7 @@ def drive(run: Run, resumed: ResumePoint | None = None) -> Any:
         status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "aborted"), exc
         if isinstance(exc, KeyboardInterrupt) and run.in_step and run.boundary is not None:
             roll_back(run)
-        if isinstance(exc, Exception):
+        if isinstance(exc, Exception) and run.ranks.main:
             tag_failed_run(exc, run.run_dir.path)  # the CLI writes the traceback to <run>/error.txt
         raise
     finally:
@@ -249,8 +322,11 @@ def roll_back(run: Run) -> None:
     run.seq = int(run.boundary["progress"]["seq"])
 
 
-def checkpoint(run: Run, save: Save) -> Path:
-    """Write the program's checkpoint atomically (after the events before it are on disk) and say so."""
+def checkpoint(run: Run, save: Save) -> Path | None:
+    """Write the program's checkpoint atomically (after the events before it are on disk) and say so;
+    rank 0 alone writes (every rank holds the same state)."""
+    if not run.ranks.main:
+        return None
     started = time.perf_counter()
     run.hub.flush()
     payload = run.program.payload(seq=run.hub.next_seq if run.seq is None else run.seq)
@@ -273,6 +349,8 @@ def close(run: Run, status: str, error: BaseException | None) -> Any:
     for event in run.program.last_events(status, error):
         run.hub.emit(event)
     dropped = run.hub.close()
+    if not run.ranks.main:  # rank 0 writes the summary, the report and the console
+        return None
     summary = run.program.summary(status, dropped)
     run.run_dir.close()
     if status == "ok" and run.cfg.report:
@@ -312,47 +390,6 @@ def merge_resume(saved: RunConfig, flags: RunConfig, resumable: tuple[str, ...])
     if refused:
         raise ConfigError(f"--resume cannot change {', '.join(refused)}; only {', '.join(resumable)} may differ")
     return attrs.evolve(saved, **{k: v for k, v in changed.items() if k in resumable})
-
-
-def cut_back(run_dir: Path, steps: int, seq: int, result_csv: tuple[str, str]) -> None:
-    """The result CSV to the checkpoint's step, events.jsonl to its seq (cut lines kept aside in
-    events.discarded.jsonl): the resumed run appends what the uninterrupted one would have."""
-    cut_csv(run_dir / result_csv[0], result_csv[1], steps)
-    events = run_dir / "events.jsonl"
-    if events.exists():
-        keep, cut = [], []
-        for line in events.read_text(encoding="utf-8").splitlines(keepends=True):
-            try:
-                (keep if json.loads(line)["seq"] < seq else cut).append(line)
-            except (json.JSONDecodeError, KeyError):
-                cut.append(line)  # a torn last line from the kill
-        events.write_text("".join(keep), encoding="utf-8")
-        if cut:
-            with (run_dir / "events.discarded.jsonl").open("a", encoding="utf-8") as f:
-                f.writelines(cut)
-
-
-def cut_csv(path: Path, column: str, last: int) -> None:
-    """Keep the header and the rows whose `column` is at most `last` (a torn row from a kill goes
-    too), in the file's own line ending, so a resumed file equals the uninterrupted run's."""
-    if not path.exists():
-        return
-    with path.open(newline="", encoding="utf-8") as f:
-        ending = "\r\n" if f.readline().endswith("\r\n") else "\n"
-        f.seek(0)
-        rows = list(csv.reader(f))
-    if not rows:
-        return
-    where = rows[0].index(column)
-
-    def step(row: list[str]) -> float:
-        try:
-            return int(row[where])
-        except (IndexError, ValueError):
-            return math.inf
-
-    with path.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f, lineterminator=ending).writerows([rows[0], *(r for r in rows[1:] if step(r) <= last)])
 
 
 def draw_report(run_dir: Path) -> None:

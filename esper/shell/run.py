@@ -22,17 +22,20 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
+from esper.core import codec
+from esper.core.actions import FactoredAction
 from esper.core.errors import ConfigError
 from esper.core.events import Event, GovernorAbort, RunEnded, RunResumed, RunStarted
 from esper.core.summary import RunSummary
 from esper.shell.data.taskdata import TaskData
+from esper.shell.dist import Ranks, digest
 from esper.shell.run_checkpoint import FORMAT, ResumePoint, Save, restore_trainer, run_payload
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, TelemetryHub, print_summary
 from esper.shell.trainer import Trainer, TrainingDiverged
 
 RESUMABLE = ("epochs", "device", "precision", "telemetry_level", "profile", "events", "tensorboard",
-             "progress", "checkpoint_every", "keep_checkpoints")
+             "progress", "checkpoint_every", "keep_checkpoints", "dist_timeout")
 CHECKPOINT_EVERY = 5  # epochs between periodic checkpoints when --checkpoint-every is not given
 
 
@@ -58,13 +61,15 @@ class EpochRun:
     unit, periodic = "epochs", "epoch-*.pt"
 
     def __init__(self, cfg: RunConfig, trainer: Trainer, run_dir: RunDirectory, record: dict[str, Any],
-                 stop_after: int | None = None) -> None:
+                 stop_after: int | None = None, ranks: Ranks | None = None) -> None:
         self.cfg, self.trainer, self.run_dir, self.record = cfg, trainer, run_dir, record
+        self.ranks = ranks or Ranks()
         self.keep_checkpoints = cfg.keep_checkpoints
         self.stop_after = stop_after
         self.clock = time.perf_counter()
         self.ended: RunSummary | None = None  # the summary at run.end, before the hub's dropped counts
         self.last_train_loss: float | None = None  # the last epoch run in this process
+        self.last_action: FactoredAction | None = None  # the last epoch's decision (the boundary digest)
 
     @staticmethod
     def devices(device: torch.device) -> list[torch.device]:
@@ -72,8 +77,8 @@ class EpochRun:
 
     @classmethod
     def open(cls, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
-             record: dict[str, Any], stop_after: int | None) -> "EpochRun":
-        return cls(cfg, build_trainer(cfg, data[0], devices[0]), run_dir, record, stop_after)
+             record: dict[str, Any], stop_after: int | None, ranks: Ranks | None = None) -> "EpochRun":
+        return cls(cfg, build_trainer(cfg, data[0], devices[0]), run_dir, record, stop_after, ranks or Ranks())
 
     @staticmethod
     def read_summary(run_dir: Path) -> RunSummary | None:
@@ -109,10 +114,16 @@ class EpochRun:
         hub.set_epoch(result.epoch)
         hub.emit_all(result.events, epoch=result.epoch)
         hub.emit(result.metrics, epoch=result.epoch)
-        self.run_dir.append_metrics(result.metrics)
+        self.last_action = result.action
+        if self.ranks.main:
+            self.run_dir.append_metrics(result.metrics)
         if result.epoch % (self.cfg.checkpoint_every or CHECKPOINT_EVERY) == 0 and result.epoch < self.trainer.epochs:
             return [Save(f"epoch-{result.epoch:04d}")]
         return []
+
+    def digest(self) -> str:
+        """The lifecycle state and the last action: what every rank of a data-parallel run decides alike."""
+        return digest(codec.encode((self.trainer.state, self.last_action)))
 
     def payload(self, seq: int) -> dict[str, Any]:
         return run_payload(self.trainer, run_id=self.record["run_id"], config=self.record["config"],

@@ -25,7 +25,7 @@ from esper.core.rl_config import RLConfig
 from esper.shell import rl_settings
 
 CONTROLLERS = ("heuristic", "static", "ppo")
-SECTIONS = ("train", "data", "optim", "heuristic", "ppo", "governor", "telemetry", "checkpoint", "rl")
+SECTIONS = ("train", "data", "optim", "heuristic", "ppo", "governor", "telemetry", "checkpoint", "dist", "rl")
 
 
 def _section(name: str) -> dict[str, str]:
@@ -82,6 +82,9 @@ class RunConfig:
     # [checkpoint]
     checkpoint_every: int | None = attrs.field(default=None, metadata=_section("checkpoint"))  # 5 epochs; 10 updates
     keep_checkpoints: int = attrs.field(default=3, metadata=_section("checkpoint"))
+    # [dist]: the ranks of a torch.distributed run (esper.shell.dist); a resume keeps nproc
+    nproc: int = attrs.field(default=1, metadata=_section("dist"))
+    dist_timeout: float = attrs.field(default=1800.0, metadata=_section("dist"))
     # [rl]: RLConfig settings besides n_envs, episodes, reward (rl_settings: sorted pairs, non-default only)
     rl: rl_settings.RLPairs = attrs.field(default=(), converter=rl_settings.canonical, metadata=_section("rl"))
 
@@ -133,10 +136,10 @@ def _violations(c: RunConfig) -> list[str]:
         one_of("telemetry_level", ("off", "minimal", "normal", "debug")),
         one_of("profile", ("minimal", "standard", "diagnostic", "research")),
         *(positive(n) for n in ("epochs", "train_size", "val_size", "train_batches", "batch_size",
-                                "host_width", "checkpoint_every", "keep_checkpoints", "n_envs", "episodes")),
+                                "host_width", "checkpoint_every", "keep_checkpoints", "n_envs", "episodes", "nproc")),
         *(non_negative(n) for n in ("seed", "data_seed", "max_seeds", "max_rollbacks",
                                     "plateau_epochs", "min_germinate_epoch")),
-        *(finite_positive(n) for n in ("host_lr", "seed_lr")),
+        *(finite_positive(n) for n in ("host_lr", "seed_lr", "dist_timeout")),
         (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"),
          f"device must be auto, cpu, cuda or cuda:N; got {c.device!r}"),
         (not c.static_seeds or c.controller == "static",
@@ -215,6 +218,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--checkpoint-every",), "checkpoint_every", int,
          "epochs between checkpoints (default 5); updates for a PPO learning run (default 10)"),
     Flag(("--keep-checkpoints",), "keep_checkpoints", int, "periodic checkpoints kept"),
+    Flag(("--nproc",), "nproc", int, "ranks on this machine (torch.distributed; under torchrun: its world size)"),
+    Flag(("--dist-timeout",), "dist_timeout", float,
+         "seconds a collective waits for a live peer before every rank stops (default 1800)"),
 )
 
 

@@ -13,12 +13,12 @@ import torch
 
 from esper.core.errors import ConfigError
 from esper.core.events import Event, RunResumed
-from esper.shell.driver import Run, cut_back, cut_csv, drive, merge_resume, train
+from esper.shell.driver import Run, drive, merge_resume, train
 from esper.shell.interrupt import Terminated, exit_code, signals_interrupt
 from esper.shell.run_checkpoint import ResumePoint, Save
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, open_hub
-from esper.shell.telemetry.rundir import failed_run_dir
+from esper.shell.telemetry.rundir import cut_back, cut_csv, failed_run_dir
 from esper.shell.trainer import TrainingDiverged
 
 
@@ -40,6 +40,9 @@ class StubProgram:
             raise self.error or RuntimeError("stub fault")
         self.steps += 1
         return [Save(f"step-{self.steps:04d}")] if self.steps % 2 == 0 else []
+
+    def digest(self) -> str:
+        return str(self.steps)
 
     def payload(self, seq: int) -> dict[str, Any]:
         return {"format": "stub", "schema_version": 1, "progress": {"epoch": self.steps, "seq": seq}}

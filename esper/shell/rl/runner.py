@@ -35,6 +35,7 @@ from esper.core.observation import obs_dim
 from esper.core.rl_config import RLConfig
 from esper.shell.checkpoint import CheckpointError, write_atomic
 from esper.shell.data.taskdata import TaskData
+from esper.shell.dist import Ranks, digest, tensor_digest
 from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update
 from esper.shell.rl.collect import collect_rollout
@@ -51,7 +52,7 @@ POLICY_FILE = "policy.pt"
 PPO_CSV = "ppo.csv"
 # What a PPO resume may change: `episodes` may grow; where and how it reports (docs/rl.md §8).
 PPO_RESUMABLE = ("episodes", "device", "telemetry_level", "profile", "events", "tensorboard", "progress", "report",
-                 "checkpoint_every")
+                 "checkpoint_every", "dist_timeout")
 PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
                "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
                "policy_loss", "early_stopped")
@@ -77,7 +78,7 @@ def rl_config(cfg: RunConfig) -> RLConfig:
     rl = cfg.rl_config()
     if cfg.checkpoint_every is None:
         return rl
-    explicit = dict(cfg.rl).get("checkpoint_every")
+    explicit = dict(cfg.rl).get("checkpoint_every", "dist_timeout")
     if explicit is not None and explicit != cfg.checkpoint_every:
         raise ConfigError(f"--checkpoint-every {cfg.checkpoint_every} contradicts --rl.checkpoint_every {explicit}")
     return attrs.evolve(rl, checkpoint_every=cfg.checkpoint_every)
@@ -109,8 +110,8 @@ class PPORun:
     unit, periodic = "updates", "update-*.pt"
 
     def __init__(self, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
-                 record: dict[str, Any], stop_after: int | None = None) -> None:
-        self.cfg, self.rl = cfg, rl_config(cfg)
+                 record: dict[str, Any], stop_after: int | None = None, ranks: Ranks | None = None) -> None:
+        self.cfg, self.rl, self.ranks = cfg, rl_config(cfg), ranks or Ranks()
         self.data, self.devices, self.run_dir, self.record = data, devices, run_dir, record
         self.run_id = record["run_id"]
         self.keep_checkpoints = self.rl.keep_checkpoints
@@ -129,8 +130,8 @@ class PPORun:
 
     @classmethod
     def open(cls, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
-             record: dict[str, Any], stop_after: int | None) -> "PPORun":
-        return cls(cfg, data, devices, run_dir, record, stop_after)
+             record: dict[str, Any], stop_after: int | None, ranks: Ranks | None = None) -> "PPORun":
+        return cls(cfg, data, devices, run_dir, record, stop_after, ranks)
 
     @staticmethod
     def read_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -229,6 +230,14 @@ class PPORun:
                    "reward_scale": r.reward_scale, "reward_clip_frac": r.clip_frac_reward,
                    "obs_norm_count": float(self.learner.norms.obs.count), "rollout_s": rollout_s,
                    "update_s": update_s})
+
+    def digest(self) -> str:
+        """The learner every rank must hold bit for bit: policy, optimizer moments, normalisers, counters."""
+        learner = self.learner
+        state = [*learner.policy.state_dict().values(),
+                 *(t for s in learner.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)),
+                 learner.norms.obs.mean, learner.norms.obs.var, learner.norms.reward.var]
+        return tensor_digest(state) + digest([learner.batch, learner.episodes, learner.env_steps])
 
     # -- checkpoints --------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 Each line goes to the kernel in one `os.write` on an `O_APPEND` descriptor, so there is no
 user-space buffer to lose: a SIGKILL loses no line already written, and can tear at most the line
 being written (Linux may cut a write short at a page boundary when a fatal signal is pending), always
-the last one. Resume moves such a torn tail aside (`driver.cut_back`); `read_records` names it.
+the last one. Resume moves such a torn tail aside (`rundir.cut_back`); `read_records` names it.
 `--events PATH` copies from several runs can share a file and `run_id` tells them apart. `flush` fsyncs.
 """
 

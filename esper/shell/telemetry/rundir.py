@@ -15,6 +15,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import secrets
 import shutil
@@ -285,3 +286,44 @@ class RunDirectory:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
+
+
+def cut_back(run_dir: Path, steps: int, seq: int, result_csv: tuple[str, str]) -> None:
+    """The result CSV to the checkpoint's step, events.jsonl to its seq (cut lines kept aside in
+    events.discarded.jsonl): the resumed run appends what the uninterrupted one would have."""
+    cut_csv(run_dir / result_csv[0], result_csv[1], steps)
+    events = run_dir / "events.jsonl"
+    if events.exists():
+        keep, cut = [], []
+        for line in events.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                (keep if json.loads(line)["seq"] < seq else cut).append(line)
+            except (json.JSONDecodeError, KeyError):
+                cut.append(line)  # a torn last line from the kill
+        events.write_text("".join(keep), encoding="utf-8")
+        if cut:
+            with (run_dir / "events.discarded.jsonl").open("a", encoding="utf-8") as f:
+                f.writelines(cut)
+
+
+def cut_csv(path: Path, column: str, last: int) -> None:
+    """Keep the header and the rows whose `column` is at most `last` (a torn row from a kill goes
+    too), in the file's own line ending, so a resumed file equals the uninterrupted run's."""
+    if not path.exists():
+        return
+    with path.open(newline="", encoding="utf-8") as f:
+        ending = "\r\n" if f.readline().endswith("\r\n") else "\n"
+        f.seek(0)
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    where = rows[0].index(column)
+
+    def step(row: list[str]) -> float:
+        try:
+            return int(row[where])
+        except (IndexError, ValueError):
+            return math.inf
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator=ending).writerows([rows[0], *(r for r in rows[1:] if step(r) <= last)])
