@@ -28,6 +28,7 @@ VALUES = {
     "max_rollbacks": ("1", 1), "telemetry_level": ("debug", "debug"), "profile": ("research", "research"),
     "events": ("/tmp/e.jsonl", "/tmp/e.jsonl"), "checkpoint_every": ("2", 2), "keep_checkpoints": ("1", 1),
     "n_envs": ("4", 4), "episodes": ("16", 16), "reward": ("sparse", "sparse"), "policy": ("runs/x", "runs/x"),
+    "wandb_project": ("growth", "growth"), "wandb_entity": ("lab", "lab"),
 }
 
 
@@ -90,7 +91,8 @@ class Recording:
 # driver makes `deterministic` a process setting (tests/shell/test_process.py).
 NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size", "tokenizer", "telemetry_level",
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
-                    "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic", "rl"}
+                    "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic", "rl",
+                    "wandb", "wandb_project", "wandb_entity"}
 
 
 @pytest.mark.parametrize("controller", ["heuristic", "static"])

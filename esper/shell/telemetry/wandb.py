@@ -86,9 +86,8 @@ class WandbBackend:
             if e.status == "interrupted":
                 run.mark_preempting()  # a resumable stop, not a failure of the code
             return
-        logged = self._scalars(e, record.env)
-        if logged is not None:
-            step, values = logged
+        step, values = self._scalars(e, record.env) or (0, {})
+        if values:  # an event with no number to chart (a matrix, a lifecycle event) stays in the JSONL
             run.log(values, step=step)
 
     def _scalars(self, e: ev.Event, env: int) -> tuple[int, dict[str, Any]] | None:
