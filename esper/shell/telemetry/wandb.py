@@ -6,8 +6,8 @@ The W&B run's id and name are the esper run id, so `--resume` appends to the sam
 
 History step: a growth run logs at step t = its epoch (epoch.metrics, seed.metrics, diag.* of
 epoch t share the row t); a PPO learning run logs at step u = its update (ppo.update u and the
-rollout of batch u-1 that fed it). Each event's numeric fields are logged generically
-(`scalars`), so a new field or a new diag kind needs no code here. `run.end` becomes the
+rollout of batch u-1 that fed it, its per-env tuples as means). Each event's numeric fields are
+logged generically (`scalars`), so a new field or a new diag kind needs no code here. `run.end` becomes the
 summary (final accuracy, status) and the exit code that `finish` reports.
 
 `wandb.init` runs on the hub's worker thread at the first event, so a slow or failing W&B
@@ -54,6 +54,16 @@ def event_scalars(event: ev.Event, skip: tuple[str, ...] = ()) -> dict[str, floa
     """Every numeric field of `event` (exact floats, not the JSONL's 7 digits) but `skip`."""
     fields = codec.encode(event)
     return {k: v for name, value in fields.items() if name not in skip for k, v in scalars(name, value).items()}
+
+
+def rollout_scalars(e: ev.RolloutDone) -> dict[str, float | int]:
+    """A rollout batch's numbers; its per-env tuples (final_acc, raw_return, ...) as their means,
+    `final_acc/mean`: one chart per statistic, whatever n_envs."""
+    fields = codec.encode(e)
+    means = {f"{name}/mean": sum(v) / len(v) for name, v in fields.items()
+             if isinstance(v, list) and v and all(isinstance(x, int | float) for x in v)}
+    rest = {name: v for name, v in fields.items() if name != "batch" and not isinstance(v, list)}
+    return means | {k: v for name, value in rest.items() for k, v in scalars(name, value).items()}
 
 
 class WandbBackend:
@@ -103,7 +113,7 @@ class WandbBackend:
         if isinstance(e, ev.PPOUpdate):
             return e.update, {f"ppo/{k}": v for k, v in event_scalars(e, skip=("update",)).items()}
         if isinstance(e, ev.RolloutDone):
-            return e.batch + 1, {f"rollout/{k}": v for k, v in event_scalars(e, skip=("batch",)).items()}
+            return e.batch + 1, {f"rollout/{k}": v for k, v in rollout_scalars(e).items()}
         if e.kind.startswith("diag.") and isinstance(getattr(e, "epoch", None), int):
             name = e.kind.removeprefix("diag.")
             return e.epoch, {f"diag/{name}/{k}": v for k, v in event_scalars(e, skip=("epoch",)).items()}
