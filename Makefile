@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: this machine ships a CPU wheel; the project's range accepts it.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" || $(BIN)/python -m pip install --quiet "torch>=2.5"
-	$(BIN)/python -m pip install --quiet -e ".[dev,tensorboard,jax]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,tensorboard,jax,wandb]"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -36,6 +36,7 @@ from esper.shell.data.taskdata import TaskData
 from esper.shell.driver import draw_report, load_data, resolve_device
 from esper.shell.nets.hosts import HostConfig, host_config
 from esper.shell.run_config import RunConfig
+from esper.shell.telemetry import require_extras
 from esper.shell.trainer import WIDTH_KEY, Trainer
 
 MATCH_TOLERANCE = 0.05
@@ -114,6 +115,7 @@ def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if "ppo" in controllers and base.policy is None:
         raise ConfigError("compare with ppo needs --policy RUN_DIR (a trained policy)")
+    require_extras(tensorboard=base.tensorboard, wandb=base.wandb)  # before the compare folder is made
     groups = list(dict.fromkeys(["static", *controllers]))
     folder = Path(out or f"runs/compare-{base.task}-{time.strftime('%Y%m%dT%H%M%S')}")
     if folder.exists() and any(folder.iterdir()):

@@ -46,7 +46,7 @@ from esper.shell.rl.runner import PPORun
 from esper.shell.run import EpochRun
 from esper.shell.run_checkpoint import ResumePoint, Save, load_run_checkpoint, save_run_checkpoint, versions
 from esper.shell.run_config import RunConfig, load_config_file, resolve
-from esper.shell.telemetry import RunDirectory, TelemetryHub, make_run_id, open_hub
+from esper.shell.telemetry import RunDirectory, TelemetryHub, make_run_id, open_hub, require_extras
 from esper.shell.telemetry.rundir import (
     RunDirectoryError,
     clear_for_a_fresh_start,
@@ -145,7 +145,7 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
             hub = open_hub(record["run_id"], run_dir if ranks.main else None,
                            level=cfg.telemetry_level if ranks.main else "off", profile=cfg.profile,
                            progress=(cfg.progress or None) if kind.LIVE_PROGRESS else None,
-                           tensorboard=cfg.tensorboard, events_copy=cfg.events,
+                           tensorboard=cfg.tensorboard, wandb=wandb_target(cfg, record), events_copy=cfg.events,
                            start_seq=point.seq if point is not None else 0)
             return drive(Run(cfg, program, run_dir, hub, ranks), point)
 
@@ -184,6 +184,7 @@ def _locate(cfg: RunConfig, out: str | None, resume: str | None,
     else:
         point, run_id = None, make_run_id(cfg.task, cfg.controller, cfg.seed)
         path = Path(out or f"runs/{run_id}")
+    require_extras(tensorboard=cfg.tensorboard, wandb=cfg.wandb)  # before anything is written
     restart = point is None and never_checkpointed(path)  # cleared by start_directory, under the lock
     if resume is None and restart:  # perhaps a run still before its first checkpoint: refused at once
         held.enter_context(locked(path))
@@ -229,6 +230,13 @@ def prepare_directory(kind: "ProgramKind", program: "Program", run_dir: RunDirec
     if finished is not None and ranks.main:
         print(f"nothing to do: {program.steps}/{program.total} {program.unit} done")
     return finished
+
+
+def wandb_target(cfg: RunConfig, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The W&B backend's keywords (`--wandb`): project, entity, the run's resolved config; None without."""
+    if not cfg.wandb:
+        return None
+    return {"project": cfg.wandb_project, "entity": cfg.wandb_entity, "config": record["config"]}
 
 
 def open_resume(cfg: RunConfig, target: Path,

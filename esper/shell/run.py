@@ -35,7 +35,8 @@ from esper.shell.telemetry import RunDirectory, TelemetryHub, print_summary
 from esper.shell.trainer import Trainer, TrainingDiverged
 
 RESUMABLE = ("epochs", "device", "precision", "telemetry_level", "profile", "events", "tensorboard",
-             "progress", "checkpoint_every", "keep_checkpoints", "dist_timeout")
+             "wandb", "wandb_project", "wandb_entity", "progress", "checkpoint_every", "keep_checkpoints",
+             "dist_timeout")
 CHECKPOINT_EVERY = 5  # epochs between periodic checkpoints when --checkpoint-every is not given
 
 

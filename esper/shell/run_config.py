@@ -77,6 +77,9 @@ class RunConfig:
     profile: str = attrs.field(default="standard", metadata=_section("telemetry"))
     events: str | None = attrs.field(default=None, metadata=_section("telemetry"))
     tensorboard: bool = attrs.field(default=False, metadata=_section("telemetry"))
+    wandb: bool = attrs.field(default=False, metadata=_section("telemetry"))
+    wandb_project: str = attrs.field(default="esper", metadata=_section("telemetry"))
+    wandb_entity: str | None = attrs.field(default=None, metadata=_section("telemetry"))
     progress: bool = attrs.field(default=True, metadata=_section("telemetry"))
     report: bool = attrs.field(default=True, metadata=_section("telemetry"))
     # [checkpoint]
@@ -145,6 +148,7 @@ def _violations(c: RunConfig) -> list[str]:
         (not c.static_seeds or c.controller == "static",
          "static_seeds (--static-seeds) needs --controller static"),
         (c.policy is None or c.controller == "ppo", "--policy needs --controller ppo"),
+        (bool(c.wandb_project.strip()), "wandb_project (--wandb-project) must not be empty"),
         (all(s.count(":") == 1 for s in c.static_seeds),
          f"static_seeds entries must be SLOT:BLUEPRINT, got {list(c.static_seeds)}"),
     ]
@@ -213,6 +217,9 @@ FLAGS: tuple[Flag, ...] = (
          ("minimal", "standard", "diagnostic", "research")),
     Flag(("--events",), "events", str, "also append the JSONL events to PATH"),
     Flag(("--tensorboard",), "tensorboard", None, "write TensorBoard scalars (extra esper[tensorboard])"),
+    Flag(("--wandb",), "wandb", None, "log to Weights & Biases (extra esper[wandb]; WANDB_MODE=offline: local)"),
+    Flag(("--wandb-project",), "wandb_project", str, "W&B project of --wandb (default esper)"),
+    Flag(("--wandb-entity",), "wandb_entity", str, "W&B entity (team or user) of --wandb; default: W&B's"),
     Flag(("--no-progress",), "progress", None, "no live progress display", value=False),
     Flag(("--no-report",), "report", None, "do not draw the report PNGs at the end", value=False),
     Flag(("--checkpoint-every",), "checkpoint_every", int,

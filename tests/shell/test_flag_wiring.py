@@ -29,6 +29,7 @@ VALUES = {
     "events": ("/tmp/e.jsonl", "/tmp/e.jsonl"), "checkpoint_every": ("2", 2), "keep_checkpoints": ("1", 1),
     "nproc": ("2", 2), "dist_timeout": ("60", 60.0),
     "n_envs": ("4", 4), "episodes": ("16", 16), "reward": ("sparse", "sparse"), "policy": ("runs/x", "runs/x"),
+    "wandb_project": ("growth", "growth"), "wandb_entity": ("lab", "lab"),
 }
 
 
@@ -92,7 +93,8 @@ class Recording:
 NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size", "tokenizer", "telemetry_level",
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
                     "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic", "rl",
-                    "nproc", "dist_timeout"}  # the driver's (tests/shell/dist)
+                    "nproc", "dist_timeout",  # the driver's (tests/shell/dist)
+                    "wandb", "wandb_project", "wandb_entity"}
 
 
 @pytest.mark.parametrize("controller", ["heuristic", "static"])

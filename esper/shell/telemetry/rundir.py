@@ -40,7 +40,7 @@ SLOT_COLUMNS = ("stage", "blueprint", "alpha", "contrib")
 LOCK_FILE = ".lock"
 # What a run writes into its directory: a start that left only these (and no checkpoint) may start afresh.
 RUN_FILES = frozenset({"config.json", "summary.json", "events.jsonl", "events.discarded.jsonl", "metrics.csv",
-                       "ppo.csv", "error.txt", "checkpoints", "tb", "report", "rollouts", LOCK_FILE})
+                       "ppo.csv", "error.txt", "checkpoints", "tb", "wandb", "report", "rollouts", LOCK_FILE})
 _FAILED_RUN_ATTR = "esper_run_dir"
 
 
@@ -260,6 +260,10 @@ class RunDirectory:
     @property
     def tensorboard_dir(self) -> Path:
         return self.path / "tb"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.path  # wandb.init(dir=...) writes its own `wandb/` folder in it
 
     def write_config(self, config: Mapping[str, Any]) -> Path:
         return atomic_write_json(self.config_path, dict(config))
