@@ -181,16 +181,23 @@ def cpu_threads(ranks: Ranks) -> int:
     return max(1, cores // ranks.local_world)
 
 
+def nccl_fits(ranks: Ranks) -> bool:
+    """NCCL wants one GPU per rank: with fewer GPUs than local ranks (N ranks sharing one GPU) gloo carries
+    the CUDA tensors too (through host memory)."""
+    return torch.cuda.is_available() and ranks.local_world <= torch.cuda.device_count()
+
+
 @contextlib.contextmanager
 def process_group(timeout_s: float = DEFAULT_TIMEOUT_S, ranks: Ranks | None = None) -> Iterator[Ranks]:
     """This process's ranks, with the process group joined for the block when there are several
-    (gloo for CPU tensors, NCCL for CUDA ones where CUDA exists); one rank needs none. Left on exit,
+    (gloo for CPU tensors, NCCL for CUDA ones when every local rank has a GPU of its own, else gloo for
+    both); one rank needs none. Left on exit,
     error or not."""
     ranks = ranks_from_env() if ranks is None else ranks
     if not ranks.distributed or dist.is_initialized():
         yield ranks
         return
-    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    backend = "cpu:gloo,cuda:nccl" if nccl_fits(ranks) else "gloo"
     dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world,
                             timeout=datetime.timedelta(seconds=timeout_s))
     try:
