@@ -114,8 +114,7 @@ class Trainer:
         """`controller` and `lifecycle_config` replace the configured controller and the horizon's
         lifecycle defaults (scripted controllers in tests and experiments). A `decider` sees the
         whole pending epoch (a trained policy needs the numbers the heuristic's view leaves out);
-        `measure_fossils` also measures each fossil's contribution (the RL reward covers them);
-        `diagnostics=False` computes none whatever the profile (PPO envs)."""
+        `measure_fossils` measures each fossil's contribution too (RL reward); `diagnostics=False`: no profile's."""
         self.decider, self.measure_fossils = decider, measure_fossils
         preset = data.preset
         self.cfg, self.data, self.preset, self.device = cfg, data, preset, device
@@ -158,10 +157,14 @@ class Trainer:
         self.flops = FlopMeter()  # training FLOPs, counted per structure × samples trained with it
         self.history: list[tuple[int, float, float]] = []  # (epoch, val_acc, val_loss)
         self.snapshot = self._take_snapshot() if cfg.governor else None
-        self.diagnostics = Diagnostics.for_run(cfg, data, _generator(cfg.seed, STREAM_DIAG, device), self.autocast,
-                                               enabled=diagnostics)
+        self.diagnostics = self._diagnostics(diagnostics)
 
     # -- set-up helpers ------------------------------------------------------------------------
+
+    def _diagnostics(self, enabled: bool) -> Diagnostics | None:
+        """What `--profile` computes at this `--telemetry-level` (none in a PPO learning run's envs)."""
+        return Diagnostics.for_run(self.cfg, self.data, _generator(self.cfg.seed, STREAM_DIAG, self.device),
+                                   self.autocast, enabled=enabled)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         cfg, preset = self.cfg, self.preset
