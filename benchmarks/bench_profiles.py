@@ -1,0 +1,57 @@
+"""docs/runtime.md §4.4–§4.5: what each `--profile` costs per epoch against `standard`.
+
+    python benchmarks/bench_profiles.py [--device cpu] [--epochs 4] [--train-size 1024] [--rounds 1]
+
+The same short synth-images run (static controller, a fossil in `late` so the slot diagnostics have a
+slot to measure) trains at minimal, standard, diagnostic and research in one process, at telemetry
+level normal. Epoch 1 runs every diagnostic once (none has a cost yet) and pays one-time set-up, so it
+is reported apart; "steady" is the median epoch_s of epochs 2..E (where the budget has its costs)
+over all rounds. Profiles run interleaved round by round, so machine noise spreads over all of them.
+"""
+
+import argparse
+import statistics
+
+import torch
+
+from esper.shell.driver import load_data
+from esper.shell.run_config import RunConfig
+from esper.shell.trainer import Trainer
+
+PROFILES = ("minimal", "standard", "diagnostic", "research")
+
+
+def epoch_seconds(profile: str, args: argparse.Namespace) -> list[float]:
+    cfg = RunConfig(task="synth-images", seed=0, epochs=args.epochs, train_size=args.train_size, val_size=512,
+                    batch_size=64, device=args.device, profile=profile, telemetry_level="normal", progress=False,
+                    controller="static", static_seeds=("late:conv_light",))
+    device = torch.device(args.device)
+    trainer = Trainer(cfg, load_data(cfg, device), device)
+    return [trainer.run_epoch().metrics.epoch_s for _ in range(args.epochs)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--train-size", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    first: dict[str, list[float]] = {p: [] for p in PROFILES}
+    steady: dict[str, list[float]] = {p: [] for p in PROFILES}
+    for _ in range(args.rounds):
+        for profile in PROFILES:
+            seconds = epoch_seconds(profile, args)
+            first[profile].append(seconds[0])
+            steady[profile] += seconds[1:]
+    base = statistics.median(steady["standard"])
+    print(f"synth-images, {args.train_size} training images, {args.epochs} epochs × {args.rounds} round(s), "
+          f"{args.device}; seconds per epoch")
+    print(f"{'profile':<11} {'epoch 1':>8} {'steady':>8} {'vs standard':>12}")
+    for profile in PROFILES:
+        median = statistics.median(steady[profile])
+        print(f"{profile:<11} {statistics.median(first[profile]):>8.3f} {median:>8.3f} {median / base:>11.2f}×")
+
+
+if __name__ == "__main__":
+    main()
