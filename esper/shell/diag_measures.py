@@ -68,6 +68,7 @@ class LayerGrads:
         self.params, self.names, self.owner = layers_of(model)
         self.sq = torch.zeros(len(self.params), device=self.owner.device)
         self.seconds = 0.0  # host time spent queueing (the whole cost on CPU)
+        self._rows: dict[tuple[int, ...], Tensor] = {}  # device index per set of present gradients, copied once
 
     def after_backward(self) -> None:
         started = time.perf_counter()
@@ -78,7 +79,10 @@ class LayerGrads:
             if len(present) == len(self.params):
                 self.sq += norms * norms
             else:
-                self.sq.index_add_(0, torch.tensor(present, device=self.sq.device), norms * norms)
+                key = tuple(present)
+                if key not in self._rows:
+                    self._rows[key] = torch.tensor(present, device=self.sq.device)
+                self.sq.index_add_(0, self._rows[key], norms * norms)
         self.seconds += time.perf_counter() - started
 
     def per_layer(self) -> Tensor:

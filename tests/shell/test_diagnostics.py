@@ -12,7 +12,7 @@ from esper.core.actions import FactoredAction
 from esper.core.diag_events import DiagIsolation, DiagSharpness, DiagSkipped
 from esper.shell import model as model_module
 from esper.shell.cli import main
-from esper.shell.diag_measures import probe_subset, sharpness
+from esper.shell.diag_measures import LayerGrads, probe_subset, sharpness
 from esper.shell.diagnostics import ACTIVATIONS, SHARPNESS, Budget
 from esper.shell.driver import load_data
 from esper.shell.run_config import RunConfig
@@ -181,3 +181,19 @@ def test_diagnostics_never_change_training_and_a_resume_stays_exact(tmp_path):
     a, b = (torch.load(tmp_path / name / "checkpoints" / "final.pt", weights_only=True)["model"]["tensors"]
             for name in ("whole", "cut"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_layer_gradients_sum_each_tensor_and_skip_a_missing_gradient():
+    model = small_trainer().model
+    probe = LayerGrads(model)
+    for p in probe.params:
+        p.grad = torch.full_like(p, 2.0)
+    probe.params[0].grad = None  # a tensor the batch did not reach
+    probe.after_backward()
+    probe.after_backward()
+    expected = torch.tensor([0.0] + [2 * 4.0 * p.numel() for p in probe.params[1:]])
+    assert torch.allclose(probe.sq, expected)
+    per_layer = dict(zip(probe.names, probe.per_layer().tolist(), strict=True))
+    conv = next(n for n in probe.names if n.endswith("blocks.1.conv"))
+    assert per_layer[conv] == pytest.approx(sum(2 * 4.0 * p.numel() for n, p in model.named_parameters()
+                                                 if n.rsplit(".", 1)[0].endswith("blocks.1.conv")))
