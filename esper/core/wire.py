@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from enum import Enum, IntEnum, StrEnum
 from typing import Any
 
-from esper.core import codec
+from esper.core import codec, diag_events
 from esper.core import events as ev
 from esper.core.actions import FactoredAction, Op
 from esper.core.gates import Check
@@ -63,11 +63,21 @@ class Profile(Enum):
         """The `diag.*` kinds this profile computes."""
         return _PROFILE_DIAGS[self]
 
+    @property
+    def detailed(self) -> bool:
+        """Per-layer gradient norms in `diag.gradients` (diagnostic and research)."""
+        return self in (Profile.DIAGNOSTIC, Profile.RESEARCH)
+
+    @property
+    def sharpness_directions(self) -> int:
+        return 4 if self == Profile.RESEARCH else 2
+
 
 _PROFILE_BUDGET = {Profile.MINIMAL: 0.0, Profile.STANDARD: 0.02, Profile.DIAGNOSTIC: 0.10,
                    Profile.RESEARCH: 0.25}
 _STANDARD = frozenset({"diag.gradients"})
-_DIAGNOSTIC = _STANDARD | {"diag.sharpness", "diag.per_class", "diag.skipped"}
+_DIAGNOSTIC = _STANDARD | {"diag.weights", "diag.sharpness", "diag.per_class", "diag.activations",
+                           "diag.isolation", "diag.skipped"}
 _PROFILE_DIAGS = {
     Profile.MINIMAL: frozenset(),
     Profile.STANDARD: _STANDARD | {"diag.skipped"},
@@ -82,7 +92,7 @@ def _event_classes() -> dict[str, type[ev.Event]]:
     # From the module's namespace rather than `Event.__subclasses__()`: `attrs.frozen` replaces
     # each class, and the replaced original lingers among the subclasses until collected.
     found: dict[str, type[ev.Event]] = {}
-    for cls in vars(ev).values():
+    for cls in (*vars(ev).values(), *vars(diag_events).values()):
         if not (isinstance(cls, type) and issubclass(cls, ev.Event) and cls is not ev.Event):
             continue
         if cls.kind in found:
@@ -105,7 +115,7 @@ LEVELS: dict[str, Level] = {
     "checkpoint.saved": M, "checkpoint.loaded": M, "telemetry.dropped": M, "telemetry.warning": M,
     "ppo.update": M, "rl.run_started": M, "rl.rollout_done": M, "rl.env_truncated": M, "rl.anomaly": M,
     "diag.gradients": N, "diag.sharpness": N, "diag.per_class": N, "diag.confusion": N,
-    "diag.skipped": D,
+    "diag.weights": N, "diag.activations": N, "diag.isolation": N, "diag.skipped": D,
 }
 _W, _E = Severity.WARNING, Severity.ERROR
 SEVERITIES: dict[str, Severity] = {

@@ -9,6 +9,7 @@ one batched pass per batch; train mode is restored even if validation raises.
 """
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol
 
 import attrs
 import torch
@@ -20,6 +21,13 @@ from esper.shell.model import MorphogeneticModel
 
 # Split the tiled variant batch above this many samples (images) or windows (text), §2.4.
 MAX_TILED = {"images": 4_000, "text": 256}
+
+
+class TrainProbe(Protocol):
+    """A diagnostic that reads each batch's gradients after `backward`, before clipping and the step
+    (esper.shell.diagnostics); it must only queue device work, never sync."""
+
+    def after_backward(self) -> None: ...
 
 
 @attrs.define
@@ -60,9 +68,10 @@ def train_epoch(
     model: MorphogeneticModel, optimizer: torch.optim.Optimizer, data: TaskData, *,
     batch_size: int, data_gen: torch.Generator, augment_gen: torch.Generator,
     measured: Sequence[str], max_batches: int | None = None, grad_clip: float | None = None,
-    autocast: torch.dtype | None = None,
+    autocast: torch.dtype | None = None, probe: TrainProbe | None = None,
 ) -> TrainSums:
-    """Train every parameter group for one epoch; `measured` slots get gradient sums."""
+    """Train every parameter group for one epoch; `measured` slots get gradient sums, `probe` sees
+    every batch's gradients."""
     model.train()
     device = next(model.parameters()).device
     zero = torch.zeros((), device=device)
@@ -80,6 +89,8 @@ def train_epoch(
         sums.host_sq += _sq_norm(host_params, zero)
         for slot, params in seed_params.items():
             sums.seed_sq[slot] += _sq_norm(params, zero)
+        if probe is not None:
+            probe.after_backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
@@ -105,6 +116,7 @@ class ValidationSums:
     loss: Tensor  # [V] summed cross-entropy per variant
     correct: Tensor  # [V]
     count: int
+    confusion: Tensor | None = None  # [C, C] the real model's (true, predicted) counts, when asked
 
 
 def _chunks(data: TaskData, batch_size: int, n_variants: int) -> Iterator[slice]:
@@ -115,11 +127,13 @@ def _chunks(data: TaskData, batch_size: int, n_variants: int) -> Iterator[slice]
 
 
 def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mapping[str, float]], *,
-             batch_size: int, autocast: torch.dtype | None = None) -> ValidationSums:
-    """Loss and accuracy of every variant over the full held-out split, in eval mode."""
+             batch_size: int, autocast: torch.dtype | None = None, confusion: bool = False) -> ValidationSums:
+    """Loss and accuracy of every variant over the full held-out split, in eval mode; with
+    `confusion`, also the real model's confusion matrix (one bincount per batch, on the device)."""
     device = next(model.parameters()).device
-    n = len(variants)
+    n, classes = len(variants), data.n_classes
     loss, correct, count = torch.zeros(n, device=device), torch.zeros(n, device=device), 0
+    matrix = torch.zeros(classes * classes, dtype=torch.long, device=device) if confusion else None
     model.eval()
     try:
         with torch.inference_mode():
@@ -131,8 +145,11 @@ def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mappi
                 targets = y.reshape(-1).repeat(n)
                 per = F.cross_entropy(flat.reshape(-1, flat.shape[-1]), targets, reduction="none")
                 loss += per.reshape(n, -1).sum(1)
-                correct += (flat.argmax(-1) == y.reshape(1, -1)).sum(1)
+                predicted = flat.argmax(-1)
+                correct += (predicted == y.reshape(1, -1)).sum(1)
                 count += y.numel()
+                if matrix is not None:
+                    matrix += torch.bincount(y.reshape(-1) * classes + predicted[0], minlength=classes * classes)
     finally:
         model.train()
-    return ValidationSums(loss, correct, count)
+    return ValidationSums(loss, correct, count, None if matrix is None else matrix.reshape(classes, classes))

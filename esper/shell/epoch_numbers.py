@@ -96,6 +96,7 @@ class EpochNumbers:
     val_loss: float  # the real model's, on the full held-out split
     val_acc: float
     slots: tuple[SlotMeasurement, ...] = ()  # every slot the plan measures, in host order
+    diag: Any = None  # LaunchedEpoch.diag as Python numbers (esper.shell.diagnostics)
 
     def measurements(self, epoch: int) -> EpochMeasurements:
         val_acc = self.val_acc if np.isfinite(self.val_acc) else 0.0
@@ -113,16 +114,18 @@ class LaunchedEpoch:
     val: ValidationSums  # per variant of the layout
     seed_params: Mapping[str, int]  # P_seed per measured slot
     host_params: int  # P_host
+    diag: Any = None  # the profile's diagnostic tensors (a pytree), fetched with everything else
 
     def fetch(self) -> EpochNumbers:
         """The epoch's one device→host copy, read back by the layout."""
         train, val = self.train, self.val
         slots = {slot: (*gradient_ratio(train.seed_sq[slot], train.host_sq, n, self.host_params), self.finite[slot])
                  for slot, n in self.seed_params.items()}
-        host: tuple[Any, ...] = fetch((train.loss, train.correct, train.count, val.loss, val.correct, slots))
-        loss, correct, count, val_loss, val_correct, fetched = host
+        host: tuple[Any, ...] = fetch((train.loss, train.correct, train.count, val.loss, val.correct, slots,
+                                       self.diag))
+        loss, correct, count, val_loss, val_correct, fetched, diag = host
         per_slot = {slot: SlotFetched(ratio, bool(valid), bool(ok)) for slot, (ratio, valid, ok) in fetched.items()}
-        return self.read(loss, correct, count, val_loss, val_correct, per_slot)
+        return attrs.evolve(self.read(loss, correct, count, val_loss, val_correct, per_slot), diag=diag)
 
     def read(self, loss: float, correct: float, count: float, val_loss: list[float], val_correct: list[float],
              slots: Mapping[str, SlotFetched]) -> EpochNumbers:

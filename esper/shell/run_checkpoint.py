@@ -2,7 +2,8 @@
 
     format "esper.run", schema_version 1, versions, run {run_id, controller, config, data_source},
     progress {epoch, seq}, model (the "esper.model/1" checkpoint), controller {tracker, heuristic,
-    lr_factor, records, history}, governor {state, snapshot}, rng {torch, data, augment, dropout}
+    lr_factor, records, history}, governor {state, snapshot}, rng {torch, data, augment, dropout},
+    diagnostics {costs, train_s, rng} (a profile computing diagnostics: its budget and `diag` generator)
 
 A checkpoint written before the dropout stream existed has no rng.dropout; its run resumes with the
 stream at its start (its dropout had drawn from the global RNG).
@@ -92,6 +93,7 @@ def run_payload(trainer: Trainer, *, run_id: str, config: dict[str, Any], data_s
         "governor": {"state": codec.encode(trainer.governor), "snapshot": trainer.snapshot},
         "rng": {"torch": torch.get_rng_state(), "data": trainer.data_gen.get_state(),
                 "augment": trainer.augment_gen.get_state(), "dropout": trainer.dropout_gen.get_state()},
+        **({"diagnostics": trainer.diagnostics.state()} if trainer.diagnostics is not None else {}),
     }
 
 
@@ -154,5 +156,7 @@ def restore_trainer(trainer: Trainer, data: dict[str, Any]) -> None:
         trainer.augment_gen.set_state(data["rng"]["augment"])
         if "dropout" in data["rng"]:
             trainer.dropout_gen.set_state(data["rng"]["dropout"])
+        if "diagnostics" in data and trainer.diagnostics is not None:
+            trainer.diagnostics.load_state(data["diagnostics"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint does not match this run ({type(exc).__name__}: {exc})") from exc

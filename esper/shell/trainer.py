@@ -15,6 +15,7 @@ The trainer never decides a stage: the pure core does, and `sync_to` mirrors it.
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import attrs
@@ -34,6 +35,7 @@ from esper.core.summary import SeedRecord, summarize_seeds
 from esper.core.tasks import TaskPreset
 from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state, model_checkpoint
 from esper.shell.data.taskdata import TaskData
+from esper.shell.diagnostics import Diagnostics
 from esper.shell.epoch import seeds_finite, train_epoch, validate
 from esper.shell.epoch_numbers import EpochLayout, EpochNumbers, LaunchedEpoch
 from esper.shell.flops import FlopMeter
@@ -46,6 +48,7 @@ from esper.shell.run_config import RunConfig
 # Generator streams (docs/runtime.md §2.5): SeedSequence([seed, 0, k]).
 STREAM_DATA, STREAM_AUGMENT, STREAM_HOST = 2_000_001, 2_000_002, 2_000_005
 STREAM_DROPOUT = 2_000_006  # every dropout mask of the host, on the run's device
+STREAM_DIAG = 2_000_003  # sharpness directions (esper.shell.diagnostics), on the run's device
 
 
 Controller = Callable[[heuristic.HeuristicState, heuristic.DecisionView, heuristic.HeuristicConfig],
@@ -107,11 +110,11 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device, *,
                  controller: Controller | None = None, lifecycle_config: LifecycleConfig | None = None,
-                 decider: "Decider | None" = None, measure_fossils: bool = False) -> None:
+                 decider: "Decider | None" = None, measure_fossils: bool = False, diagnostics: bool = True) -> None:
         """`controller` and `lifecycle_config` replace the configured controller and the horizon's
         lifecycle defaults (scripted controllers in tests and experiments). A `decider` sees the
         whole pending epoch (a trained policy needs the numbers the heuristic's view leaves out);
-        `measure_fossils` also measures each fossil's contribution (the RL reward covers them)."""
+        `measure_fossils` measures each fossil's contribution too (RL reward); `diagnostics=False`: no profile's."""
         self.decider, self.measure_fossils = decider, measure_fossils
         preset = data.preset
         self.cfg, self.data, self.preset, self.device = cfg, data, preset, device
@@ -154,8 +157,14 @@ class Trainer:
         self.flops = FlopMeter()  # training FLOPs, counted per structure × samples trained with it
         self.history: list[tuple[int, float, float]] = []  # (epoch, val_acc, val_loss)
         self.snapshot = self._take_snapshot() if cfg.governor else None
+        self.diagnostics = self._diagnostics(diagnostics)
 
     # -- set-up helpers ------------------------------------------------------------------------
+
+    def _diagnostics(self, enabled: bool) -> Diagnostics | None:
+        """What `--profile` computes at this `--telemetry-level` (none in a PPO learning run's envs)."""
+        return Diagnostics.for_run(self.cfg, self.data, _generator(self.cfg.seed, STREAM_DIAG, self.device),
+                                   self.autocast, enabled=enabled)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         cfg, preset = self.cfg, self.preset
@@ -206,15 +215,19 @@ class Trainer:
         layout = EpochLayout.of(lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils))
         measured = layout.measured
         self.flops.add_epoch(self.model, self.data, self.samples_per_epoch, self.autocast)
-        sums = train_epoch(self.model, self.optimizer, self.data, batch_size=self.batch_size,
-                           data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
-                           max_batches=self.max_batches, grad_clip=self.preset.grad_clip, autocast=self.autocast)
+        diag = self.diagnostics
+        with diag.training(self.model) if diag else nullcontext() as probe:
+            sums = train_epoch(self.model, self.optimizer, self.data, batch_size=self.batch_size,
+                               data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
+                               max_batches=self.max_batches, grad_clip=self.preset.grad_clip,
+                               autocast=self.autocast, probe=probe)
         finite = seeds_finite(self.model, sums)
         val = validate(self.model, self.data, layout.variants, batch_size=self.preset.eval_batch_size,
-                       autocast=self.autocast)
+                       autocast=self.autocast, confusion=diag is not None and diag.confusion)
         return LaunchedEpoch(started, layout, sums, finite, val,
                              seed_params={slot: self.model.slot(slot).n_params() for slot in measured},
-                             host_params=self.model.host_params)
+                             host_params=self.model.host_params,
+                             diag=diag.device_tree(self.model, sums, val) if diag else None)
 
     def _schedule_lr(self) -> None:
         """This epoch's lr in every group: preset lr × the governor's factor × the schedule's s(e).
@@ -228,6 +241,9 @@ class Trainer:
         epoch = self.state.epoch + 1
         numbers = launched.fetch()  # the one device→host copy
         memory = read_memory(self.device)  # allocator bookkeeping: no device sync
+        events: list[Event] = []
+        if self.diagnostics is not None:  # on this epoch's weights, before a rollback could replace them
+            events += self.diagnostics.collect(epoch, self.model, numbers.diag, time.perf_counter() - launched.started)
         if self.cfg.governor:
             self.governor, verdict = governor.check(self.governor, numbers.train_loss, numbers.val_loss,
                                                     self.governor_cfg)
@@ -237,7 +253,6 @@ class Trainer:
                 # Nothing rolls back without the governor, and a NaN would poison the tracker's EMAs.
                 raise TrainingDiverged(f"training diverged: train_loss={numbers.train_loss}, val_loss="
                                        f"{numbers.val_loss} at epoch {epoch} with the governor off (--no-governor)")
-        events: list[Event] = []
         if verdict.is_anomaly:
             events.append(verdict.anomaly_event(epoch, numbers.val_loss))
         if verdict.kind == governor.VerdictKind.PANIC:

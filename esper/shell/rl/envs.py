@@ -59,7 +59,8 @@ class Env:
     def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device, index: int,
                  lifecycle_cfg: LifecycleConfig) -> None:
         self.index, self.device = index, device
-        self.trainer = Trainer(cfg, data, device, lifecycle_config=lifecycle_cfg, measure_fossils=True)
+        self.trainer = Trainer(cfg, data, device, lifecycle_config=lifecycle_cfg, measure_fossils=True,
+                               diagnostics=False)  # the profile's diagnostics are for Trainer runs
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.cut_reason: str | None = None
         self.prev: tuple[float, float] | None = None  # (val_loss, val_acc) of the previous step

@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from esper.core import diag_events as dg
 from esper.core import events as ev
 from esper.core.stages import Stage
 from esper.core.summary import RunSummary
@@ -130,13 +131,16 @@ _LINES: dict[type, Callable[[Any], str]] = {
     ev.CheckpointSaved: _checkpoint, ev.GateEvaluated: _gate, ev.ActionRejected: _rejected,
     ev.RolloutDone: _rollout, ev.PPOUpdate: _update, ev.RLAnomaly: _anomaly,
 }
-# Shown elsewhere: warnings by the hub on stderr, the run's end by `print_summary`.
-_SILENT = (ev.TelemetryWarning, ev.RunEnded)
+# Shown elsewhere: warnings by the hub on stderr, the run's end by `print_summary`. Diagnostics
+# are for events.jsonl and TensorBoard (the console keeps one line per epoch), except an isolation
+# violation: a defect of the model, shown when it happens.
+_SILENT = (ev.TelemetryWarning, ev.RunEnded, dg.DiagGradients, dg.DiagWeights, dg.DiagSharpness,
+           dg.DiagPerClass, dg.DiagConfusion, dg.DiagActivations)
 
 
 def event_line(record: Record, total: int | None = None) -> str | None:
     e = record.event
-    if isinstance(e, _SILENT):
+    if isinstance(e, _SILENT) or (isinstance(e, dg.DiagIsolation) and not any(e.violations.values())):
         return None
     if isinstance(e, ev.EpochMetrics):
         return epoch_line(e, total)

@@ -16,6 +16,7 @@ except ImportError as exc:  # torch's module imports the `tensorboard` package i
         "(or run without --tensorboard)"
     ) from exc
 
+from esper.core import diag_events as dg
 from esper.core import events as ev
 from esper.shell.telemetry.hub import Record
 
@@ -30,6 +31,27 @@ EPOCH_SCALARS = {
 SEED_SCALARS = ("alpha", "grad_ratio", "contribution", "shadow_gain", "total_gain")
 PPO_SCALARS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac",
                "explained_variance", "grad_norm", "lr", "entropy_coef")
+
+
+ACTIVATION_SCALARS = ("host_mean", "host_std", "host_rms", "delta_rms", "alpha", "ratio")
+
+
+def diag_scalars(e: ev.Event) -> dict[str, Any]:
+    """A diag event's scalars under `diag/…` (the confusion matrix and skips stay in the JSONL)."""
+    if isinstance(e, dg.DiagGradients):
+        return ({f"diag/grad_rms/{g}": v for g, v in e.groups.items()}
+                | {f"diag/grad_layer/{layer}": v for layer, v in e.layers.items()})
+    if isinstance(e, dg.DiagWeights):
+        return {f"diag/weight_norm/{layer}": v for layer, v in e.layers.items()}
+    if isinstance(e, dg.DiagSharpness):
+        return {"diag/sharpness": e.sharpness}
+    if isinstance(e, dg.DiagPerClass):
+        return {f"diag/class_acc/{c}": v for c, v in enumerate(e.accuracy)}
+    if isinstance(e, dg.DiagActivations):
+        return {f"diag/activation/{s.slot}/{name}": getattr(s, name) for s in e.slots for name in ACTIVATION_SCALARS}
+    if isinstance(e, dg.DiagIsolation):
+        return {f"diag/isolation_violations/{slot}": n for slot, n in e.violations.items()}
+    return {}
 
 
 class TensorBoardBackend:
@@ -58,11 +80,9 @@ class TensorBoardBackend:
         elif isinstance(e, ev.PPOUpdate):
             for name in PPO_SCALARS:
                 self._scalar(f"ppo/{name}", getattr(e, name), e.update)
-        elif isinstance(e, ev.DiagGradients):
-            for group, value in e.groups.items():
-                self._scalar(f"grad_rms/{group}", value, e.epoch)
-        elif isinstance(e, ev.DiagSharpness):
-            self._scalar("diag/sharpness", e.sharpness, e.epoch)
+        elif e.kind.startswith("diag."):
+            for tag, value in diag_scalars(e).items():
+                self._scalar(tag, value, getattr(e, "epoch", 0))
 
     def _epoch(self, e: ev.EpochMetrics, env: int) -> None:
         step = self._step(e.epoch, e.episode)

@@ -3,6 +3,7 @@
 import threading
 import time
 
+from esper.core import diag_events as dg
 from esper.core import events as ev
 from esper.core.actions import FactoredAction
 from esper.core.gates import Check
@@ -120,11 +121,15 @@ def _rl_events() -> list[ev.Event]:
 def _diag_events() -> list[ev.Event]:
     """Diagnostics."""
     return [
-        ev.DiagGradients(epoch=7, groups={"host": 0.012, "seed:late": 0.03}, layers={"conv0": 0.5}),
-        ev.DiagSharpness(epoch=7, sharpness=0.0321, directions=2, seconds=0.4),
-        ev.DiagPerClass(epoch=7, accuracy=(0.5, 0.25, 0.75)),
-        ev.DiagConfusion(epoch=7, matrix=((5, 1), (2, 7))),
-        ev.DiagSkipped(epoch=8, name="diag.sharpness", expected_s=0.4, budget_s=0.1),
+        dg.DiagGradients(epoch=7, groups={"host": 0.012, "seed:late": 0.03}, layers={"conv0": 0.5}),
+        dg.DiagSharpness(epoch=7, sharpness=0.0321, directions=2, seconds=0.4),
+        dg.DiagPerClass(epoch=7, accuracy=(0.5, 0.25, 0.75)),
+        dg.DiagConfusion(epoch=7, matrix=((5, 1), (2, 7))),
+        dg.DiagSkipped(epoch=8, name="diag.sharpness", expected_s=0.4, budget_s=0.1),
+        dg.DiagWeights(epoch=7, layers={"host.blocks.0.conv": 1.5, "seed:late.conv": 0.25}),
+        dg.DiagActivations(epoch=7, slots=(dg.SlotActivation(slot="late", host_mean=0.125, host_std=1.5,
+                                                             host_rms=1.5, delta_rms=0.75, alpha=0.6, ratio=0.5),)),
+        dg.DiagIsolation(epoch=7, batches=32, violations={"late": 0}),
     ]
 
 

@@ -7,6 +7,7 @@ from telemetry_samples import epoch_metrics, sample_events
 
 from esper.core import codec
 from esper.core import events as ev
+from esper.core.diag_events import DiagIsolation
 from esper.core.stages import Stage
 from esper.core.summary import RunSummary, SeedRecord
 from esper.shell.telemetry import ConsoleBackend, TelemetryHub, done_line, epoch_line, print_summary
@@ -60,7 +61,19 @@ def test_every_event_kind_renders(samples):
     with TelemetryHub("r", level="debug", profile="research", backends=[ConsoleBackend(file=out)]) as hub:
         hub.emit_all(samples)
         assert hub.detached == {}
-    assert len(out.getvalue().splitlines()) == len(samples) - 2  # run.end and telemetry.warning are silent
+    # run.end and telemetry.warning are silent; so are the diagnostic measurements (JSONL and TensorBoard
+    # carry them), and an isolation report without a violation
+    silent = {"run.end", "telemetry.warning", "diag.gradients", "diag.weights", "diag.sharpness", "diag.per_class",
+              "diag.confusion", "diag.activations", "diag.isolation"}
+    assert len(out.getvalue().splitlines()) == len([e for e in samples if e.kind not in silent])
+
+
+def test_an_isolation_violation_is_shown():
+    out = io.StringIO()
+    with TelemetryHub("r", level="normal", profile="diagnostic", backends=[ConsoleBackend(file=out)]) as hub:
+        hub.emit(DiagIsolation(epoch=3, batches=8, violations={"mid": 0}), epoch=3)
+        hub.emit(DiagIsolation(epoch=4, batches=8, violations={"mid": 5}), epoch=4)
+    assert out.getvalue().splitlines() == ['epoch 4  diag.isolation batches=8 violations={"mid": 5}']
 
 
 def test_live_display_on_a_terminal():

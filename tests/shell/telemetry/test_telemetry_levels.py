@@ -3,6 +3,7 @@
 import pytest
 from telemetry_samples import RecordingBackend, epoch_metrics
 
+from esper.core import diag_events as dg
 from esper.core import events as ev
 from esper.core.wire import Level, Profile
 from esper.shell.telemetry import JsonlBackend, RunDirectory, TelemetryHub, open_hub, read_records
@@ -17,6 +18,7 @@ MINIMAL_KINDS = {
 NORMAL_KINDS = MINIMAL_KINDS | {
     "epoch.metrics", "seed.metrics", "seed.gate_evaluated", "host.stabilised", "host.destabilised",
     "governor.anomaly", "diag.gradients", "diag.sharpness", "diag.per_class", "diag.confusion",
+    "diag.weights", "diag.activations", "diag.isolation",
 }
 
 
@@ -61,17 +63,20 @@ def test_a_passing_gate_is_debug_a_failing_one_normal(level, seen):
 
 
 DIAGS = {
-    "diag.gradients": ev.DiagGradients(epoch=1, groups={"host": 0.1}),
-    "diag.sharpness": ev.DiagSharpness(epoch=1, sharpness=0.01, directions=2, seconds=0.1),
-    "diag.per_class": ev.DiagPerClass(epoch=1, accuracy=(0.5,)),
-    "diag.confusion": ev.DiagConfusion(epoch=1, matrix=((1,),)),
+    "diag.gradients": dg.DiagGradients(epoch=1, groups={"host": 0.1}),
+    "diag.sharpness": dg.DiagSharpness(epoch=1, sharpness=0.01, directions=2, seconds=0.1),
+    "diag.per_class": dg.DiagPerClass(epoch=1, accuracy=(0.5,)),
+    "diag.confusion": dg.DiagConfusion(epoch=1, matrix=((1,),)),
+    "diag.weights": dg.DiagWeights(epoch=1, layers={"host.head.fc": 1.0}),
+    "diag.activations": dg.DiagActivations(epoch=1, slots=()),
+    "diag.isolation": dg.DiagIsolation(epoch=1, batches=4, violations={}),
 }
 
 
 @pytest.mark.parametrize(("profile", "expected"), [
     ("minimal", set()),
     ("standard", {"diag.gradients"}),
-    ("diagnostic", {"diag.gradients", "diag.sharpness", "diag.per_class"}),
+    ("diagnostic", set(DIAGS) - {"diag.confusion"}),
     ("research", set(DIAGS)),
 ])
 def test_profiles_select_diagnostics(profile, expected):

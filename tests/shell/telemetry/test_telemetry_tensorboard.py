@@ -53,3 +53,17 @@ def test_missing_extra_gives_one_clear_error():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == ("TensorBoard logging needs the 'tensorboard' extra: pip install "
                                   "'esper[tensorboard]' (or run without --tensorboard)")
+
+
+def test_diagnostics_become_diag_scalars(tmp_path, samples):
+    log_dir = tmp_path / "tb"
+    with TelemetryHub("r", level="normal", profile="research", backends=[TensorBoardBackend(log_dir)]) as hub:
+        hub.emit_all([e for e in samples if e.kind.startswith("diag.")])
+        assert hub.detached == {}
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"diag/grad_rms/host", "diag/grad_rms/seed:late", "diag/grad_layer/conv0", "diag/sharpness",
+            "diag/class_acc/0", "diag/weight_norm/seed:late.conv", "diag/activation/late/ratio",
+            "diag/isolation_violations/late"} <= tags
+    assert [(s.step, s.value) for s in acc.Scalars("diag/sharpness")] == [(7, pytest.approx(0.0321))]
