@@ -15,6 +15,7 @@ from telemetry_samples import epoch_metrics, sample_events
 pytest.importorskip("wandb")
 pytest.importorskip("wandb.cli.leet", reason="reading a .wandb log back needs `wandb leet inspect` (newer W&B)")
 
+from esper.core import diag_events as dg
 from esper.core import events as ev
 from esper.shell.cli import main
 from esper.shell.telemetry import TelemetryHub
@@ -107,6 +108,8 @@ def test_run_end_is_the_summary_and_the_exit_code(resumed_run):
 def test_a_missing_extra_is_one_line_exit_2_and_nothing_written(flag, module, extra, tmp_path, monkeypatch,
                                                                   capsys):
     monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    if module == "tensorboard":  # torch's wrapper may already be imported (an earlier test): hide it too
+        monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     monkeypatch.delitem(sys.modules, f"esper.shell.telemetry.{module}", raising=False)
     out = tmp_path / "run"
     for command in (["train", "--epochs", "1"], ["compare", "--seeds", "2", "--epochs", "1"]):
@@ -144,8 +147,8 @@ def _of(kind: type) -> ev.Event:
 def test_steps_and_keys_of_each_event(monkeypatch):
     run = FakeRun()
     monkeypatch.setattr(wandb_backend.wandb, "init", lambda **kw: run)
-    events = [epoch_metrics(12), _of(ev.SeedMetrics), _of(ev.PPOUpdate), _of(ev.RolloutDone), _of(ev.DiagGradients),
-              _of(ev.DiagPerClass), _of(ev.DiagConfusion), _of(ev.SeedGerminated),
+    events = [epoch_metrics(12), _of(ev.SeedMetrics), _of(ev.PPOUpdate), _of(ev.RolloutDone), _of(dg.DiagGradients),
+              _of(dg.DiagPerClass), _of(dg.DiagConfusion), _of(ev.SeedGerminated),
               attrs.evolve(_of(ev.RunEnded), status="interrupted")]
     with TelemetryHub("r", level="debug", profile="research", backends=[WandbBackend("r", project="p")]) as hub:
         for e in events:
