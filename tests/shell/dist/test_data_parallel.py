@@ -103,3 +103,35 @@ def test_two_ranks_germinate_and_fossilize_alike_and_end_with_bitwise_equal_weig
     assert Stage.FOSSILIZED.name in stages
     one_decisions, _, _, one_acc = _grow()  # the one-rank run (no launcher environment here)
     print(f"final val acc: 2 ranks {acc:.4f}, 1 rank {one_acc:.4f}; 1-rank decisions {one_decisions}")
+
+
+def _one_rank_measures_otherwise(out: str) -> str:
+    """A 2-epoch run through the driver whose rank 1 records a different val accuracy: the line it stops with."""
+    from unittest import mock
+
+    from esper.shell.dist import RanksDiverged, ranks_from_env
+    from esper.shell.driver import train
+    from esper.shell.epoch_numbers import EpochNumbers
+
+    measurements = EpochNumbers.measurements
+
+    def shifted(numbers: EpochNumbers, epoch: int):
+        m = measurements(numbers, epoch)
+        return attrs.evolve(m, val_acc=m.val_acc + 0.5)
+
+    cfg = RunConfig(epochs=2, train_size=128, val_size=64, batch_size=64, progress=False, report=False)
+    with mock.patch.object(EpochNumbers, "measurements", shifted if ranks_from_env().rank == 1 else measurements):
+        try:
+            train(cfg, out=out)
+        except RanksDiverged as exc:
+            return str(exc)
+    return "no divergence"
+
+
+def test_a_rank_that_measures_otherwise_stops_every_rank_with_one_line(tmp_path):
+    lines = run_ranks(_one_rank_measures_otherwise, world=2, timeout_s=240, args=(str(tmp_path / "run"),))
+    assert lines[0] == lines[1]
+    assert lines[0].startswith("ranks diverged at epochs 1: rank 1 differs from rank 0 (digest ")
+    assert "\n" not in lines[0]
+    summary = (tmp_path / "run" / "summary.json").read_text()
+    assert '"status": "aborted"' in summary
