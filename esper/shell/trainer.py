@@ -111,10 +111,9 @@ class Trainer:
                  controller: Controller | None = None, lifecycle_config: LifecycleConfig | None = None,
                  decider: "Decider | None" = None, measure_fossils: bool = False, ranks: Ranks | None = None) -> None:
         """`controller` and `lifecycle_config` replace the configured controller and the horizon's
-        lifecycle defaults (scripted controllers in tests and experiments). A `decider` sees the
-        whole pending epoch (a trained policy needs the numbers the heuristic's view leaves out);
-        `measure_fossils` also measures each fossil's contribution (the RL reward covers them).
-        Several `ranks` train data-parallel (esper.shell.data_parallel); one rank is today's run."""
+        lifecycle defaults (scripted controllers in tests and experiments). A `decider` sees the whole
+        pending epoch (a trained policy needs the numbers the heuristic's view leaves out); `measure_fossils`
+        also measures each fossil's contribution (the RL reward covers them); W `ranks`: data-parallel."""
         self.decider, self.measure_fossils = decider, measure_fossils
         preset = data.preset
         self.cfg, self.data, self.preset, self.device = cfg, data, preset, device
