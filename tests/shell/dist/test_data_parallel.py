@@ -2,6 +2,8 @@
 see the same measurements, make every decision alike and end with bitwise equal weights; one rank's
 arithmetic is today's. Every group runs under a timeout (esper.testing.ranks)."""
 
+import copy
+
 import attrs
 import pytest
 import torch
@@ -44,26 +46,33 @@ def test_a_batch_smaller_than_the_world_is_refused():
         Replicas(Ranks(rank=0, world=2), 1)
 
 
-def _uneven_gradient() -> tuple[list[float], list[float]]:
-    """Five rows over two ranks (2 and 3): DDP's averaged gradient is the five rows' mean gradient."""
+def _uneven_gradient() -> list[tuple[list[float], list[float]]]:
+    """Five rows over two ranks (2 and 3): DDP's averaged gradient is the five rows' mean gradient, before
+    and after the model gains a parameter (a new wrapper; the old one's hooks must not act any more)."""
     with process_group(timeout_s=60) as ranks:
         torch.manual_seed(0)
-        model = nn.Linear(3, 1)
+        model = nn.Sequential(nn.Linear(3, 1))
         x, y = torch.randn(5, 3), torch.randn(5, 1)
         index = torch.arange(5)
         rows = shard_rows(index, ranks)
-        net = Replicas(ranks, 5).forward_module(model)
-        loss_sum = ((net(x[rows]) - y[rows]) ** 2).sum()
-        (loss_sum / local_mean_divisor(len(rows), len(rows), len(index), ranks)).backward()
-        reference = nn.Linear(3, 1)
-        reference.load_state_dict(model.state_dict())
-        ((reference(x) - y) ** 2).mean().backward()
-        return model.weight.grad.flatten().tolist(), reference.weight.grad.flatten().tolist()
+        replicas, out = Replicas(ranks, 5), []
+        for _ in range(2):
+            model.zero_grad()
+            net = replicas.forward_module(model)
+            loss_sum = ((net(x[rows]) - y[rows]) ** 2).sum()
+            (loss_sum / local_mean_divisor(len(rows), len(rows), len(index), ranks)).backward()
+            reference = copy.deepcopy(model)
+            reference.zero_grad()
+            ((reference(x) - y) ** 2).mean().backward()
+            out.append((model[0].weight.grad.flatten().tolist(), reference[0].weight.grad.flatten().tolist()))
+            model.append(nn.Linear(1, 1))  # a structure change, as a germination
+        return out
 
 
 def test_uneven_shards_average_to_the_global_batch_mean_gradient():
-    for got, expected in run_ranks(_uneven_gradient, world=2, timeout_s=120):
-        assert got == pytest.approx(expected, abs=1e-6)
+    for rank in run_ranks(_uneven_gradient, world=2, timeout_s=120):
+        for got, expected in rank:
+            assert got == pytest.approx(expected, abs=1e-6)
 
 
 def growth_trainer(cfg: RunConfig, ranks: Ranks | None = None) -> Trainer:
