@@ -71,11 +71,12 @@ def _rows(run: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k not in WALL_COLUMNS} for row in csv.DictReader(f)]
 
 
-def _kill_rank_after_first_checkpoint(run: Path, rank: int) -> tuple[int, float]:
+def _kill_rank_after_first_checkpoint(run: Path, rank: int) -> tuple[int, float, str]:
     """Start a 2-rank run, SIGKILL `rank` once epoch 1's checkpoint is written (the ranks are in epoch 2);
-    (the launcher's exit code, seconds from the kill to the launcher's exit)."""
+    (the launcher's exit code, seconds from the kill to the launcher's exit, its stderr)."""
     launcher = subprocess.Popen([sys.executable, "-m", "esper.shell.cli", "train", "--nproc", "2", *ARGS,
-                                 "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+                                 "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=ENV)
     try:
         deadline = time.monotonic() + WAIT_S
         while _latest_epoch(run) < 1:
@@ -84,8 +85,8 @@ def _kill_rank_after_first_checkpoint(run: Path, rank: int) -> tuple[int, float]
         assert _latest_epoch(run) == 1, "the run passed epoch 2 before the kill"
         os.kill(_rank_pids(launcher.pid)[rank], signal.SIGKILL)
         killed = time.monotonic()
-        code = launcher.wait(timeout=WAIT_S)
-        return code, time.monotonic() - killed
+        _, err = launcher.communicate(timeout=WAIT_S)
+        return launcher.returncode, time.monotonic() - killed, err
     finally:
         if launcher.poll() is None:
             launcher.kill()
@@ -94,8 +95,10 @@ def _kill_rank_after_first_checkpoint(run: Path, rank: int) -> tuple[int, float]
 
 def test_a_rank_killed_mid_epoch_stops_the_other_and_resume_completes_the_run(tmp_path: Path):
     run, reference = tmp_path / "run", tmp_path / "reference"
-    code, seconds = _kill_rank_after_first_checkpoint(run, rank=1)
-    assert code != 0 and seconds < KILL_BOUND_S, (code, seconds)
+    code, seconds, err = _kill_rank_after_first_checkpoint(run, rank=1)
+    print(f"rank 1 killed: the launcher exited {code} {seconds:.1f} s later")
+    assert seconds < KILL_BOUND_S, (code, seconds, err)
+    assert code == 137 and "esper-run: rank 1 of 2 exited with 137; every rank was stopped" in err, err
     assert json.loads((run / "summary.json").read_text())["status"] in ("aborted", "interrupted")
 
     resumed = _cli("train", "--resume", str(run), "--nproc", "2")
