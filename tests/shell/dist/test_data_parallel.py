@@ -110,7 +110,8 @@ def test_two_ranks_germinate_and_fossilize_alike_and_end_with_bitwise_equal_weig
     assert (decisions, stages, weights, acc) == other
     assert any(a.startswith("GERMINATE") for a, _ in decisions) and any(a.startswith("FOSSILIZE") for a, _ in decisions)
     assert Stage.FOSSILIZED.name in stages
-    one_decisions, _, _, one_acc = _grow()  # the one-rank run (no launcher environment here)
+    one_decisions, _, _, one_acc = _grow()  # the one-rank run (no launcher environment here): other streams
+    assert any(a.startswith("FOSSILIZE") for a, _ in one_decisions)
     print(f"final val acc: 2 ranks {acc:.4f}, 1 rank {one_acc:.4f}; 1-rank decisions {one_decisions}")
 
 
