@@ -113,6 +113,9 @@ def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str
         raise ConfigError(f"--seeds must be >= 2 for a significance test, got {seeds}")
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if base.nproc != 1:  # its runs are single-process (this one, or --jobs workers); ranks are for train
+        raise ConfigError(f"compare runs each run in one process (use --jobs N for several at once), "
+                          f"not --nproc {base.nproc}")
     if "ppo" in controllers and base.policy is None:
         raise ConfigError("compare with ppo needs --policy RUN_DIR (a trained policy)")
     require_extras(tensorboard=base.tensorboard, wandb=base.wandb)  # before the compare folder is made

@@ -6,6 +6,10 @@ the squared gradient norms of the host and of each measured seed are added on th
 (`grad_ratio`'s S terms, docs/lifecycle.md §3.2). Validation: eval mode, every held-out sample once,
 all variants of the measurement plan (the real model, each α→0 ablation, each α→1 shadow) in
 one batched pass per batch; train mode is restored even if validation raises.
+
+Several ranks (esper.shell.data_parallel): each trains on its shard of every batch through the DDP
+wrapper and validates its part of every held-out chunk; the sums are all-reduced on the device, so the
+caller's one fetch reads the global numbers on every rank.
 """
 
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,6 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from esper.shell.data.taskdata import TaskData
+from esper.shell.data_parallel import (
+    all_reduce_sums,
+    average_running_stats,
+    local_mean_divisor,
+    shard_rows,
+    shard_slice,
+)
+from esper.shell.dist import Ranks
 from esper.shell.model import MorphogeneticModel
 
 # Split the tiled variant batch above this many samples (images) or windows (text), §2.4.
@@ -68,10 +80,14 @@ def train_epoch(
     model: MorphogeneticModel, optimizer: torch.optim.Optimizer, data: TaskData, *,
     batch_size: int, data_gen: torch.Generator, augment_gen: torch.Generator,
     measured: Sequence[str], max_batches: int | None = None, grad_clip: float | None = None,
-    autocast: torch.dtype | None = None, probe: TrainProbe | None = None,
+    autocast: torch.dtype | None = None, probe: TrainProbe | None = None, ranks: Ranks | None = None,
+    forward: torch.nn.Module | None = None,
 ) -> TrainSums:
     """Train every parameter group for one epoch; `measured` slots get gradient sums, `probe` sees
-    every batch's gradients."""
+    every batch's gradients. With several `ranks`, this rank's shard of every batch goes through
+    `forward` (the model's DDP wrapper)."""
+    ranks = ranks or Ranks()
+    net = forward or model
     model.train()
     device = next(model.parameters()).device
     zero = torch.zeros((), device=device)
@@ -80,12 +96,13 @@ def train_epoch(
     host_params = list(model.host.parameters())
     seed_params = {slot: list(model.slot(slot).module.parameters()) for slot in measured}
     for index in data.train_batches(batch_size, data_gen, max_batches=max_batches):
-        x, y = data.batch("train", index)
+        rows = shard_rows(index, ranks)
+        x, y = data.batch("train", rows)
         with autocast_for(device, autocast):
-            logits = model(data.prepare_batch(x, True, augment_gen))
+            logits = net(data.prepare_batch(x, True, augment_gen))
         loss_sum, correct, n = loss_and_correct(logits, y)
         optimizer.zero_grad(set_to_none=True)
-        (loss_sum / n).backward()
+        (loss_sum / local_mean_divisor(n, len(rows), len(index), ranks)).backward()
         sums.host_sq += _sq_norm(host_params, zero)
         for slot, params in seed_params.items():
             sums.seed_sq[slot] += _sq_norm(params, zero)
@@ -98,6 +115,8 @@ def train_epoch(
         sums.correct += correct
         sums.count += n
         sums.batches += 1
+    sums.loss, sums.correct, sums.count = all_reduce_sums([sums.loss, sums.correct, sums.count], ranks)
+    average_running_stats(model, ranks)
     return sums
 
 
@@ -127,9 +146,12 @@ def _chunks(data: TaskData, batch_size: int, n_variants: int) -> Iterator[slice]
 
 
 def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mapping[str, float]], *,
-             batch_size: int, autocast: torch.dtype | None = None, confusion: bool = False) -> ValidationSums:
+             batch_size: int, autocast: torch.dtype | None = None, confusion: bool = False,
+             ranks: Ranks | None = None) -> ValidationSums:
     """Loss and accuracy of every variant over the full held-out split, in eval mode; with
-    `confusion`, also the real model's confusion matrix (one bincount per batch, on the device)."""
+    `confusion`, also the real model's confusion matrix (one bincount per batch, on the device).
+    With several `ranks`, each its part of every chunk, summed over ranks (count: the whole split's targets)."""
+    ranks = ranks or Ranks()
     device = next(model.parameters()).device
     n, classes = len(variants), data.n_classes
     loss, correct, count = torch.zeros(n, device=device), torch.zeros(n, device=device), 0
@@ -137,7 +159,10 @@ def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mappi
     model.eval()
     try:
         with torch.inference_mode():
-            for index in _chunks(data, batch_size, n):
+            for chunk in _chunks(data, batch_size, n):
+                index = shard_slice(chunk, ranks)
+                if index.start == index.stop:
+                    continue
                 x, y = data.batch("heldout", index)
                 with autocast_for(device, autocast):
                     logits = model.forward_variants(data.prepare_batch(x, False), variants)
@@ -152,4 +177,8 @@ def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mappi
                     matrix += torch.bincount(y.reshape(-1) * classes + predicted[0], minlength=classes * classes)
     finally:
         model.train()
+    if ranks.distributed:
+        loss, correct = all_reduce_sums([loss, correct], ranks)
+        matrix = None if matrix is None else all_reduce_sums([matrix], ranks)[0]
+        count = data.n_heldout * data.heldout_labels[0].numel()
     return ValidationSums(loss, correct, count, None if matrix is None else matrix.reshape(classes, classes))

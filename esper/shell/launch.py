@@ -50,10 +50,11 @@ def launch(argv: Sequence[str], nproc: int, *, monitor_s: float = 1.0) -> int:
 
 
 def _report(failures: dict[int, Any], nproc: int) -> int:
-    """The root cause's exit code: a rank's own error exit (the launcher then stopped the others), else
-    an interrupt, else the first to fail; a line here only when no rank could say it."""
+    """The root cause's exit code: a rank's own error exit (the launcher then stopped the others), else a
+    rank's death the launcher did not cause (a SIGKILL: 137), else an interrupt, the first to fail first; a
+    line here only when no rank could say it. (A rank killed makes the launcher SIGTERM the others: 143.)"""
     codes = {rank: f.exitcode if f.exitcode > 0 else 128 - f.exitcode for rank, f in failures.items()}  # -9: SIGKILL
-    rank = min(codes, key=lambda r: (codes[r] not in ERROR_EXITS, codes[r] not in SILENT_EXITS,
+    rank = min(codes, key=lambda r: (codes[r] not in ERROR_EXITS, codes[r] in SILENT_EXITS,
                                      failures[r].timestamp, r))
     if codes[rank] not in SILENT_EXITS:
         print(f"esper-run: rank {rank} of {nproc} exited with {codes[rank]}; every rank was stopped", file=sys.stderr)

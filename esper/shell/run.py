@@ -40,14 +40,15 @@ RESUMABLE = ("epochs", "device", "precision", "telemetry_level", "profile", "eve
 CHECKPOINT_EVERY = 5  # epochs between periodic checkpoints when --checkpoint-every is not given
 
 
-def build_trainer(cfg: RunConfig, data: TaskData, device: torch.device) -> Trainer:
-    """The run's trainer; `--controller ppo --policy RUN_DIR` decides with the trained policy."""
+def build_trainer(cfg: RunConfig, data: TaskData, device: torch.device, ranks: Ranks | None = None) -> Trainer:
+    """The run's trainer, data-parallel over `ranks` (esper.shell.data_parallel); `--controller ppo
+    --policy RUN_DIR` decides with the trained policy (on every rank, from the same measurements)."""
     if cfg.controller != "ppo":
-        return Trainer(cfg, data, device)
+        return Trainer(cfg, data, device, ranks=ranks)
     from esper.shell.rl.policy_run import PolicyDecider, load_policy
 
     saved = load_policy(cfg.policy)
-    trainer = Trainer(cfg, data, device, measure_fossils=True)
+    trainer = Trainer(cfg, data, device, measure_fossils=True, ranks=ranks)
     trainer.decider = PolicyDecider(saved, trainer)
     return trainer
 
@@ -79,7 +80,8 @@ class EpochRun:
     @classmethod
     def open(cls, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
              record: dict[str, Any], stop_after: int | None, ranks: Ranks | None = None) -> "EpochRun":
-        return cls(cfg, build_trainer(cfg, data[0], devices[0]), run_dir, record, stop_after, ranks or Ranks())
+        ranks = ranks or Ranks()
+        return cls(cfg, build_trainer(cfg, data[0], devices[0], ranks), run_dir, record, stop_after, ranks)
 
     @staticmethod
     def read_summary(run_dir: Path) -> RunSummary | None:

@@ -35,7 +35,9 @@ from esper.core.summary import SeedRecord, summarize_seeds
 from esper.core.tasks import TaskPreset
 from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state, model_checkpoint
 from esper.shell.data.taskdata import TaskData
+from esper.shell.data_parallel import Replicas
 from esper.shell.diagnostics import Diagnostics
+from esper.shell.dist import Ranks
 from esper.shell.epoch import seeds_finite, train_epoch, validate
 from esper.shell.epoch_numbers import EpochLayout, EpochNumbers, LaunchedEpoch
 from esper.shell.flops import FlopMeter
@@ -110,17 +112,20 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device, *,
                  controller: Controller | None = None, lifecycle_config: LifecycleConfig | None = None,
-                 decider: "Decider | None" = None, measure_fossils: bool = False, diagnostics: bool = True) -> None:
+                 decider: "Decider | None" = None, measure_fossils: bool = False, diagnostics: bool = True,
+                 ranks: Ranks | None = None) -> None:
         """`controller` and `lifecycle_config` replace the configured controller and the horizon's
         lifecycle defaults (scripted controllers in tests and experiments). A `decider` sees the
         whole pending epoch (a trained policy needs the numbers the heuristic's view leaves out);
-        `measure_fossils` measures each fossil's contribution too (RL reward); `diagnostics=False`: no profile's."""
+        `measure_fossils` measures each fossil's contribution too (RL reward); `diagnostics=False`: no
+        profile's; W `ranks`: data-parallel."""
         self.decider, self.measure_fossils = decider, measure_fossils
         preset = data.preset
         self.cfg, self.data, self.preset, self.device = cfg, data, preset, device
         self.epochs = cfg.epochs or preset.epochs
         self.batch_size = cfg.batch_size or preset.batch_size
         self.max_batches = cfg.train_batches or preset.train_batches_per_epoch
+        self.replicas = Replicas(ranks or Ranks(), self.batch_size)
         self.autocast = resolve_precision(cfg.precision, device)
         # Determinism and the global RNG: once per run by the driver (esper.shell.process), not per env.
         self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
@@ -215,15 +220,18 @@ class Trainer:
         layout = EpochLayout.of(lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils))
         measured = layout.measured
         self.flops.add_epoch(self.model, self.data, self.samples_per_epoch, self.autocast)
-        diag = self.diagnostics
+        diag, ranks = self.diagnostics, self.replicas.ranks
+        self.replicas.reseed({STREAM_AUGMENT: self.augment_gen, STREAM_DROPOUT: self.dropout_gen}, self.cfg.seed,
+                             self.epoch)
         with diag.training(self.model) if diag else nullcontext() as probe:
             sums = train_epoch(self.model, self.optimizer, self.data, batch_size=self.batch_size,
                                data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
                                max_batches=self.max_batches, grad_clip=self.preset.grad_clip,
-                               autocast=self.autocast, probe=probe)
+                               autocast=self.autocast, probe=probe, ranks=ranks,
+                               forward=self.replicas.forward_module(self.model))
         finite = seeds_finite(self.model, sums)
         val = validate(self.model, self.data, layout.variants, batch_size=self.preset.eval_batch_size,
-                       autocast=self.autocast, confusion=diag is not None and diag.confusion)
+                       autocast=self.autocast, confusion=diag is not None and diag.confusion, ranks=ranks)
         return LaunchedEpoch(started, layout, sums, finite, val,
                              seed_params={slot: self.model.slot(slot).n_params() for slot in measured},
                              host_params=self.model.host_params,

@@ -57,6 +57,7 @@ def test_compare_runs_every_group_and_writes_the_table(tmp_path, capsys):
     (["--seeds", "1"], "--seeds must be >= 2"),
     (["--jobs", "0"], "--jobs must be >= 1"),
     (["--controllers", "ppo"], "needs --policy"),
+    (["--nproc", "2"], "compare runs each run in one process (use --jobs N for several at once), not --nproc 2"),
 ])
 def test_compare_user_errors_exit_2(tmp_path, capsys, argv, message):
     assert main(["compare", *argv, "--out", str(tmp_path / "c"), *TINY]) == 2
