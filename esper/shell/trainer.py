@@ -131,19 +131,12 @@ class Trainer:
         self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
         self.augment_gen = _generator(cfg.seed, STREAM_AUGMENT, device)
         self.dropout_gen = _generator(cfg.seed, STREAM_DROPOUT, device)
-        overrides = host_overrides(data, cfg.host_width)
-        host = host_for(cfg.host or preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")),
-                        dropout_generator=self.dropout_gen, **overrides)
-        if preset.topology != host.config.KIND:
-            raise ConfigError(f"host {cfg.host} is a {host.config.KIND} host; task {preset.name} needs a "
-                              f"{preset.topology} host")
         self.lifecycle_cfg = lifecycle_config or preset.lifecycle_config(self.epochs, max_seeds=cfg.max_seeds)
         self._controller = controller
         enabled = set(cfg.slots) if cfg.slots else None
-        self.model = MorphogeneticModel(host, run_seed=cfg.seed, lifecycle=self.lifecycle_cfg,
-                                        enabled=enabled).to(device)
+        self.model = self._new_model(enabled)
         self.rules: Rules = self.model.rules(self.lifecycle_cfg)
-        self.state: LifecycleState = lifecycle.initial_state(self.model.topology, host.slot_specs, enabled)
+        self.state: LifecycleState = lifecycle.initial_state(self.model.topology, self.model.host.slot_specs, enabled)
         for entry in cfg.static_seeds:  # fixed seeds of a static baseline: fossils from epoch 0
             slot_id, blueprint = entry.split(":")
             self.state, _ = lifecycle.plant_fossil(self.state, slot_id, blueprint, self.rules)
@@ -165,6 +158,17 @@ class Trainer:
         self.diagnostics = self._diagnostics(diagnostics)
 
     # -- set-up helpers ------------------------------------------------------------------------
+
+    def _new_model(self, enabled: set[str] | None) -> MorphogeneticModel:
+        """The host (its own init stream; dropout from the run's generator) in an empty model."""
+        cfg, preset = self.cfg, self.preset
+        host = host_for(cfg.host or preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")),
+                        dropout_generator=self.dropout_gen, **host_overrides(self.data, cfg.host_width))
+        if preset.topology != host.config.KIND:
+            raise ConfigError(f"host {cfg.host} is a {host.config.KIND} host; task {preset.name} needs a "
+                              f"{preset.topology} host")
+        return MorphogeneticModel(host, run_seed=cfg.seed, lifecycle=self.lifecycle_cfg,
+                                  enabled=enabled).to(self.device)
 
     def _diagnostics(self, enabled: bool) -> Diagnostics | None:
         """What `--profile` computes at this `--telemetry-level` (none in a PPO learning run's envs)."""
