@@ -78,7 +78,7 @@ def rl_config(cfg: RunConfig) -> RLConfig:
     rl = cfg.rl_config()
     if cfg.checkpoint_every is None:
         return rl
-    explicit = dict(cfg.rl).get("checkpoint_every", "dist_timeout")
+    explicit = dict(cfg.rl).get("checkpoint_every")
     if explicit is not None and explicit != cfg.checkpoint_every:
         raise ConfigError(f"--checkpoint-every {cfg.checkpoint_every} contradicts --rl.checkpoint_every {explicit}")
     return attrs.evolve(rl, checkpoint_every=cfg.checkpoint_every)
