@@ -1,0 +1,146 @@
+"""DD-PPO (docs/rl.md §11; issue 16 acceptance): 2 gloo ranks of 2 envs each against one rank of the same
+4 envs. Each rank runs the real driver (`esper.shell.driver.train`); the rollout and the policy after each
+update are recorded by wrapping the runner's `collect_rollout` and `ppo_update` inside the rank's process.
+Every group runs under a timeout: a test may fail, never hang."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import torch
+
+from esper.shell.checkpoint import read_checkpoint
+from esper.shell.dist import Ranks, cpu_threads
+from esper.shell.rl.rollout import RolloutBuffer
+from esper.shell.run_config import RunConfig
+from esper.testing.ranks import run_ranks
+
+TINY = RunConfig(task="synth-images", controller="ppo", epochs=2, n_envs=4, episodes=8, train_size=256,
+                 val_size=128, batch_size=64, device="cpu", telemetry_level="minimal", progress=False,
+                 report=False, checkpoint_every=1)
+TIMEOUT_S = 600
+
+
+def _run_recorded(out: str) -> dict[str, Any]:
+    """One rank of a tiny PPO run (world from the launcher environment): its envs' first rollout, the
+    whole first batch it updated on, and its policy and optimizer state after every update."""
+    from esper.shell.driver import train
+    from esper.shell.rl import runner
+
+    if os.environ["WORLD_SIZE"] == "1":  # the threads each of the 2 ranks gets (bind_device), so the
+        torch.set_num_threads(cpu_threads(Ranks(world=2, local_world=2)))  # envs compute alike
+    seen: dict[str, Any] = {"local": None, "whole": None, "policy": [], "optimizer": []}
+    collect, update = runner.collect_rollout, runner.ppo_update
+
+    def collect_spy(vec, *args, **kwargs):
+        buffer, stats = collect(vec, *args, **kwargs)
+        seen["local"] = seen["local"] or (vec.indices, buffer)
+        return buffer, stats
+
+    def update_spy(policy, optimizer, buffer, *args, **kwargs):
+        seen["whole"] = seen["whole"] or buffer
+        out = update(policy, optimizer, buffer, *args, **kwargs)
+        seen["policy"].append({k: v.clone() for k, v in policy.state_dict().items()})
+        seen["optimizer"].append([t.clone() for s in optimizer.state.values() for t in s.values()])
+        return out
+
+    runner.collect_rollout, runner.ppo_update = collect_spy, update_spy
+    train(TINY, out=out)
+    return seen
+
+
+def _rows(buffer: RolloutBuffer, rows: slice) -> dict[str, Any]:
+    fields = {f.name: getattr(buffer, f.name) for f in attrs.fields(RolloutBuffer) if f.name not in ("cut", "inputs")}
+    out = {name: t[rows] for name, t in fields.items()}
+    out.update({f"inputs.{f.name}": getattr(buffer.inputs, f.name)[rows] for f in attrs.fields(type(buffer.inputs))})
+    return {**out, "cut": buffer.cut[rows]}
+
+
+def _assert_equal_rows(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(got[name], value), name
+        else:
+            assert got[name] == value, name
+
+
+def test_two_ranks_collect_the_one_rank_batch_and_update_alike(tmp_path: Path):
+    one = run_ranks(_run_recorded, world=1, timeout_s=TIMEOUT_S, args=(str(tmp_path / "one"),))[0]
+    two = run_ranks(_run_recorded, world=2, timeout_s=TIMEOUT_S, args=(str(tmp_path / "two"),))
+
+    # The first batch, env by env: rank r collected envs 2r, 2r+1 exactly as the one rank did.
+    for rank, seen in enumerate(two):
+        indices, local = seen["local"]
+        assert indices == [2 * rank, 2 * rank + 1]
+        _assert_equal_rows(_rows(local, slice(None)), _rows(one["whole"], slice(2 * rank, 2 * rank + 2)))
+        _assert_equal_rows(_rows(seen["whole"], slice(None)), _rows(one["whole"], slice(None)))
+
+    # After each update: bitwise equal across ranks, and the one rank's to 1e-5.
+    assert len(one["policy"]) == len(two[0]["policy"]) == len(two[1]["policy"]) == 2
+    for u in range(2):
+        for name, p0 in two[0]["policy"][u].items():
+            assert torch.equal(p0, two[1]["policy"][u][name]), (u, name)
+            assert torch.allclose(p0, one["policy"][u][name], rtol=0, atol=1e-5), (u, name)
+        assert all(torch.equal(a, b) for a, b in zip(two[0]["optimizer"][u], two[1]["optimizer"][u], strict=True))
+
+    # Rank 0 alone wrote the run's results: one ppo.csv row per update, one rollout record per update.
+    run = tmp_path / "two"
+    assert len((run / "ppo.csv").read_text().splitlines()) == 3
+    assert sorted(p.name for p in (run / "rollouts").iterdir()) == ["update-00001.npz", "update-00002.npz"]
+
+
+# -- kill -9 of the whole job, then --resume ------------------------------------------------------------
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+CLI = [sys.executable, "-m", "esper.shell.cli", "train"]
+ARGS = ["--nproc", "2", "--controller", "ppo", "--task", "synth-images", "--epochs", "2", "--train-size", "256",
+        "--val-size", "128", "--batch-size", "64", "--n-envs", "4", "--episodes", "8", "--checkpoint-every", "1",
+        "--no-progress", "--no-report", "--telemetry-level", "minimal"]
+
+
+def _final_policy(run: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(run / "policy.pt")["policy"]
+
+
+def _kill_job_after_first_checkpoint(run: Path) -> None:
+    """Start the 2-rank job in its own session, SIGKILL the launcher and both ranks (its process group)
+    once update 1's checkpoint is the run's latest."""
+    with (run.parent / "killed.stderr").open("w") as err:
+        job = subprocess.Popen([*CLI, *ARGS, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=err, env=ENV,
+                               start_new_session=True)
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while not (run / "checkpoints" / "latest.json").exists():
+                assert job.poll() is None, f"the job ended (rc {job.returncode}) before its first checkpoint"
+                assert time.monotonic() < deadline, "no first checkpoint within the deadline"
+                time.sleep(0.2)
+            os.killpg(job.pid, signal.SIGKILL)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+            job.wait(timeout=60)
+    assert not (run / "policy.pt").exists(), "the job finished before it was killed"
+
+
+@pytest.mark.slow  # three 2-rank jobs: about 4 minutes on a loaded 2-core machine
+def test_kill_9_of_the_whole_job_then_resume_ends_at_the_uninterrupted_policy(tmp_path: Path):
+    whole = subprocess.run([*CLI, *ARGS, "--out", str(tmp_path / "whole")], capture_output=True, text=True,
+                           timeout=TIMEOUT_S, env=ENV)
+    assert whole.returncode == 0, whole.stderr
+    killed = tmp_path / "killed"
+    _kill_job_after_first_checkpoint(killed)
+    resumed = subprocess.run([*CLI, "--resume", str(killed), "--nproc", "2"], capture_output=True, text=True,
+                             timeout=TIMEOUT_S, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr
+    got, want = _final_policy(killed), _final_policy(tmp_path / "whole")
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert len((killed / "ppo.csv").read_text().splitlines()) == 3  # header + updates 1, 2 (none repeated)
