@@ -1,4 +1,4 @@
-"""DD-PPO collection throughput (docs/rl.md §11): env-epochs/s (and images/s) of the same PPO batch of
+"""DD-PPO collection throughput (docs/rl.md §12): env-epochs/s (and images/s) of the same PPO batch of
 N envs collected by 1 rank and by W ranks (each its `Ranks.shard` of the envs, then the all-gather of the
 whole batch), in the same invocation.
 

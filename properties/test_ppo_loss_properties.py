@@ -2,7 +2,7 @@
 samples of irrelevant heads and padded steps change neither the loss, the diagnostics nor any gradient, and the
 diagnostics keep their ranges; the per-head factored advantage stream A·u_h gives the same policy gradient; and the
 shards of a batch, each with the whole batch's step counts, sum to its loss, its gradients and its joint KL
-(DD-PPO, docs/rl.md §11)."""
+(DD-PPO, docs/rl.md §12)."""
 
 import math
 

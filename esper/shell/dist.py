@@ -133,7 +133,7 @@ def tensor_digest(tensors: Sequence[torch.Tensor]) -> str:
     """A hash of the tensors' exact bytes (bitwise equality, not closeness)."""
     h = hashlib.sha256()
     for t in tensors:
-        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d too
     return h.hexdigest()
 
 

@@ -6,7 +6,7 @@
         each live env: finish_epoch(action)          (act, advance, sync_to) → reward inputs
         all envs:      vmap(reward) → store
 
-Under DD-PPO (docs/rl.md §11) `vec` holds one rank's envs; the acting noise is still drawn for all N
+Under DD-PPO (docs/rl.md §12) `vec` holds one rank's envs; the acting noise is still drawn for all N
 envs of the batch and each env takes its own row, so env i acts alike at any world size.
 """
 

@@ -1,4 +1,4 @@
-"""DD-PPO (docs/rl.md §11): a PPO batch collected by W ranks, one update that every rank computes alike.
+"""DD-PPO (docs/rl.md §12): a PPO batch collected by W ranks, one update that every rank computes alike.
 
     collect  rank r owns envs `Ranks.shard(range(N))` (contiguous); env i keeps its seed (run seed, batch, i)
              and row i of the batch's acting noise (drawn for all N envs on every rank), so a trajectory

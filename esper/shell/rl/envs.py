@@ -135,7 +135,7 @@ def slot_params(trainer: Trainer, state: LifecycleState | None = None) -> tuple[
 
 
 class VecEnv:
-    """The envs of one rollout batch of N (all N, or a rank's `indices`: docs/rl.md §11), all starting
+    """The envs of one rollout batch of N (all N, or a rank's `indices`: docs/rl.md §12), all starting
     together and running exactly E steps. Env i is the same episode whichever process runs it."""
 
     def __init__(self, cfg: RunConfig, data: Sequence[TaskData], devices: Sequence[torch.device], *,

@@ -5,7 +5,7 @@ PPO learning run adds to it (one step = one batch):
 
     open     one read-only copy of the data per device → policy, Adam, normalisers
     step b   VecEnv(b) → collect_rollout → ppo_update → telemetry, anomaly checks, a ppo.csv row
-             (DD-PPO, docs/rl.md §11: each rank collects its envs, every rank gathers the whole batch
+             (DD-PPO, docs/rl.md §12: each rank collects its envs, every rank gathers the whole batch
              and updates alike; rank 0 alone writes ppo.csv, rollouts/, policy.pt, rl_summary.json)
              → `update-NNNNN` every `--checkpoint-every` updates (default 10) and at the last; `best` (a side copy)
              when the rolling mean final accuracy is the best yet

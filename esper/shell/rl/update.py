@@ -8,7 +8,7 @@
        (restore); KL over 1.5·target → stop; else step. The loop's LoopOutcome keeps every outcome.
     5  merge raw observations into the obs normaliser, discounted return prefixes into the reward one
 
-Under DD-PPO (docs/rl.md §11) every rank holds the whole batch, so 1–3 and 5 are one rank's numbers;
+Under DD-PPO (docs/rl.md §12) every rank holds the whole batch, so 1–3 and 5 are one rank's numbers;
 in 4 each rank evaluates its shard of every minibatch and the gradients are summed across ranks
 (esper.shell.rl.ddppo) before the clip and the step.
 

@@ -1,9 +1,10 @@
-"""DD-PPO (docs/rl.md §11; issue 16 acceptance): 2 gloo ranks of 2 envs each against one rank of the same
+"""DD-PPO (docs/rl.md §12; issue 16 acceptance): 2 gloo ranks of 2 envs each against one rank of the same
 4 envs. Each rank runs the real driver (`esper.shell.driver.train`); the rollout and the policy after each
 update are recorded by wrapping the runner's `collect_rollout` and `ppo_update` inside the rank's process.
 Every group runs under a timeout: a test may fail, never hang."""
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -28,9 +29,11 @@ TINY = RunConfig(task="synth-images", controller="ppo", epochs=2, n_envs=4, epis
 TIMEOUT_S = 600
 
 
-def _run_recorded(out: str) -> dict[str, Any]:
+def _run_recorded(out: str) -> bytes:
     """One rank of a tiny PPO run (world from the launcher environment): its envs' first rollout, the
-    whole first batch it updated on, and its policy and optimizer state after every update."""
+    whole first batch it updated on, and its policy and optimizer state after every update (as
+    `torch.save` bytes: a tensor sent through the result queue would be shared by a file descriptor
+    that dies with the rank's process)."""
     from esper.shell.driver import train
     from esper.shell.rl import runner
 
@@ -53,7 +56,14 @@ def _run_recorded(out: str) -> dict[str, Any]:
 
     runner.collect_rollout, runner.ppo_update = collect_spy, update_spy
     train(TINY, out=out)
-    return seen
+    payload = io.BytesIO()
+    torch.save(seen, payload)
+    return payload.getvalue()
+
+
+def _recorded(world: int, out: Path) -> list[dict[str, Any]]:
+    results = run_ranks(_run_recorded, world=world, timeout_s=TIMEOUT_S, args=(str(out),))
+    return [torch.load(io.BytesIO(r), weights_only=False) for r in results]
 
 
 def _rows(buffer: RolloutBuffer, rows: slice) -> dict[str, Any]:
@@ -73,8 +83,8 @@ def _assert_equal_rows(got: dict[str, Any], want: dict[str, Any]) -> None:
 
 
 def test_two_ranks_collect_the_one_rank_batch_and_update_alike(tmp_path: Path):
-    one = run_ranks(_run_recorded, world=1, timeout_s=TIMEOUT_S, args=(str(tmp_path / "one"),))[0]
-    two = run_ranks(_run_recorded, world=2, timeout_s=TIMEOUT_S, args=(str(tmp_path / "two"),))
+    one = _recorded(1, tmp_path / "one")[0]
+    two = _recorded(2, tmp_path / "two")
 
     # The first batch, env by env: rank r collected envs 2r, 2r+1 exactly as the one rank did.
     for rank, seen in enumerate(two):
