@@ -73,10 +73,17 @@ def _rows(buffer: RolloutBuffer, rows: slice) -> dict[str, Any]:
     return {**out, "cut": buffer.cut[rows]}
 
 
+POLICY_OUTPUTS = ("logp", "value")  # a matmul over 2 rows need not round as one over 4 does
+
+
 def _assert_equal_rows(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """What the envs did (observations, actions, masks, rewards, reward inputs, cuts) bit for bit; the
+    policy's own log-probs and values to float32 rounding."""
     assert got.keys() == want.keys()
     for name, value in want.items():
-        if isinstance(value, torch.Tensor):
+        if name in POLICY_OUTPUTS:
+            assert torch.allclose(got[name], value, rtol=1e-5, atol=1e-6), name
+        elif isinstance(value, torch.Tensor):
             assert torch.equal(got[name], value), name
         else:
             assert got[name] == value, name
@@ -86,7 +93,7 @@ def test_two_ranks_collect_the_one_rank_batch_and_update_alike(tmp_path: Path):
     one = _recorded(1, tmp_path / "one")[0]
     two = _recorded(2, tmp_path / "two")
 
-    # The first batch, env by env: rank r collected envs 2r, 2r+1 exactly as the one rank did.
+    # The first batch, env by env: rank r collected envs 2r, 2r+1 as the one rank did.
     for rank, seen in enumerate(two):
         indices, local = seen["local"]
         assert indices == [2 * rank, 2 * rank + 1]
@@ -100,6 +107,8 @@ def test_two_ranks_collect_the_one_rank_batch_and_update_alike(tmp_path: Path):
             assert torch.equal(p0, two[1]["policy"][u][name]), (u, name)
             assert torch.allclose(p0, one["policy"][u][name], rtol=0, atol=1e-5), (u, name)
         assert all(torch.equal(a, b) for a, b in zip(two[0]["optimizer"][u], two[1]["optimizer"][u], strict=True))
+        gap = max((p0 - one["policy"][u][k]).abs().max().item() for k, p0 in two[0]["policy"][u].items())
+        print(f"update {u + 1}: max |2 ranks - 1 rank| over the policy's parameters {gap:.1e}")
 
     # Rank 0 alone wrote the run's results: one ppo.csv row per update, one rollout record per update.
     run = tmp_path / "two"
