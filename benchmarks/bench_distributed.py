@@ -3,13 +3,14 @@ N envs collected by 1 rank and by W ranks (each its `Ranks.shard` of the envs, t
 whole batch), in the same invocation.
 
     python benchmarks/bench_distributed.py [--ranks 2] [--device cpu|cuda] [--n-envs 4] [--epochs 3]
-                                           [--train-size 2048] [--batches 2] [--threads-per-rank T]
+                                           [--train-size 1024] [--batches 2] [--rounds 2] [--threads-per-rank T]
 
 CPU: the comparison is at equal cores, as issue 16 measured it: W ranks of T threads each against one
 process of W·T threads (T defaults to cores / W). CUDA: the W ranks share the GPU (one per GPU when
 there are several: rank r on cuda:r mod G); the one rank spreads its envs over the GPUs as a run does.
 Each group first collects one batch untimed (warm-up), then `--batches` batches, timed from a barrier to
-the slowest rank's end. Every rank is a spawned process (esper.testing.ranks), with a timeout.
+the slowest rank's end; the groups alternate for `--rounds` rounds (a shared machine's load drifts).
+Every rank is a spawned process (esper.testing.ranks), with a timeout.
 """
 
 import argparse
@@ -71,25 +72,32 @@ def main() -> None:
     args.add_argument("--device", default="cpu")
     args.add_argument("--n-envs", type=int, default=4)
     args.add_argument("--epochs", type=int, default=3)
-    args.add_argument("--train-size", type=int, default=2048)
+    args.add_argument("--train-size", type=int, default=1024)
     args.add_argument("--batches", type=int, default=2)
+    args.add_argument("--rounds", type=int, default=2, help="1 rank, W ranks, 1 rank, ...: load drifts between them")
     args.add_argument("--threads-per-rank", type=int, default=None)
     a = args.parse_args()
     cfg = RunConfig(task="synth-images", controller="ppo", epochs=a.epochs, train_size=a.train_size, val_size=512,
                     device=a.device, telemetry_level="off")
     per_rank = a.threads_per_rank or max(1, cores() // a.ranks)
-    results = {}
-    for world, threads in ((1, per_rank * a.ranks), (a.ranks, per_rank)):
-        results[world] = run_ranks(collect_on_ranks, world=world, timeout_s=1800,
-                                   args=(cfg, a.n_envs, threads, a.batches))[0]
     print(f"machine: {cores()} cores; {a.n_envs} envs x {a.epochs} epochs, train size {a.train_size}, "
-          f"{a.batches} timed batches after 1 warm-up, device {a.device}")
-    for world, r in results.items():
-        print(f"{world} rank{'s' if world > 1 else ''} x {r['threads']} thread{'s' if r['threads'] > 1 else ''} "
-              f"({', '.join(r['devices'])}): {r['env_epochs'] / r['wall_s']:.3f} env-epochs/s, "
-              f"{r['images'] / r['wall_s']:.0f} images/s ({r['env_epochs']:.0f} env-epochs in {r['wall_s']:.1f}s)")
-    one, many = (results[w]["env_epochs"] / results[w]["wall_s"] for w in (1, a.ranks))
-    print(f"ratio {a.ranks} ranks / 1 rank: {many / one:.2f}x env-epochs/s")
+          f"{a.batches} timed batches after 1 warm-up per group, device {a.device}, {a.rounds} rounds")
+    totals: dict[int, list[float]] = {1: [0.0, 0.0], a.ranks: [0.0, 0.0]}
+    for round_ in range(a.rounds):
+        rates = {}
+        for world, threads in ((1, per_rank * a.ranks), (a.ranks, per_rank)):
+            r = run_ranks(collect_on_ranks, world=world, timeout_s=1800, args=(cfg, a.n_envs, threads, a.batches))[0]
+            rates[world] = r["env_epochs"] / r["wall_s"]
+            totals[world][0] += r["env_epochs"]
+            totals[world][1] += r["wall_s"]
+            print(f"round {round_ + 1}: {world} rank{'s' if world > 1 else ''} x {r['threads']} "
+                  f"thread{'s' if r['threads'] > 1 else ''} ({', '.join(r['devices'])}): {rates[world]:.3f} "
+                  f"env-epochs/s, {r['images'] / r['wall_s']:.0f} images/s ({r['env_epochs']:.0f} env-epochs in "
+                  f"{r['wall_s']:.1f}s)", flush=True)
+        print(f"round {round_ + 1}: ratio {a.ranks} ranks / 1 rank: {rates[a.ranks] / rates[1]:.2f}x", flush=True)
+    one, many = (totals[w][0] / totals[w][1] for w in (1, a.ranks))
+    print(f"all rounds: 1 rank {one:.3f}, {a.ranks} ranks {many:.3f} env-epochs/s; "
+          f"ratio {a.ranks} ranks / 1 rank: {many / one:.2f}x env-epochs/s")
 
 
 if __name__ == "__main__":
