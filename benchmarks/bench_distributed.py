@@ -4,10 +4,13 @@ whole batch), in the same invocation.
 
     python benchmarks/bench_distributed.py [--ranks 2] [--device cpu|cuda] [--n-envs 4] [--epochs 3]
                                            [--train-size 1024] [--batches 2] [--rounds 2] [--threads-per-rank T]
+                                           [--one-rank-threads T1]
 
 CPU: the comparison is at equal cores, as issue 16 measured it: W ranks of T threads each against one
-process of W·T threads (T defaults to cores / W). CUDA: the W ranks share the GPU (one per GPU when
-there are several: rank r on cuda:r mod G); the one rank spreads its envs over the GPUs as a run does.
+process of W·T threads (T defaults to cores / W; `--one-rank-threads` sets the baseline's). On a machine
+other work loads, a process of several threads loses most (its threads wait for one another), so also
+measure `--one-rank-threads T`. CUDA: the W ranks share the GPU (one per GPU when there are several:
+rank r on cuda:r mod G); the one rank spreads its envs over the GPUs as a run does.
 Each group first collects one batch untimed (warm-up), then `--batches` batches, timed from a barrier to
 the slowest rank's end; the groups alternate for `--rounds` rounds (a shared machine's load drifts).
 Every rank is a spawned process (esper.testing.ranks), with a timeout.
@@ -76,6 +79,7 @@ def main() -> None:
     args.add_argument("--batches", type=int, default=2)
     args.add_argument("--rounds", type=int, default=2, help="1 rank, W ranks, 1 rank, ...: load drifts between them")
     args.add_argument("--threads-per-rank", type=int, default=None)
+    args.add_argument("--one-rank-threads", type=int, default=None, help="the 1-rank baseline's (default: W x T)")
     a = args.parse_args()
     cfg = RunConfig(task="synth-images", controller="ppo", epochs=a.epochs, train_size=a.train_size, val_size=512,
                     device=a.device, telemetry_level="off")
@@ -85,7 +89,7 @@ def main() -> None:
     totals: dict[int, list[float]] = {1: [0.0, 0.0], a.ranks: [0.0, 0.0]}
     for round_ in range(a.rounds):
         rates = {}
-        for world, threads in ((1, per_rank * a.ranks), (a.ranks, per_rank)):
+        for world, threads in ((1, a.one_rank_threads or per_rank * a.ranks), (a.ranks, per_rank)):
             r = run_ranks(collect_on_ranks, world=world, timeout_s=1800, args=(cfg, a.n_envs, threads, a.batches))[0]
             rates[world] = r["env_epochs"] / r["wall_s"]
             totals[world][0] += r["env_epochs"]
