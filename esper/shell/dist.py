@@ -19,10 +19,13 @@ What a rank does differently is written once, where it happens: rank 0 alone wri
 """
 
 import contextlib
+import ctypes
 import datetime
 import hashlib
 import json
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -181,6 +184,14 @@ def cpu_threads(ranks: Ranks) -> int:
     return max(1, cores // ranks.local_world)
 
 
+def die_with_parent() -> None:
+    """SIGKILL this rank when the process that started it dies (Linux's PR_SET_PDEATHSIG). torch's
+    elastic launcher starts each rank in a session of its own, so a `kill -9` of the launcher (or of
+    its process group) would leave the ranks running on, writing the run directory and holding its lock."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def process_group(timeout_s: float = DEFAULT_TIMEOUT_S, ranks: Ranks | None = None) -> Iterator[Ranks]:
     """This process's ranks, with the process group joined for the block when there are several
@@ -190,6 +201,7 @@ def process_group(timeout_s: float = DEFAULT_TIMEOUT_S, ranks: Ranks | None = No
     if not ranks.distributed or dist.is_initialized():
         yield ranks
         return
+    die_with_parent()
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world,
                             timeout=datetime.timedelta(seconds=timeout_s))

@@ -128,9 +128,9 @@ def _final_policy(run: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(run / "policy.pt")["policy"]
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (the launcher's ranks: torch's elastic agent starts each rank in a
-    session of its own, so the launcher's process group does not hold them)."""
+def _descendants(pid: int, *, direct: bool = False) -> list[int]:
+    """The processes below `pid` (`direct`: its children only). The launcher's children are its ranks:
+    torch's elastic agent starts each in a session of its own, so the launcher's process group lacks them."""
     parents: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -140,26 +140,47 @@ def _descendants(pid: int) -> list[int]:
     while todo:
         children = parents.get(todo.pop(), [])
         out += children
-        todo += children
+        todo += [] if direct else children
     return out
+
+
+def _survivors(pids: list[int], wait_s: float) -> list[int]:
+    """The processes of `pids` still running (not zombies) after at most `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = []
+        for pid in pids:
+            with contextlib.suppress(OSError, IndexError):
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(pid)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.1)
 
 
 def _kill_job_after_first_checkpoint(run: Path) -> None:
     """Start the 2-rank job in its own session and, once update 1's checkpoint is the run's latest,
-    SIGKILL the whole job at once: the launcher's process group and every rank's."""
+    SIGKILL the launcher's process group: its ranks (each in a session of its own) die with it
+    (esper.shell.dist.die_with_parent). Any survivor is killed, and fails the test."""
     with (run.parent / "killed.stderr").open("w") as err:
         job = subprocess.Popen([*CLI, *ARGS, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=err, env=ENV,
                                start_new_session=True)
+        everything: list[int] = []
         try:
             deadline = time.monotonic() + TIMEOUT_S
             while not (run / "checkpoints" / "latest.json").exists():
                 assert job.poll() is None, f"the job ended (rc {job.returncode}) before its first checkpoint"
                 assert time.monotonic() < deadline, "no first checkpoint within the deadline"
                 time.sleep(0.2)
-            for pid in [job.pid, *_descendants(job.pid)]:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+            ranks, everything = _descendants(job.pid, direct=True), _descendants(job.pid)
+            assert len(ranks) == 2, ranks
+            os.killpg(job.pid, signal.SIGKILL)
+            survivors = _survivors(ranks, wait_s=10)
+            assert not survivors, f"ranks {survivors} outlived their launcher"
         finally:
+            for pid in _survivors(everything, wait_s=0):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(job.pid, signal.SIGKILL)
             job.wait(timeout=60)
