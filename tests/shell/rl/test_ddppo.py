@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import torch
+import torch.utils._pytree as torch_pytree
 
+from esper.core.errors import ConfigError
 from esper.shell.checkpoint import read_checkpoint
 from esper.shell.dist import Ranks, cpu_threads
+from esper.shell.rl.ddppo import check_world, concat_buffers, env_rank, local_rows
 from esper.shell.rl.rollout import RolloutBuffer
 from esper.shell.run_config import RunConfig
 from esper.testing.ranks import run_ranks
@@ -26,6 +30,38 @@ TINY = RunConfig(task="synth-images", controller="ppo", epochs=2, n_envs=4, epis
                  val_size=128, batch_size=64, device="cpu", telemetry_level="minimal", progress=False,
                  report=False, checkpoint_every=1)
 TIMEOUT_S = 600
+
+
+def test_each_rank_owns_a_contiguous_shard_of_the_envs_and_every_minibatch():
+    owners = [env_rank(Ranks(rank=0, world=2), 5, i) for i in range(5)]
+    assert owners == [0, 0, 1, 1, 1]  # Ranks.shard: 5 // 2 envs on rank 0, the rest on rank 1
+    index = torch.tensor([3, 0, 2, 1])
+    assert [local_rows(Ranks(rank=r, world=2), index).tolist() for r in range(2)] == [[3, 0], [2, 1]]
+    check_world(4, 2, Ranks(rank=0, world=2))
+    with pytest.raises(ConfigError, match="2 ranks need at least 2 envs per batch and per minibatch"):
+        check_world(4, 1, Ranks(rank=0, world=2))
+
+
+def test_gathered_buffers_are_the_rows_in_rank_order():
+    def buffer(n: int, fill: float, stored: bool) -> RolloutBuffer:
+        b = RolloutBuffer.empty(n, 2, 3, 1, 2, 3)
+        b.reward += fill
+        b.cut = [f"r{fill}"] * n
+        if stored:
+            b.inputs = _inputs(n, fill)
+        return b
+
+    whole = concat_buffers([buffer(2, 1.0, True), buffer(1, 2.0, False)])
+    assert whole.reward[:, 0].tolist() == [1.0, 1.0, 2.0] and whole.cut == ["r1.0", "r1.0", "r2.0"]
+    leaves = torch_pytree.tree_leaves(whole.inputs)
+    assert all(x.shape[0] == 3 and x[2].eq(0).all() and x[:2].eq(1.0).all() for x in leaves)
+
+
+def _inputs(n: int, fill: float):
+    from esper.core.rewards import RewardInputs
+
+    fields = {f.name: torch.full((n, 2), fill) for f in attrs.fields(RewardInputs)}
+    return RewardInputs(**fields)
 
 
 def _run_recorded(out: str) -> bytes:
