@@ -1,16 +1,18 @@
 """docs/rl.md §6 / §10 item 11 as properties of `ppo_loss`: it equals a per-element oracle of the loss table, stored
 samples of irrelevant heads and padded steps change neither the loss, the diagnostics nor any gradient, and the
-diagnostics keep their ranges; the per-head factored advantage stream A·u_h gives the same policy gradient."""
+diagnostics keep their ranges; the per-head factored advantage stream A·u_h gives the same policy gradient; and the
+shards of a batch, each with the whole batch's step counts, sum to its loss, its gradients and its joint KL
+(DD-PPO, docs/rl.md §12)."""
 
 import math
 
 import attrs
 import torch
 import torch.utils._pytree as torch_pytree
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, ppo_loss
+from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, ppo_loss, step_counts
 from esper.core.xp import clip_closed
 
 F64 = torch.float64
@@ -145,3 +147,28 @@ def test_diagnostics_keep_their_ranges(case):
     for name in PPODiagnostics.HEAD_FIELDS:
         assert getattr(d, name)[~acted].eq(0).all()
     assert (d.entropy >= 0).all() and (d.entropy <= 1).all()
+
+
+@given(cases(), st.data())
+def test_shards_with_the_whole_batch_counts_sum_to_the_whole_batch(case, data):
+    """What DD-PPO's all-reduce relies on: rank r's loss on its rows of a minibatch, over the whole minibatch's
+    (n, n_h), is its share: Σ_r L_r = L and Σ_r ∇L_r = ∇L (each row's gradient is the whole loss's), the
+    joint KL and the loss diagnostics add up too, and max|ρ − 1| is the max of the shards'."""
+    logp, ent, value, batch, coefs = case
+    b = batch.valid.shape[0]
+    assume(b >= 2)  # every rank holds at least one row of a minibatch (esper.shell.rl.ddppo.check_world)
+    cut = data.draw(st.integers(1, b - 1))
+    whole_loss, whole, whole_grads = _with_grads(logp, ent, value, batch, coefs)
+    counts = step_counts(batch)
+    parts = []
+    for rows in (slice(0, cut), slice(cut, b)):
+        x = [t[rows].clone().requires_grad_() for t in (logp, ent, value)]
+        loss, d = ppo_loss(*x, torch_pytree.tree_map(lambda t, r=rows: t[r], batch), coefs, counts)
+        parts.append((loss, d, torch.autograd.grad(loss, x, allow_unused=True, materialize_grads=True)))
+    assert math.isclose(sum(p[0].item() for p in parts), whole_loss.item(), rel_tol=1e-12, abs_tol=1e-12)
+    for j in range(3):
+        assert torch.allclose(torch.cat([p[2][j] for p in parts]), whole_grads[j], rtol=1e-12, atol=1e-15)
+    for name in ("joint_approx_kl", "loss", "total_policy_loss", "value_loss", "entropy", "clip_frac"):
+        total = sum(getattr(p[1], name) for p in parts)
+        assert torch.allclose(total, getattr(whole, name), rtol=1e-12, atol=1e-12), name
+    assert max(p[1].max_abs_ratio_dev.item() for p in parts) == whole.max_abs_ratio_dev.item()

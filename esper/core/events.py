@@ -363,6 +363,7 @@ class EnvTruncated(Event):
     env_index: int
     step: int
     reason: str
+    rank: int = 0  # the rank that ran the env (DD-PPO, docs/rl.md §12)
 
 
 @attrs.frozen(kw_only=True)

@@ -109,14 +109,28 @@ def _masked_sum(x: Array, mask: Array, axis: int | tuple[int, ...] | None) -> Ar
     return xp.sum(xp.where(mask, x, xp.zeros_like(x)), axis=axis)
 
 
-def ppo_loss(logp: Array, ent_norm: Array, value: Array, batch: PPOBatch,
-             coefs: PPOCoefs) -> tuple[Array, PPODiagnostics]:
-    """(L, diagnostics) for new log-probs logp[B, T, 4], normalised entropies ent_norm[B, T, 4], values[B, T]."""
+def step_counts(batch: PPOBatch) -> tuple[Array, Array]:
+    """(n, n_h) of a batch: n = max(Σ valid, 1), n_h[4] = Σ m_h (the loss's denominators)."""
+    xp = namespace(batch.valid)
+    step = batch.valid > 0
+    head = step[..., None] & (batch.relevance > 0)
+    n = xp.clip(xp.sum(xp.astype(step, batch.valid.dtype)), min=1.0)
+    return n, xp.sum(xp.astype(head, batch.valid.dtype), axis=(0, 1))
+
+
+def ppo_loss(logp: Array, ent_norm: Array, value: Array, batch: PPOBatch, coefs: PPOCoefs,
+             counts: tuple[Array, Array] | None = None) -> tuple[Array, PPODiagnostics]:
+    """(L, diagnostics) for new log-probs logp[B, T, 4], normalised entropies ent_norm[B, T, 4], values[B, T].
+
+    `counts`: the (n, n_h) of a larger batch whose rows these are (`step_counts` of it; default: this
+    batch's own). L is then this shard's share of that batch's loss: the shards' losses and gradients
+    sum to the whole batch's, and so do the diagnostics that are sums over steps divided by n or n_h
+    (joint_approx_kl, loss, policy_loss, entropy, …); max_abs_ratio_dev is the max of the shards'."""
     xp = namespace(value)
     step = batch.valid > 0  # [B, T]
     head = step[..., None] & (batch.relevance > 0)  # m_{t,h} > 0, [B, T, 4]
-    n = xp.clip(xp.sum(xp.astype(step, value.dtype)), min=1.0)
-    n_h = xp.sum(xp.astype(head, value.dtype), axis=(0, 1))
+    n, n_h = step_counts(batch) if counts is None else counts
+    n, n_h = xp.astype(n, value.dtype), xp.astype(n_h, value.dtype)
     n_h1 = xp.clip(n_h, min=1.0)
 
     logratio = xp.where(head, logp - batch.logp_old, xp.zeros_like(logp))

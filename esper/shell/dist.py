@@ -19,10 +19,13 @@ What a rank does differently is written once, where it happens: rank 0 alone wri
 """
 
 import contextlib
+import ctypes
 import datetime
 import hashlib
 import json
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -133,7 +136,7 @@ def tensor_digest(tensors: Sequence[torch.Tensor]) -> str:
     """A hash of the tensors' exact bytes (bitwise equality, not closeness)."""
     h = hashlib.sha256()
     for t in tensors:
-        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d too
     return h.hexdigest()
 
 
@@ -187,6 +190,14 @@ def nccl_fits(ranks: Ranks) -> bool:
     return torch.cuda.is_available() and ranks.local_world <= torch.cuda.device_count()
 
 
+def die_with_parent() -> None:
+    """SIGKILL this rank when the process that started it dies (Linux's PR_SET_PDEATHSIG). torch's
+    elastic launcher starts each rank in a session of its own, so a `kill -9` of the launcher (or of
+    its process group) would leave the ranks running on, writing the run directory and holding its lock."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def process_group(timeout_s: float = DEFAULT_TIMEOUT_S, ranks: Ranks | None = None) -> Iterator[Ranks]:
     """This process's ranks, with the process group joined for the block when there are several
@@ -197,6 +208,7 @@ def process_group(timeout_s: float = DEFAULT_TIMEOUT_S, ranks: Ranks | None = No
     if not ranks.distributed or dist.is_initialized():
         yield ranks
         return
+    die_with_parent()
     backend = "cpu:gloo,cuda:nccl" if nccl_fits(ranks) else "gloo"
     dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world,
                             timeout=datetime.timedelta(seconds=timeout_s))

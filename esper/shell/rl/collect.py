@@ -5,6 +5,9 @@
         all envs:      encode → normalise (frozen stats) → masks → policy.act (CPU, acting copy)
         each live env: finish_epoch(action)          (act, advance, sync_to) → reward inputs
         all envs:      vmap(reward) → store
+
+Under DD-PPO (docs/rl.md §12) `vec` holds one rank's envs; the acting noise is still drawn for all N
+envs of the batch and each env takes its own row, so env i acts alike at any world size.
 """
 
 import time
@@ -22,7 +25,7 @@ from esper.core.rewards import RewardComponents, reward, reward_bound
 from esper.core.rewards import stack_inputs as stack_rewards
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, normalize
-from esper.core.sampling import draw_noise, mask_tensors, relevance, stack_masks, to_actions
+from esper.core.sampling import Noise, draw_noise, mask_tensors, relevance, stack_masks, to_actions
 from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.envs import VecEnv
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
@@ -37,7 +40,7 @@ class RolloutStats:
     wall_s: float
     op_counts: dict[str, int]
     blueprint_counts: dict[str, int]
-    truncations: tuple[tuple[int, int, str], ...]  # (env, step, reason)
+    truncations: tuple[tuple[int, int, str], ...]  # (env index in the batch, step, reason)
 
 
 def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg: RLConfig,
@@ -61,7 +64,7 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
         for i, (env, step) in enumerate(zip(vec, steps, strict=True)):
             if step is None and env.cut_reason is not None and buffer.cut[i] is None:
                 buffer.cut_env(i, t, env.cut_reason)
-                cuts.append((i, t, env.cut_reason))
+                cuts.append((env.index, t, env.cut_reason))
         live = [i for i, step in enumerate(steps) if step is not None]
         if not live:
             break
@@ -70,7 +73,7 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
         raw = encode_observation(stack_inputs([step.obs for step in filled]), k)
         obs = normalize(obs_norm, raw, binary, cfg.obs_std_floor, cfg.obs_clip)
         masks = stack_masks([mask_tensors(step.pending.masks) for step in filled])
-        noise = draw_noise(acting, n, s, k, n_tempo)
+        noise = _local_noise(draw_noise(acting, vec.n_envs, s, k, n_tempo), vec)
         actions, logp, value, hc = policy.act(obs, masks, hc, noise, deterministic=deterministic)
         decided = [to_actions(actions[i]) for i in range(n)]
         vec.finish(steps, decided, t)
@@ -86,6 +89,13 @@ def collect_rollout(vec: VecEnv, policy: PolicyNet, obs_norm: RunningStats, cfg:
             if decided[i].op == Op.GERMINATE:
                 blueprints[first.rules.catalogue.germinable[decided[i].blueprint].name] += 1
     return buffer, RolloutStats(time.perf_counter() - started, dict(ops), dict(blueprints), tuple(cuts))
+
+
+def _local_noise(noise: Noise, vec: VecEnv) -> Noise:
+    """The rows of this process's envs: the noise of env i is row i of all N envs' whatever the world size."""
+    if len(vec) == vec.n_envs:
+        return noise
+    return tree_index(noise, torch.tensor(vec.indices))
 
 
 def _check_bound(components: RewardComponents, j: int, bound: float) -> None:

@@ -136,14 +136,15 @@ def slot_params(trainer: Trainer, state: LifecycleState | None = None) -> tuple[
 
 
 class VecEnv:
-    """The N envs of one rollout batch, all starting together and running exactly E steps."""
+    """The envs of one rollout batch of N (all N, or a rank's `indices`: docs/rl.md §12), all starting
+    together and running exactly E steps. Env i is the same episode whichever process runs it."""
 
     def __init__(self, cfg: RunConfig, data: Sequence[TaskData], devices: Sequence[torch.device], *,
-                 n_envs: int, batch: int, epochs: int) -> None:
-        self.epochs = epochs
+                 n_envs: int, batch: int, epochs: int, indices: Sequence[int] | None = None) -> None:
+        self.epochs, self.n_envs = epochs, n_envs
         lifecycle_cfg = data[0].preset.lifecycle_config(epochs, max_seeds=cfg.max_seeds)
         self.envs = []
-        for i in range(n_envs):
+        for i in range(n_envs) if indices is None else indices:
             env_cfg = attrs.evolve(cfg, seed=batch_seed(cfg.seed, batch, i), epochs=epochs)
             where = i % len(devices)
             self.envs.append(Env(env_cfg, data[where], devices[where], i, lifecycle_cfg))
@@ -154,6 +155,11 @@ class VecEnv:
 
     def __len__(self) -> int:
         return len(self.envs)
+
+    @property
+    def indices(self) -> list[int]:
+        """The batch's env indices these envs are (all of range(n_envs) on one rank)."""
+        return [env.index for env in self.envs]
 
     def begin(self) -> list[EnvStep | None]:
         """Launch every live env's epoch (streams overlap on a GPU), then collect each: one host

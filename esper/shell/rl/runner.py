@@ -5,6 +5,8 @@ PPO learning run adds to it (one step = one batch):
 
     open     one read-only copy of the data per device → policy, Adam, normalisers
     step b   VecEnv(b) → collect_rollout → ppo_update → telemetry, anomaly checks, a ppo.csv row
+             (DD-PPO, docs/rl.md §12: each rank collects its envs, every rank gathers the whole batch
+             and updates alike; rank 0 alone writes ppo.csv, rollouts/, policy.pt, rl_summary.json)
              → `update-NNNNN` every `--checkpoint-every` updates (default 10) and at the last; `best` (a side copy)
              when the rolling mean final accuracy is the best yet
     close    Ctrl-C, SIGTERM or a diverged policy: `update-NNNNN` of the last finished batch (an
@@ -30,7 +32,7 @@ import torch
 
 from esper.core import codec
 from esper.core.errors import ConfigError
-from esper.core.events import EnvTruncated, Event, PPOUpdate, RLRunStarted, RolloutDone
+from esper.core.events import EnvTruncated, Event, PPOUpdate, RLRunStarted
 from esper.core.observation import obs_dim
 from esper.core.rl_config import RLConfig
 from esper.shell.checkpoint import CheckpointError, write_atomic
@@ -39,9 +41,9 @@ from esper.shell.dist import Ranks, digest, tensor_digest
 from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update
 from esper.shell.rl.collect import collect_rollout
+from esper.shell.rl.ddppo import check_world, env_facts, env_rank, gather_rollout, rollout_event
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
 from esper.shell.rl.record import save_rollout_record
-from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
 from esper.shell.rl.update import HEAD_NAMES, Normalisers, UpdateResult, ppo_update
 from esper.shell.run_checkpoint import ResumePoint, Save, versions
 from esper.shell.run_config import RunConfig
@@ -118,6 +120,7 @@ class PPORun:
         self.total = self.rl.updates if stop_after is None else min(self.rl.updates, stop_after)
         self.epochs = cfg.epochs or data[0].preset.epochs
         self.policy_device = devices[0]
+        check_world(self.rl.n_envs, self.rl.minibatch_envs, self.ranks)
         self.dims = policy_dims(VecEnv(cfg, data, devices, n_envs=1, batch=0, epochs=self.epochs))  # (D, S, K)
         self.learner = build_learner(self.dims, self.rl, cfg.seed, self.policy_device)
 
@@ -144,7 +147,9 @@ class PPORun:
         return self.learner.batch
 
     def _vec(self, batch: int) -> VecEnv:
-        return VecEnv(self.cfg, self.data, self.devices, n_envs=self.rl.n_envs, batch=batch, epochs=self.epochs)
+        """This rank's envs of batch `batch` (all of them on one rank)."""
+        return VecEnv(self.cfg, self.data, self.devices, n_envs=self.rl.n_envs, batch=batch, epochs=self.epochs,
+                      indices=self.ranks.shard(range(self.rl.n_envs)))
 
     def started(self, resumed: ResumePoint | None) -> RLRunStarted:
         d, s, k = self.dims
@@ -172,16 +177,17 @@ class PPORun:
         acting = learner.policy if self.policy_device.type == "cpu" else _cpu_copy(learner.policy)
         buffer, stats = collect_rollout(vec, acting, learner.norms.obs, rl, batch_generator(self.cfg.seed, b,
                                                                                             ACTING_STREAM))
+        buffer, stats, facts = gather_rollout(self.ranks, buffer, stats, env_facts(vec))  # the whole batch
         for env, step, reason in stats.truncations:
-            hub.emit(EnvTruncated(env_index=env, step=step, reason=reason))
+            hub.emit(EnvTruncated(env_index=env, step=step, reason=reason, rank=env_rank(self.ranks, rl.n_envs, env)))
         started = time.perf_counter()
         result, learner.norms = ppo_update(learner.policy, learner.optimizer, buffer, learner.norms, rl,
                                            update=b, shuffle=batch_generator(self.cfg.seed, b, SHUFFLE_STREAM),
-                                           device=self.policy_device)
+                                           device=self.policy_device, ranks=self.ranks)
         learner.batch += 1
-        learner.episodes += len(vec)
+        learner.episodes += len(facts)
         learner.env_steps += int(buffer.valid.sum())
-        hub.emit(_rollout_event(b, vec, buffer, stats))
+        hub.emit(rollout_event(b, facts, buffer, stats))
         hub.emit(self._update_event(result, stats.wall_s, time.perf_counter() - started))
         learner.anomalies, anomalies = check_update(learner.anomalies, result, buffer, rl, update=learner.batch)
         for event in anomalies:
@@ -190,8 +196,9 @@ class PPORun:
         learner.history.append({"update": learner.batch, "final_acc": float(buffer.final_acc.mean()),
                                 "return": float((buffer.reward * valid).sum(1).mean()),
                                 "applied": result.applied})
-        self.append_ppo_row(result)
-        save_rollout_record(self.run_dir.path, learner.batch, vec, buffer, result, rl)
+        if self.ranks.main:  # every rank holds the same numbers; one writes them
+            self.append_ppo_row(result)
+            save_rollout_record(self.run_dir.path, learner.batch, vec, buffer, result, rl)
 
     def append_ppo_row(self, r: UpdateResult) -> None:
         """One `ppo.csv` row per update: what `esper-run report` draws (it reads no events)."""
@@ -337,23 +344,3 @@ def rolling_best(history: list[float], window: int) -> bool:
 
 def _cpu_copy(policy: PolicyNet) -> PolicyNet:
     return copy.deepcopy(policy).to("cpu").float()
-
-
-def _rollout_event(batch: int, vec: VecEnv, buffer: RolloutBuffer, stats: Any) -> RolloutDone:
-    valid = buffer.valid > 0
-    comps = buffer.components[valid]
-    counts = [env.trainer.records for env in vec]
-
-    def fates(fate: str) -> tuple[int, ...]:
-        return tuple(sum(1 for r in recs if r.fate == fate) for recs in counts)
-
-    share = [float(env.trainer.model.param_counts().fossilized) / max(env.trainer.model.host_params, 1)
-             for env in vec]
-    return RolloutDone(
-        batch=batch, final_acc=tuple(buffer.final_acc.tolist()),
-        raw_return=tuple((buffer.reward * valid).sum(1).tolist()), kept_steps=tuple(buffer.kept_steps().tolist()),
-        truncated=tuple(buffer.cut), rollbacks=tuple(env.trainer.governor.rollbacks for env in vec),
-        germinations=tuple(len(recs) for recs in counts), fossilizations=fates("fossilized"),
-        culls=fates("culled"), op_counts=stats.op_counts, blueprint_counts=stats.blueprint_counts,
-        reward_components={c: float(comps[:, j].mean()) if len(comps) else 0.0 for j, c in enumerate(COMPONENTS)},
-        seed_param_share=sum(share) / len(share), wall_s=stats.wall_s)

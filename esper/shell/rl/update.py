@@ -8,6 +8,10 @@
        (restore); KL over 1.5·target → stop; else step. The loop's LoopOutcome keeps every outcome.
     5  merge raw observations into the obs normaliser, discounted return prefixes into the reward one
 
+Under DD-PPO (docs/rl.md §12) every rank holds the whole batch, so 1–3 and 5 are one rank's numbers;
+in 4 each rank evaluates its shard of every minibatch and the gradients are summed across ranks
+(esper.shell.rl.ddppo) before the clip and the step.
+
 The normalisers are frozen for a whole rollout and its update (they change only in step 5).
 """
 
@@ -23,14 +27,16 @@ from torch.func import vmap
 from torch.utils._pytree import tree_map
 
 from esper.core.gae import episode_arrays, explained_variance, gae, masked_mean_var, normalize_advantages
-from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, entropy_coef, ppo_loss
+from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, entropy_coef, ppo_loss, step_counts
 from esper.core.pytree import register_pytree, tree_index
 from esper.core.rewards import discounted_prefix
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, merge
 from esper.core.sampling import MaskTensors
+from esper.shell.dist import Ranks
 from esper.shell.fetch import fetch
 from esper.shell.nets.policy import PolicyNet
+from esper.shell.rl.ddppo import ShardOutputs, gather_outputs, local_rows, sum_gradients
 from esper.shell.rl.rollout import RolloutBuffer
 
 HEAD_NAMES = ("op", "slot", "blueprint", "tempo")
@@ -91,7 +97,8 @@ class MinibatchOutcome:
     loss: float
     grad_norm: float  # before clipping
     max_abs_ratio_dev: float
-    diagnostics: PPODiagnostics  # detached, on the policy device
+    diagnostics: PPODiagnostics  # detached, on the policy device (of this rank's shard under DD-PPO)
+    shard: ShardOutputs | None = None  # DD-PPO: this rank's outputs, for the whole minibatch's diagnostics
 
     @property
     def finite(self) -> bool:
@@ -148,7 +155,8 @@ def advantages(buffer: RolloutBuffer, rewards: Tensor, cfg: RLConfig) -> tuple[T
 
 def ppo_update(policy: PolicyNet, optimizer: torch.optim.Optimizer, buffer: RolloutBuffer,
                norms: Normalisers, cfg: RLConfig, *, update: int, shuffle: torch.Generator,
-               device: torch.device) -> tuple[UpdateResult, Normalisers]:
+               device: torch.device, ranks: Ranks | None = None) -> tuple[UpdateResult, Normalisers]:
+    ranks = ranks or Ranks()
     first = norms.reward.count.item() == 0
     reward_norm = merge_returns(norms.reward, buffer, cfg) if first else norms.reward
     scale = reward_scale(reward_norm, cfg)
@@ -162,7 +170,7 @@ def ppo_update(policy: PolicyNet, optimizer: torch.optim.Optimizer, buffer: Roll
     coefs = PPOCoefs.from_config(cfg, ent_coef)
     data = _to_device(buffer, adv_hat, returns, device)
     saved = (copy.deepcopy(policy.state_dict()), copy.deepcopy(optimizer.state_dict()))
-    loop = _minibatch_loop(policy, optimizer, data, cfg, coefs, shuffle, n_envs=buffer.valid.shape[0])
+    loop = _minibatch_loop(policy, optimizer, data, cfg, coefs, shuffle, n_envs=buffer.valid.shape[0], ranks=ranks)
     if not loop.finite:
         policy.load_state_dict(saved[0])
         optimizer.load_state_dict(saved[1])
@@ -179,7 +187,7 @@ def ppo_update(policy: PolicyNet, optimizer: torch.optim.Optimizer, buffer: Roll
         grad_norm_max=max(grad_norms), reward_scale=float(scale), clip_frac_reward=float(clipped_frac),
         advantage_mean=adv_mean, advantage_std=adv_std, return_mean=ret_mean, return_std=ret_std,
         rollout_explained_variance=float(rollout_ev), entropy_coef=ent_coef,
-        diagnostics=diagnostics_dict(loop.diagnostics))
+        diagnostics=diagnostics_dict(_whole_diagnostics(loop, data, coefs, ranks)))
     return result, Normalisers(obs_norm, reward_norm)
 
 
@@ -191,14 +199,14 @@ def _to_device(buffer: RolloutBuffer, adv_hat: Tensor, returns: Tensor, device: 
 
 
 def _minibatch_loop(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: UpdateData, cfg: RLConfig,
-                    coefs: PPOCoefs, shuffle: torch.Generator, n_envs: int) -> LoopOutcome:
+                    coefs: PPOCoefs, shuffle: torch.Generator, n_envs: int, ranks: Ranks) -> LoopOutcome:
     size = min(cfg.minibatch_envs, n_envs)
     done: list[MinibatchOutcome] = []
     for epoch in range(cfg.ppo_epochs):
         order = torch.randperm(n_envs, generator=shuffle)
         for mb, start in enumerate(range(0, n_envs, size)):
             index = order[start:start + size].to(data.obs.device)
-            outcome = _minibatch(policy, optimizer, data.rows(index), cfg, coefs)
+            outcome = _minibatch(policy, optimizer, data, index, cfg, coefs, ranks)
             done.append(outcome)
             steps = len(done) - 1  # every minibatch before this one stepped
             if not outcome.finite:
@@ -210,16 +218,34 @@ def _minibatch_loop(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: U
     return LoopOutcome(tuple(done), len(done), epochs_done=cfg.ppo_epochs)
 
 
-def _minibatch(policy: PolicyNet, optimizer: torch.optim.Optimizer, rows: UpdateData, cfg: RLConfig,
-               coefs: PPOCoefs) -> MinibatchOutcome:
-    """Evaluate, loss, backward, clip (no step): the caller steps once the outcome is known good."""
+def _minibatch(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: UpdateData, index: Tensor,
+               cfg: RLConfig, coefs: PPOCoefs, ranks: Ranks) -> MinibatchOutcome:
+    """Evaluate, loss, backward, clip (no step): the caller steps once the outcome is known good.
+    DD-PPO: this rank's rows, its share of the minibatch's loss; gradients summed over ranks first."""
+    rows, counts = data.rows(index), None
+    if ranks.distributed:  # the whole minibatch's (n, n_h), then this rank's rows
+        counts = step_counts(rows.batch)
+        rows = data.rows(local_rows(ranks, index))
     logp, ent, value = policy.evaluate(rows.obs, rows.actions, rows.masks)
-    loss, diag = ppo_loss(logp, ent, value, rows.batch, coefs)
+    loss, diag = ppo_loss(logp, ent, value, rows.batch, coefs, counts)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    kl, total, dev = sum_gradients(ranks, list(policy.parameters()), diag.joint_approx_kl, loss,
+                                   diag.max_abs_ratio_dev)
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-    kl, loss_v, gn, dev = fetch((diag.joint_approx_kl, loss, grad_norm, diag.max_abs_ratio_dev))  # the one fetch
-    return MinibatchOutcome(kl, loss_v, gn, dev, diag)
+    kl, loss_v, gn, dev = fetch((kl, total, grad_norm, dev))  # the one fetch
+    shard = ShardOutputs(index, logp.detach(), ent.detach(), value.detach()) if ranks.distributed else None
+    return MinibatchOutcome(kl, loss_v, gn, dev, diag, shard)
+
+
+def _whole_diagnostics(loop: LoopOutcome, data: UpdateData, coefs: PPOCoefs, ranks: Ranks) -> PPODiagnostics | None:
+    """The last minibatch's diagnostics; DD-PPO: recomputed from every rank's outputs on its rows (one
+    all-gather), so each statistic (std, min, explained variance …) is the whole minibatch's."""
+    last = loop.minibatches[-1] if loop.minibatches else None
+    if last is None or last.shard is None:
+        return loop.diagnostics
+    logp, ent, value = gather_outputs(ranks, last.shard, data.obs.device)
+    return ppo_loss(logp, ent, value, data.rows(last.shard.index).batch, coefs)[1]
 
 
 def _masked_mean_std(x: Tensor, valid: Tensor) -> tuple[float, float]:

@@ -41,6 +41,7 @@ def test_digests_see_every_bit():
     a = torch.tensor([1.0, 2.0])
     assert tensor_digest([a]) == tensor_digest([a.clone()])
     assert tensor_digest([a]) != tensor_digest([torch.nextafter(a, a + 1)])
+    assert tensor_digest([torch.tensor(3.0)]) != tensor_digest([torch.tensor(4.0)])  # 0-d: AdamW's step
     assert digest({"b": 1, "a": [0.1]}) == digest({"a": [0.1], "b": 1}) != digest({"a": [0.1 + 1e-17 + 2e-17]})
 
 

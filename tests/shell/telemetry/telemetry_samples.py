@@ -113,7 +113,7 @@ def _rl_events() -> list[ev.Event]:
                        fossilizations=(1, 0), culls=(0, 1), op_counts={"WAIT": 30, "GERMINATE": 3},
                        blueprint_counts={"conv_light": 2}, reward_components={"pbrs": 0.25}, seed_param_share=0.5,
                        wall_s=12.5),
-        ev.EnvTruncated(env_index=1, step=12, reason="governor_exhausted"),
+        ev.EnvTruncated(env_index=1, step=12, reason="governor_exhausted", rank=1),
         ev.RLAnomaly(check="ratio_explosion", value=6.5, threshold=5.0, update=4, head="op", streak=2),
     ]
 
