@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow test-gpu lint bench clean
+.PHONY: run test test-slow test-gpu lint bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ test-gpu: $(STAMP)
 bench: $(STAMP)
 	@ls benchmarks/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# Everything a lent GPU should measure, in a few minutes: the gpu tests, then each benchmark on CUDA.
+bench-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu
+	$(BIN)/python benchmarks/bench_rl_envs.py --device cuda --n-envs 4 --epochs 2
+	$(BIN)/python benchmarks/bench_distributed.py --device cuda --ranks 2 --rounds 1
+	$(BIN)/python benchmarks/bench_distributed.py --device cuda --ranks 4 --rounds 1
+	$(BIN)/python benchmarks/bench_profiles.py --device cuda --epochs 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
