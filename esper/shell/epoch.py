@@ -12,7 +12,7 @@ wrapper and validates its part of every held-out chunk; the sums are all-reduced
 caller's one fetch reads the global numbers on every rank.
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from esper.shell.compiled import CompiledSteps
 from esper.shell.data.taskdata import TaskData
 from esper.shell.data_parallel import (
     all_reduce_sums,
@@ -81,11 +82,11 @@ def train_epoch(
     batch_size: int, data_gen: torch.Generator, augment_gen: torch.Generator,
     measured: Sequence[str], max_batches: int | None = None, grad_clip: float | None = None,
     autocast: torch.dtype | None = None, probe: TrainProbe | None = None, ranks: Ranks | None = None,
-    forward: torch.nn.Module | None = None,
+    forward: torch.nn.Module | None = None, steps: CompiledSteps | None = None,
 ) -> TrainSums:
     """Train every parameter group for one epoch; `measured` slots get gradient sums, `probe` sees
     every batch's gradients. With several `ranks`, this rank's shard of every batch goes through
-    `forward` (the model's DDP wrapper)."""
+    `forward` (the model's DDP wrapper); with `steps`, the forward, loss and gradient sums run compiled."""
     ranks = ranks or Ranks()
     net = forward or model
     model.train()
@@ -98,14 +99,18 @@ def train_epoch(
     for index in data.train_batches(batch_size, data_gen, max_batches=max_batches):
         rows = shard_rows(index, ranks)
         x, y = data.batch("train", rows)
-        with autocast_for(device, autocast):
-            logits = net(data.prepare_batch(x, True, augment_gen))
-        loss_sum, correct, n = loss_and_correct(logits, y)
+        if steps is None:
+            with autocast_for(device, autocast):
+                logits = net(data.prepare_batch(x, True, augment_gen))
+            loss_sum, correct, n = loss_and_correct(logits, y)
+        else:
+            with autocast_for(device, autocast):  # as eager: the batch prepared under the same autocast
+                x = data.prepare_batch(x, True, augment_gen)
+            loss_sum, correct, n = _compiled_forward(steps, model, measured, x, y, autocast)
         optimizer.zero_grad(set_to_none=True)
         (loss_sum / local_mean_divisor(n, len(rows), len(index), ranks)).backward()
-        sums.host_sq += _sq_norm(host_params, zero)
-        for slot, params in seed_params.items():
-            sums.seed_sq[slot] += _sq_norm(params, zero)
+        _add_grad_sums(sums, host_params, seed_params, zero,
+                       None if steps is None else steps.functions(model, measured)["grads"])
         if probe is not None:
             probe.after_backward()
         if grad_clip is not None:
@@ -120,6 +125,30 @@ def train_epoch(
     return sums
 
 
+def _compiled_forward(steps: CompiledSteps, model: MorphogeneticModel, measured: Sequence[str], x: Tensor,
+                      y: Tensor, autocast: torch.dtype | None) -> tuple[Tensor, Tensor, int]:
+    """`loss_and_correct(model(x), y)` through this structure's compiled train step (static inputs under
+    CUDA graphs)."""
+    steps.begin_step()
+    loss_sum, correct = steps.functions(model, measured)["train"](
+        model, steps.static_input(x, "x"), steps.static_input(y, "y"), autocast)
+    return loss_sum, correct, y.numel()
+
+
+def _add_grad_sums(sums: TrainSums, host_params: list[Tensor], seed_params: dict[str, list[Tensor]],
+                   zero: Tensor, compiled: Callable[..., tuple[Tensor, list[Tensor]]] | None) -> None:
+    """S_host and each measured seed's S added to the epoch's sums, eagerly or by the compiled function."""
+    if compiled is None:
+        sums.host_sq += _sq_norm(host_params, zero)
+        for slot, params in seed_params.items():
+            sums.seed_sq[slot] += _sq_norm(params, zero)
+        return
+    host_sq, seed_sq = compiled(host_params, list(seed_params.values()), zero)
+    sums.host_sq += host_sq
+    for slot, sq in zip(seed_params, seed_sq, strict=True):
+        sums.seed_sq[slot] += sq
+
+
 def seeds_finite(model: MorphogeneticModel, sums: TrainSums) -> dict[str, Tensor]:
     """Per measured slot: the epoch's seed gradient sum and every seed parameter are finite."""
     out = {}
@@ -128,6 +157,16 @@ def seeds_finite(model: MorphogeneticModel, sums: TrainSums) -> dict[str, Tensor
         params_ok = torch.stack([torch.isfinite(p).all() for p in params]).all()
         out[slot] = torch.isfinite(sq) & params_ok
     return out
+
+
+def _variant_logits(model: MorphogeneticModel, data: TaskData, x: Tensor, variants: Sequence[Mapping[str, float]],
+                    autocast: torch.dtype | None, steps: CompiledSteps | None) -> Tensor:
+    """[V, B, ...] logits of every variant: `forward_variants`, or the structure's compiled pass."""
+    with autocast_for(x.device, autocast):
+        prepared = data.prepare_batch(x, False)
+        if steps is None:
+            return model.forward_variants(prepared, variants)
+    return steps.validate_logits(model, prepared, variants, autocast)
 
 
 @attrs.define
@@ -147,7 +186,7 @@ def _chunks(data: TaskData, batch_size: int, n_variants: int) -> Iterator[slice]
 
 def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mapping[str, float]], *,
              batch_size: int, autocast: torch.dtype | None = None, confusion: bool = False,
-             ranks: Ranks | None = None) -> ValidationSums:
+             ranks: Ranks | None = None, steps: CompiledSteps | None = None) -> ValidationSums:
     """Loss and accuracy of every variant over the full held-out split, in eval mode; with
     `confusion`, also the real model's confusion matrix (one bincount per batch, on the device).
     With several `ranks`, each its part of every chunk, summed over ranks (count: the whole split's targets)."""
@@ -164,8 +203,7 @@ def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mappi
                 if index.start == index.stop:
                     continue
                 x, y = data.batch("heldout", index)
-                with autocast_for(device, autocast):
-                    logits = model.forward_variants(data.prepare_batch(x, False), variants)
+                logits = _variant_logits(model, data, x, variants, autocast, steps)
                 flat = logits.reshape(n, -1, logits.shape[-1]).float()
                 targets = y.reshape(-1).repeat(n)
                 per = F.cross_entropy(flat.reshape(-1, flat.shape[-1]), targets, reduction="none")

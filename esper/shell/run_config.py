@@ -25,6 +25,7 @@ from esper.core.rl_config import RLConfig
 from esper.shell import rl_settings
 
 CONTROLLERS = ("heuristic", "static", "ppo")
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead")  # --compile (esper.shell.compiled)
 SECTIONS = ("train", "data", "optim", "heuristic", "ppo", "governor", "telemetry", "checkpoint", "dist", "rl")
 
 
@@ -46,6 +47,7 @@ class RunConfig:
     static_seeds: tuple[str, ...] = attrs.field(default=(), metadata=_section("train"))
     precision: str = attrs.field(default="auto", metadata=_section("train"))
     deterministic: bool | None = attrs.field(default=None, metadata=_section("train"))
+    compile: str = attrs.field(default="auto", metadata=_section("train"))  # esper.shell.compiled
     # [data]
     data_dir: str | None = attrs.field(default=None, metadata=_section("data"))
     data_seed: int = attrs.field(default=0, metadata=_section("data"))
@@ -131,6 +133,9 @@ def _violations(c: RunConfig) -> list[str]:
     rules = [
         one_of("controller", CONTROLLERS),
         one_of("precision", ("auto", "fp32", "bf16")),
+        one_of("compile", COMPILE_MODES),
+        (c.compile in ("auto", "off") or c.nproc == 1,
+         f"--compile {c.compile} needs one rank (data-parallel runs train eagerly); use --compile off or auto"),
         one_of("reward", ("shaped", "sparse", "minimal")),
         one_of("tokenizer", ("auto", "gpt2", "bpe")),
         one_of("optimizer", (None, "sgd", "adamw")),
@@ -188,6 +193,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--precision",), "precision", str, "autocast", ("auto", "fp32", "bf16")),
     Flag(("--deterministic",), "deterministic", None, "deterministic algorithms (default on CPU)"),
     Flag(("--no-deterministic",), "deterministic", None, "allow non-deterministic kernels", value=False),
+    Flag(("--compile",), "compile", str, "torch.compile the train step and validation per model structure "
+         "(auto: reduce-overhead on CUDA, off on CPU)", COMPILE_MODES),
     Flag(("--data-dir",), "data_dir", str, "directory holding the dataset files"),
     Flag(("--data-seed",), "data_seed", int, "seed of the generated tasks (independent of --seed)"),
     Flag(("--train-size",), "train_size", int, "use the first N training samples"),

@@ -34,6 +34,7 @@ from esper.core.stages import LIVE, Stage
 from esper.core.summary import SeedRecord, summarize_seeds
 from esper.core.tasks import TaskPreset
 from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state, model_checkpoint
+from esper.shell.compiled import compile_count, compiled_steps
 from esper.shell.data.taskdata import TaskData
 from esper.shell.data_parallel import Replicas
 from esper.shell.diagnostics import Diagnostics
@@ -127,6 +128,7 @@ class Trainer:
         self.max_batches = cfg.train_batches or preset.train_batches_per_epoch
         self.replicas = Replicas(ranks or Ranks(), self.batch_size)
         self.autocast = resolve_precision(cfg.precision, device)
+        self.steps, self.recompiles = compiled_steps(cfg.compile, device, self.replicas.ranks), 0  # --compile
         # Determinism and the global RNG: once per run by the driver (esper.shell.process), not per env.
         self.data_gen = _generator(cfg.seed, STREAM_DATA, torch.device("cpu"))
         self.augment_gen = _generator(cfg.seed, STREAM_AUGMENT, device)
@@ -218,7 +220,7 @@ class Trainer:
     def launch_epoch(self) -> "LaunchedEpoch":
         """Steps 0–2 without a host sync: on a GPU this only queues work on the current stream, so
         N envs launched one after another overlap until each `collect_epoch` fetches."""
-        started = time.perf_counter()
+        started, compiles = time.perf_counter(), compile_count()
         reset_peaks(self.device)
         self._schedule_lr()
         layout = EpochLayout.of(lifecycle.measurement_plan(self.state, fossil_contribution=self.measure_fossils))
@@ -232,10 +234,12 @@ class Trainer:
                                data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
                                max_batches=self.max_batches, grad_clip=self.preset.grad_clip,
                                autocast=self.autocast, probe=probe, ranks=ranks,
-                               forward=self.replicas.forward_module(self.model))
+                               forward=self.replicas.forward_module(self.model), steps=self.steps)
         finite = seeds_finite(self.model, sums)
         val = validate(self.model, self.data, layout.variants, batch_size=self.preset.eval_batch_size,
-                       autocast=self.autocast, confusion=diag is not None and diag.confusion, ranks=ranks)
+                       autocast=self.autocast, confusion=diag is not None and diag.confusion, ranks=ranks,
+                       steps=self.steps)
+        self.recompiles = compile_count() - compiles  # graphs dynamo compiled for this epoch
         return LaunchedEpoch(started, layout, sums, finite, val,
                              seed_params={slot: self.model.slot(slot).n_params() for slot in measured},
                              host_params=self.model.host_params,
@@ -395,7 +399,7 @@ class Trainer:
             val_ppl=float(np.exp(min(val_loss, 50.0))) if self.preset.modality == "text" else None,
             live_seeds=sum(1 for s in self.state.slots if s.stage in LIVE),
             fossilized=sum(1 for s in self.state.slots if s.stage == Stage.FOSSILIZED),
-            rollback=verdict.kind == governor.VerdictKind.PANIC, slots=slots)
+            rollback=verdict.kind == governor.VerdictKind.PANIC, recompiles=self.recompiles, slots=slots)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
