@@ -34,7 +34,7 @@ from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, TelemetryHub, print_summary
 from esper.shell.trainer import Trainer, TrainingDiverged
 
-RESUMABLE = ("epochs", "device", "precision", "telemetry_level", "profile", "events", "tensorboard",
+RESUMABLE = ("epochs", "device", "precision", "compile", "telemetry_level", "profile", "events", "tensorboard",
              "wandb", "wandb_project", "wandb_entity", "progress", "checkpoint_every", "keep_checkpoints",
              "dist_timeout")
 CHECKPOINT_EVERY = 5  # epochs between periodic checkpoints when --checkpoint-every is not given
