@@ -103,6 +103,11 @@ class CompiledSteps:
         self.mode, self.backend = mode, backend
         self._static: dict[tuple[Any, ...], Tensor] = {}
 
+    @classmethod
+    def clear_cache(cls) -> None:
+        """Forget every structure's compiled functions (tests that count compiles start from none)."""
+        cls._cache.clear()
+
     def _compile(self, fn: Any, dynamic: bool | None = None) -> Any:
         options = {"mode": self.mode} if self.backend == "inductor" else {}
         return torch.compile(fn, fullgraph=True, backend=self.backend, dynamic=dynamic, isolate_recompiles=True,

@@ -106,6 +106,12 @@ class Diagnostics:
         """Does validation count the confusion matrix (per-class accuracy or the matrix wanted)?"""
         return self.classes and bool(self.wanted & {"diag.per_class", "diag.confusion"})
 
+    @property
+    def hooks_forward(self) -> bool:
+        """Does a training probe hook the forward (the isolation watch)? Such epochs train eagerly under
+        --compile: a hook added per epoch would change the compiled step's guards (docs/runtime.md §2.6)."""
+        return ISOLATION in self.wanted
+
     @contextmanager
     def training(self, model: MorphogeneticModel) -> Iterator[LayerGrads | None]:
         """Around train_epoch: the admitted in-train probes; yields the TrainProbe (or None)."""

@@ -234,7 +234,8 @@ class Trainer:
                                data_gen=self.data_gen, augment_gen=self.augment_gen, measured=measured,
                                max_batches=self.max_batches, grad_clip=self.preset.grad_clip,
                                autocast=self.autocast, probe=probe, ranks=ranks,
-                               forward=self.replicas.forward_module(self.model), steps=self.steps)
+                               forward=self.replicas.forward_module(self.model),
+                               steps=None if diag and diag.hooks_forward else self.steps)
         finite = seeds_finite(self.model, sums)
         val = validate(self.model, self.data, layout.variants, batch_size=self.preset.eval_batch_size,
                        autocast=self.autocast, confusion=diag is not None and diag.confusion, ranks=ranks,

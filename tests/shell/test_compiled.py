@@ -21,6 +21,12 @@ GRAPHS_PER_STRUCTURE = 3  # the train step, the gradient-norm sums, the validati
 LOSS_RTOL = 1e-4
 
 
+@pytest.fixture(autouse=True)
+def _no_compiled_structures():
+    """Each test compiles its structures itself (the cache is process-wide)."""
+    CompiledSteps.clear_cache()
+
+
 def _trainer(device: str = "cpu"):
     """GROWTH's trainer (cosine lr: the lr changes every epoch) on `device`, eager until `steps` is set."""
     cfg = attrs.evolve(GROWTH, compile="off", lr_schedule="cosine")
@@ -128,3 +134,16 @@ def test_cuda_compiled_run_decides_as_eager_and_its_step_never_syncs(mode):
             fns["grads"](list(model.host.parameters()), [], loss.new_zeros(()))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_the_diagnostic_profile_trains_eagerly_and_validates_compiled():
+    """The isolation watch hooks the seeds' forward each epoch: those train steps stay eager."""
+    def run(steps):
+        cfg = attrs.evolve(GROWTH, compile="off", profile="diagnostic")
+        trainer = growth_trainer(cfg)
+        trainer.steps = steps
+        return [(r.train_loss, r.val_loss, r.metrics.recompiles) for r in (trainer.run_epoch() for _ in range(2))]
+
+    eager, compiled = run(None), run(CompiledSteps("default", backend="eager"))
+    assert [r[:2] for r in compiled] == [r[:2] for r in eager]
+    assert [r[2] for r in compiled] == [1, 1]  # validation only: the initial structure, then TRAINING's
