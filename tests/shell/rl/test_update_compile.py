@@ -11,6 +11,7 @@ The decisions (applied, steps taken, where a KL stop fell) must agree exactly.
 """
 
 import contextlib
+import io
 import math
 
 import attrs
@@ -23,10 +24,12 @@ from esper.core.errors import ConfigError
 from esper.core.ppo import PPOBatch, step_counts
 from esper.core.pytree import tree_index
 from esper.core.rl_config import RLConfig
+from esper.shell.dist import process_group
 from esper.shell.rl.rollout import RolloutBuffer
 from esper.shell.rl.runner import build_learner
 from esper.shell.rl.update import Normalisers, UpdateResult, ppo_update
 from esper.shell.rl.update_numerics import UpdateNumerics, update_compile_mode
+from esper.testing.ranks import run_ranks
 
 N, E, D, S, K, T3 = 4, 3, 6, 2, 3, 3  # envs, steps, obs dim, slots, blueprints, tempo choices
 RL = RLConfig(hidden=16, head_hidden=8, n_envs=N, minibatch_envs=2, ppo_epochs=2, episodes=4 * N)
@@ -132,6 +135,43 @@ def test_dd_ppo_shards_of_a_compiled_loss_sum_to_the_whole_minibatch():
     got = torch.autograd.grad(shards[0] + shards[1], (logp, value))
     for a, w in zip(got, want, strict=True):
         torch.testing.assert_close(a, w, rtol=RTOL, atol=ATOL)
+
+
+def _ranks_update(mode: str) -> tuple[dict[str, float], list[object], bytes, int]:
+    """One rank (world from the launcher environment) of a two-update DD-PPO run on the whole batch: its
+    numbers, decisions and flat parameters (as `torch.save` bytes) after the second update, and the graphs
+    it compiled (the second update under `fail_on_recompile`)."""
+    torch.set_num_threads(1)
+    with process_group() as ranks:
+        learner = build_learner((D, S, K), RL, 0, torch.device("cpu"))
+        norms = Normalisers.initial(D)
+        for u in range(2):
+            buf = _buffer(learner.policy, seed=u, device=torch.device("cpu"))
+            with torch.compiler.set_stance("fail_on_recompile") if u else contextlib.nullcontext():
+                result, norms = ppo_update(learner.policy, learner.optimizer, buf, norms, RL, update=u,
+                                           shuffle=torch.Generator().manual_seed(u), device=torch.device("cpu"),
+                                           ranks=ranks, compile_mode=mode)
+    payload = io.BytesIO()
+    torch.save(torch.cat([p.detach().reshape(-1) for p in learner.policy.parameters()]), payload)
+    graphs = counters["stats"]["unique_graphs"]
+    return _numbers(result), [getattr(result, k) for k in DECISIONS], payload.getvalue(), graphs
+
+
+@pytest.mark.slow  # two fresh processes each compile (about a minute on two shared cores)
+def test_two_compiled_ranks_update_like_one_eager_rank():
+    """DD-PPO, W = 2, compiled: each rank compiles three graphs once (the advantages, its counts= shard loss
+    and the gathered diagnostics' no-grad loss); the ranks end bitwise equal and agree with one eager rank
+    (the sharded policy matmuls round differently from the whole batch's: atol 1e-5 as in test_ddppo)."""
+    results, params = _run("off", torch.device("cpu"), updates=2)
+    ranks = run_ranks(_ranks_update, world=2, timeout_s=300, args=("default",))
+    flat = [torch.load(io.BytesIO(r[2])) for r in ranks]
+    assert torch.equal(flat[0], flat[1])
+    assert [r[3] for r in ranks] == [3, 3]
+    torch.testing.assert_close(flat[0], params[-1], rtol=0, atol=1e-5)
+    numbers, decisions = ranks[0][0], ranks[0][1]
+    assert decisions == [getattr(results[-1], k) for k in DECISIONS]
+    for name, value in _numbers(results[-1]).items():
+        assert math.isclose(numbers[name], value, rel_tol=1e-4, abs_tol=1e-5), (name, numbers[name], value)
 
 
 def test_the_compile_flag_resolves_per_device():
