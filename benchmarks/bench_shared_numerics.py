@@ -2,6 +2,7 @@
 running-stats merge against the torch-only implementations they replaced, same process, eager and compiled.
 
     python benchmarks/bench_shared_numerics.py [--device cpu] [--threads 1] [--rounds 7] [--calls 30] [--json PATH]
+                                              [--updates 3]
 
 The baseline is the torch code as it was before the array namespace (copied below, `old_*`). Each workload is
 what the RL loop runs: vmap(episode_arrays) → vmap(gae) over N envs × E steps, ppo_loss forward + backward on a
@@ -9,6 +10,11 @@ minibatch, vmap(reward) over N envs, and the merge of a rollout's rows into the 
 Printed per workload: the time of one call of each, eager and under torch.compile(fullgraph=True), the ratio
 shared / old (> 1: the shared source is slower), and the seconds dynamo + AOT autograd take to trace each
 (fullgraph; a graph break raises); --json writes the same numbers.
+
+Then the whole PPO update as a run does it (esper.shell.rl.update.ppo_update: default RLConfig and policy, N × E
+rollout, every epoch and minibatch, no KL stop), eager against its compiled mode (`--compile auto` on CUDA:
+reduce-overhead; default on CPU): ms per update over --updates updates after one warm-up, and the warm-up's
+seconds (the compile). --updates 0 skips it.
 """
 
 import argparse
@@ -23,13 +29,19 @@ import torch._functorch.config
 import torch._inductor.config
 from torch import Tensor
 from torch.func import vmap
+from torch.utils._pytree import tree_map
 
 from esper.core.gae import episode_arrays, gae
+from esper.core.observation import obs_dim
 from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, ppo_loss
 from esper.core.rewards import RewardComponents, RewardInputs, reward
 from esper.core.rl_config import RLConfig
 from esper.core.running_stats import RunningStats, merge
+from esper.core.sampling import relevance
 from esper.core.stages import Stage
+from esper.shell.rl.rollout import RolloutBuffer
+from esper.shell.rl.runner import build_learner
+from esper.shell.rl.update import ppo_update
 
 N_ENVS, STEPS, MINIBATCH, SLOTS, FEATURES = 8, 50, 4, 3, 84
 CFG = RLConfig()
@@ -303,6 +315,48 @@ def measure(device: torch.device, rounds: int, calls: int) -> list[dict[str, flo
     return rows
 
 
+def _update_buffer(policy: torch.nn.Module, device: torch.device) -> RolloutBuffer:
+    """A full N × E rollout of random decisions whose logp and value are the policy's own."""
+    g = torch.Generator().manual_seed(1)
+    d, blueprints = obs_dim(SLOTS, 4), 4
+    buf = RolloutBuffer.empty(N_ENVS, STEPS, d, SLOTS, blueprints, 3)
+    buf.obs = torch.randn(N_ENVS, STEPS, d, generator=g)
+    buf.obs_raw = buf.obs.clone()
+    op = torch.randint(0, 4, (N_ENVS, STEPS), generator=g)
+    picks = [op] + [torch.randint(0, n, (N_ENVS, STEPS), generator=g) for n in (SLOTS, blueprints, 3)]
+    buf.relevance = relevance(op)
+    buf.actions = torch.stack(picks, -1) * (buf.relevance > 0).long()
+    buf.op_mask[:], buf.slot_mask[:], buf.bp_mask[:], buf.tempo_mask[:] = True, True, True, True
+    buf.reward, buf.valid[:], buf.terminal[:, -1] = torch.randn(N_ENVS, STEPS, generator=g), 1.0, 1.0
+    with torch.no_grad():
+        on_device = tree_map(lambda x: x.to(device), (buf.obs, buf.actions, buf.masks))
+        buf.logp, _, buf.value = (x.cpu() for x in policy.evaluate(*on_device))
+    return buf
+
+
+def measure_update(device: torch.device, updates: int) -> list[dict[str, float | str]]:
+    """ms per ppo_update, eager and compiled, each on its own fresh learner; the compiled warm-up's seconds."""
+    rl = RLConfig(n_envs=N_ENVS, target_kl=1e9)  # no KL stop: both do every epoch's minibatches
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {}
+    for name in ("off", mode):
+        learner = build_learner((obs_dim(SLOTS, 4), SLOTS, 4), rl, 0, device)
+        buf, norms = _update_buffer(learner.policy, device), learner.norms
+        times[name] = []
+        for u in range(updates + 1):
+            started = time.perf_counter()
+            _, norms = ppo_update(learner.policy, learner.optimizer, buf, norms, rl, update=u,
+                                  shuffle=torch.Generator().manual_seed(u), device=device, compile_mode=name)
+            sync()
+            times[name].append(time.perf_counter() - started)
+    eager, compiled = (statistics.median(times[k][1:]) * 1e3 for k in ("off", mode))
+    print(f"update    {mode:9s} eager {eager:9.2f} ms  compiled {compiled:9.2f} ms  "
+          f"speedup {eager / compiled:.2f}x  (compile warm-up {times[mode][0]:.1f} s)")
+    return [{"workload": "update", "mode": mode, "unit": "ms", "eager": eager, "compiled": compiled,
+             "speedup": eager / compiled, "warmup_s": times[mode][0]}]
+
+
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--device", default="cpu")
@@ -310,6 +364,7 @@ def main() -> None:
     args.add_argument("--calls", type=int, default=30)
     args.add_argument("--threads", type=int, default=1,
                       help="CPU threads; 1 by default, as OpenMP spin-waits swamp the ratio on a loaded machine")
+    args.add_argument("--updates", type=int, default=3, help="timed PPO updates per mode (0: skip the update)")
     args.add_argument("--json", help="also write the results to this file")
     a = args.parse_args()
     # Both sides compile from scratch: a cached graph of one must not make the other look fast.
@@ -320,6 +375,8 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {a.threads} CPU thread(s): N={N_ENVS} envs x E={STEPS} "
           f"steps, minibatch {MINIBATCH} envs, S={SLOTS} slots, D={FEATURES} features")
     rows = measure(device, a.rounds, a.calls)
+    if a.updates:
+        rows += measure_update(device, a.updates)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"benchmark": "shared_numerics", "device": str(device), "torch": torch.__version__,

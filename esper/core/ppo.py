@@ -47,10 +47,10 @@ class PPOCoefs:
     clip_eps: float
     value_clip_eps: float
     value_coef: float
-    entropy_coef: float
+    entropy_coef: float | Array  # c(u); a 0-dim array under torch.compile, so its anneal never recompiles
 
     @classmethod
-    def from_config(cls, cfg: RLConfig, entropy_coef: float) -> "PPOCoefs":
+    def from_config(cls, cfg: RLConfig, entropy_coef: float | Array) -> "PPOCoefs":
         return cls(clip_eps=cfg.clip_eps, value_clip_eps=cfg.value_clip_eps, value_coef=cfg.value_coef,
                    entropy_coef=entropy_coef)
 

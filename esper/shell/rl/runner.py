@@ -45,6 +45,7 @@ from esper.shell.rl.ddppo import check_world, env_facts, env_rank, gather_rollou
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
 from esper.shell.rl.record import save_rollout_record
 from esper.shell.rl.update import HEAD_NAMES, Normalisers, UpdateResult, ppo_update
+from esper.shell.rl.update_numerics import update_compile_mode
 from esper.shell.run_checkpoint import ResumePoint, Save, versions
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, TelemetryHub
@@ -120,6 +121,8 @@ class PPORun:
         self.total = self.rl.updates if stop_after is None else min(self.rl.updates, stop_after)
         self.epochs = cfg.epochs or data[0].preset.epochs
         self.policy_device = devices[0]
+        # --compile (RunConfig.compile, issue 17); absent from a config that predates it: eager.
+        self.compile_mode = update_compile_mode(getattr(cfg, "compile", "off"), self.policy_device)
         check_world(self.rl.n_envs, self.rl.minibatch_envs, self.ranks)
         self.dims = policy_dims(VecEnv(cfg, data, devices, n_envs=1, batch=0, epochs=self.epochs))  # (D, S, K)
         self.learner = build_learner(self.dims, self.rl, cfg.seed, self.policy_device)
@@ -183,7 +186,8 @@ class PPORun:
         started = time.perf_counter()
         result, learner.norms = ppo_update(learner.policy, learner.optimizer, buffer, learner.norms, rl,
                                            update=b, shuffle=batch_generator(self.cfg.seed, b, SHUFFLE_STREAM),
-                                           device=self.policy_device, ranks=self.ranks)
+                                           device=self.policy_device, ranks=self.ranks,
+                                           compile_mode=self.compile_mode)
         learner.batch += 1
         learner.episodes += len(facts)
         learner.env_steps += int(buffer.valid.sum())

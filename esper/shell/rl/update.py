@@ -13,6 +13,8 @@ in 4 each rank evaluates its shard of every minibatch and the gradients are summ
 (esper.shell.rl.ddppo) before the clip and the step.
 
 The normalisers are frozen for a whole rollout and its update (they change only in step 5).
+`compile_mode` (esper.shell.rl.update_numerics): step 3 and step 4's ppo_loss run eagerly ("off": today's numbers,
+bitwise) or under torch.compile(fullgraph=True), compiled once per process and shape.
 """
 
 import copy
@@ -23,11 +25,10 @@ from typing import Any
 import attrs
 import torch
 from torch import Tensor
-from torch.func import vmap
 from torch.utils._pytree import tree_map
 
-from esper.core.gae import episode_arrays, explained_variance, gae, masked_mean_var, normalize_advantages
-from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, entropy_coef, ppo_loss, step_counts
+from esper.core.gae import explained_variance, masked_mean_var
+from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, entropy_coef, step_counts
 from esper.core.pytree import register_pytree, tree_index
 from esper.core.rewards import discounted_prefix
 from esper.core.rl_config import RLConfig
@@ -38,6 +39,7 @@ from esper.shell.fetch import fetch
 from esper.shell.nets.policy import PolicyNet
 from esper.shell.rl.ddppo import ShardOutputs, gather_outputs, local_rows, sum_gradients
 from esper.shell.rl.rollout import RolloutBuffer
+from esper.shell.rl.update_numerics import EAGER, UpdateNumerics
 
 HEAD_NAMES = ("op", "slot", "blueprint", "tempo")
 
@@ -144,19 +146,17 @@ def merge_returns(norm: RunningStats, buffer: RolloutBuffer, cfg: RLConfig) -> R
     return merge(norm, prefix.reshape(-1, 1), buffer.valid.reshape(-1) > 0)
 
 
-def advantages(buffer: RolloutBuffer, rewards: Tensor, cfg: RLConfig) -> tuple[Tensor, Tensor, Tensor]:
+def advantages(buffer: RolloutBuffer, rewards: Tensor, cfg: RLConfig,
+               numerics: UpdateNumerics = EAGER) -> tuple[Tensor, Tensor, Tensor]:
     """(raw A[N, E], normalised Â[N, E], returns G[N, E]) of the whole batch."""
-    layout = vmap(partial(episode_arrays, gamma=cfg.gamma, lam=cfg.gae_lambda))
-    r, d, lam_t, v, boot = layout(rewards, buffer.value, buffer.valid, buffer.terminal)
-    adv, ret = vmap(gae)(r, d, v, boot, lam_t)
-    valid = buffer.valid
-    return adv, normalize_advantages(adv, valid), torch.where(valid > 0, ret, torch.zeros_like(ret))
+    return numerics.advantages(rewards, buffer.value, buffer.valid, buffer.terminal, cfg)
 
 
 def ppo_update(policy: PolicyNet, optimizer: torch.optim.Optimizer, buffer: RolloutBuffer,
                norms: Normalisers, cfg: RLConfig, *, update: int, shuffle: torch.Generator,
-               device: torch.device, ranks: Ranks | None = None) -> tuple[UpdateResult, Normalisers]:
-    ranks = ranks or Ranks()
+               device: torch.device, ranks: Ranks | None = None,
+               compile_mode: str = "off") -> tuple[UpdateResult, Normalisers]:
+    ranks, numerics = ranks or Ranks(), UpdateNumerics(compile_mode)
     first = norms.reward.count.item() == 0
     reward_norm = merge_returns(norms.reward, buffer, cfg) if first else norms.reward
     scale = reward_scale(reward_norm, cfg)
@@ -164,13 +164,13 @@ def ppo_update(policy: PolicyNet, optimizer: torch.optim.Optimizer, buffer: Roll
     rewards = raw.clamp(-cfg.reward_clip, cfg.reward_clip)
     valid = buffer.valid > 0
     clipped_frac = ((raw.abs() > cfg.reward_clip) & valid).float().sum() / valid.float().sum().clamp_min(1)
-    adv_raw, adv_hat, returns = advantages(buffer, rewards, cfg)
+    adv_raw, adv_hat, returns = advantages(buffer, rewards, cfg, numerics)
     rollout_ev = explained_variance(buffer.value, returns, buffer.valid)
     ent_coef = entropy_coef(update, cfg.updates, cfg)
-    coefs = PPOCoefs.from_config(cfg, ent_coef)
+    coefs = numerics.coefs(cfg, ent_coef, device)
     data = _to_device(buffer, adv_hat, returns, device)
     saved = (copy.deepcopy(policy.state_dict()), copy.deepcopy(optimizer.state_dict()))
-    loop = _minibatch_loop(policy, optimizer, data, cfg, coefs, shuffle, n_envs=buffer.valid.shape[0], ranks=ranks)
+    loop = _minibatch_loop(policy, optimizer, data, cfg, coefs, shuffle, buffer.valid.shape[0], ranks, numerics)
     if not loop.finite:
         policy.load_state_dict(saved[0])
         optimizer.load_state_dict(saved[1])
@@ -187,7 +187,7 @@ def ppo_update(policy: PolicyNet, optimizer: torch.optim.Optimizer, buffer: Roll
         grad_norm_max=max(grad_norms), reward_scale=float(scale), clip_frac_reward=float(clipped_frac),
         advantage_mean=adv_mean, advantage_std=adv_std, return_mean=ret_mean, return_std=ret_std,
         rollout_explained_variance=float(rollout_ev), entropy_coef=ent_coef,
-        diagnostics=diagnostics_dict(_whole_diagnostics(loop, data, coefs, ranks)))
+        diagnostics=diagnostics_dict(_whole_diagnostics(loop, data, coefs, ranks, numerics)))
     return result, Normalisers(obs_norm, reward_norm)
 
 
@@ -199,14 +199,15 @@ def _to_device(buffer: RolloutBuffer, adv_hat: Tensor, returns: Tensor, device: 
 
 
 def _minibatch_loop(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: UpdateData, cfg: RLConfig,
-                    coefs: PPOCoefs, shuffle: torch.Generator, n_envs: int, ranks: Ranks) -> LoopOutcome:
+                    coefs: PPOCoefs, shuffle: torch.Generator, n_envs: int, ranks: Ranks,
+                    numerics: UpdateNumerics) -> LoopOutcome:
     size = min(cfg.minibatch_envs, n_envs)
     done: list[MinibatchOutcome] = []
     for epoch in range(cfg.ppo_epochs):
         order = torch.randperm(n_envs, generator=shuffle)
         for mb, start in enumerate(range(0, n_envs, size)):
             index = order[start:start + size].to(data.obs.device)
-            outcome = _minibatch(policy, optimizer, data, index, cfg, coefs, ranks)
+            outcome = _minibatch(policy, optimizer, data, index, cfg, coefs, ranks, numerics)
             done.append(outcome)
             steps = len(done) - 1  # every minibatch before this one stepped
             if not outcome.finite:
@@ -219,7 +220,7 @@ def _minibatch_loop(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: U
 
 
 def _minibatch(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: UpdateData, index: Tensor,
-               cfg: RLConfig, coefs: PPOCoefs, ranks: Ranks) -> MinibatchOutcome:
+               cfg: RLConfig, coefs: PPOCoefs, ranks: Ranks, numerics: UpdateNumerics) -> MinibatchOutcome:
     """Evaluate, loss, backward, clip (no step): the caller steps once the outcome is known good.
     DD-PPO: this rank's rows, its share of the minibatch's loss; gradients summed over ranks first."""
     rows, counts = data.rows(index), None
@@ -227,7 +228,7 @@ def _minibatch(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: Update
         counts = step_counts(rows.batch)
         rows = data.rows(local_rows(ranks, index))
     logp, ent, value = policy.evaluate(rows.obs, rows.actions, rows.masks)
-    loss, diag = ppo_loss(logp, ent, value, rows.batch, coefs, counts)
+    loss, diag = numerics.loss(logp, ent, value, rows.batch, coefs, counts)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     kl, total, dev = sum_gradients(ranks, list(policy.parameters()), diag.joint_approx_kl, loss,
@@ -238,14 +239,15 @@ def _minibatch(policy: PolicyNet, optimizer: torch.optim.Optimizer, data: Update
     return MinibatchOutcome(kl, loss_v, gn, dev, diag, shard)
 
 
-def _whole_diagnostics(loop: LoopOutcome, data: UpdateData, coefs: PPOCoefs, ranks: Ranks) -> PPODiagnostics | None:
+def _whole_diagnostics(loop: LoopOutcome, data: UpdateData, coefs: PPOCoefs, ranks: Ranks,
+                       numerics: UpdateNumerics) -> PPODiagnostics | None:
     """The last minibatch's diagnostics; DD-PPO: recomputed from every rank's outputs on its rows (one
     all-gather), so each statistic (std, min, explained variance …) is the whole minibatch's."""
     last = loop.minibatches[-1] if loop.minibatches else None
     if last is None or last.shard is None:
         return loop.diagnostics
     logp, ent, value = gather_outputs(ranks, last.shard, data.obs.device)
-    return ppo_loss(logp, ent, value, data.rows(last.shard.index).batch, coefs)[1]
+    return numerics.loss(logp, ent, value, data.rows(last.shard.index).batch, coefs)[1]
 
 
 def _masked_mean_std(x: Tensor, valid: Tensor) -> tuple[float, float]:
