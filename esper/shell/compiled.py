@@ -44,7 +44,7 @@ def resolve_compile(mode: str, device: torch.device, ranks: Ranks | None = None)
     """The torch.compile mode to use, or None for eager. auto: reduce-overhead on CUDA, off elsewhere
     and for several ranks; an explicit mode with several ranks is refused (DDP is not compiled)."""
     if mode not in COMPILE_MODES:
-        raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}; got {mode!r}")
+        raise ConfigError(f"--compile must be one of {', '.join(COMPILE_MODES)}; got {mode!r}")
     distributed = ranks is not None and ranks.distributed
     if mode == "auto":
         return "reduce-overhead" if device.type == "cuda" and not distributed else None

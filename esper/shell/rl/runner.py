@@ -122,7 +122,7 @@ class PPORun:
         self.epochs = cfg.epochs or data[0].preset.epochs
         self.policy_device = devices[0]
         # --compile (RunConfig.compile, issue 17); absent from a config that predates it: eager.
-        self.compile_mode = update_compile_mode(getattr(cfg, "compile", "off"), self.policy_device)
+        self.compile_mode = update_compile_mode(cfg.compile, self.policy_device)
         check_world(self.rl.n_envs, self.rl.minibatch_envs, self.ranks)
         self.dims = policy_dims(VecEnv(cfg, data, devices, n_envs=1, batch=0, epochs=self.epochs))  # (D, S, K)
         self.learner = build_learner(self.dims, self.rl, cfg.seed, self.policy_device)

@@ -24,22 +24,19 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from esper.core.errors import ConfigError
 from esper.core.gae import episode_arrays, gae, normalize_advantages
 from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, ppo_loss
 from esper.core.rl_config import RLConfig
+from esper.shell.compiled import resolve_compile
 
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 
 
 def update_compile_mode(flag: str, device: torch.device) -> str:
-    """`--compile` → the update's mode: auto is reduce-overhead on CUDA and off elsewhere (compiling the
-    update's tiny CPU tensors gains nothing and costs seconds of warm-up)."""
-    if flag == "auto":
-        return "reduce-overhead" if device.type == "cuda" else "off"
-    if flag not in COMPILE_MODES:
-        raise ConfigError(f"--compile must be auto or one of {', '.join(COMPILE_MODES)}, not {flag!r}")
-    return flag
+    """`--compile` → the update's mode, as the epoch's (`esper.shell.compiled.resolve_compile`): auto is
+    reduce-overhead on CUDA and off elsewhere (compiling the update's tiny CPU tensors gains nothing and
+    costs seconds of warm-up)."""
+    return resolve_compile(flag, device) or "off"
 
 
 def batch_advantages(rewards: Tensor, value: Tensor, valid: Tensor, terminal: Tensor, gamma: float,
