@@ -32,7 +32,9 @@ from esper.shell.data_parallel import (
 from esper.shell.dist import Ranks
 from esper.shell.model import MorphogeneticModel
 
-# Split the tiled variant batch above this many samples (images) or windows (text), §2.4.
+# Split a validation batch so that V variants × its samples (images) or windows (text) stay under this
+# (§2.4). The variants share their prefix (esper.shell.variant_tree), so only the segments after the last
+# varied slot see V × chunk rows; earlier ones see fewer.
 MAX_TILED = {"images": 4_000, "text": 256}
 
 

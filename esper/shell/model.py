@@ -8,7 +8,8 @@ chain with each slot's blend in between:
     h = seg_0(x); for slot k: h = slot_k(h); h = seg_{k+1}(h)
     slot_k(h) = blend(h, δ(seed_input(h, input_grad)), α, ste)      (identity when empty)
 
-Counterfactuals (`alpha_override`, `forward_variants`) only read state. Optimizer parameter
+Counterfactuals (`alpha_override`, `forward_variants`: the variants share their prefix, see
+`variant_tree`) only read state. Optimizer parameter
 groups (§8.5) live in `optim_groups`, save/load in `checkpoint`.
 """
 
@@ -29,6 +30,7 @@ from esper.core.seed import LifecycleState, SlotSpec, SlotState
 from esper.core.stages import HAS_MODULE, Stage
 from esper.shell.nets.blueprints import build_blueprint
 from esper.shell.nets.host_base import Host
+from esper.shell.variant_tree import VariantTree, on_device, run_tree, variant_tree
 
 LIVE_WITH_MODULE = frozenset({Stage.TRAINING, Stage.BLENDING, Stage.PROBATIONARY})
 TRANSFORMER_PROBE_LENGTH = 8  # §6.4: transformer probes are (2, 8, D)
@@ -145,14 +147,25 @@ class SeedSlot(nn.Module):
     def module(self) -> nn.Module | None:
         return self._modules["seed"]
 
+    @property
+    def active(self) -> bool:
+        """The seed runs in the forward (a module with knobs); otherwise the slot is the identity."""
+        return self.module is not None and self.knobs is not None
+
     def forward(self, h: Tensor, alpha: Tensor | None = None) -> Tensor:
-        seed = self.module
-        if seed is None or self.knobs is None:
-            return h
+        return self.mix(h, self.delta(h), alpha) if self.active else h
+
+    def delta(self, h: Tensor) -> Tensor:
+        """δ(seed_input(h)): what the slot adds at α = 1 (needs an active slot)."""
+        assert self.knobs is not None
+        return self.module(seed_input(h, self.knobs.input_grad))
+
+    def mix(self, h: Tensor, d: Tensor, alpha: Tensor | None = None) -> Tensor:
+        """blend(h, d, α, ste) with the slot's alpha, or `alpha` (0-dim, or per sample (N,))."""
+        assert self.knobs is not None
         a = (self.alpha if alpha is None else alpha).to(h.dtype)  # dtype of h: exact per-sample parity
         if a.dim():
             a = a.reshape(-1, *([1] * (h.dim() - 1)))  # per sample: (N,) -> (N, 1, …)
-        d = seed(seed_input(h, self.knobs.input_grad))
         return blend(h, d, a, self.knobs.ste)
 
     def install(self, module: nn.Module, seed_id: str, blueprint: str) -> None:
@@ -315,7 +328,7 @@ class MorphogeneticModel(nn.Module):
         """The checked override as alpha tensors on the model's device, for the slots holding a module."""
         if not override:
             return {}
-        return {slot.slot_id: _on_device(override[slot.slot_id], slot.alpha) for slot in self._check_override(override)}
+        return {slot.slot_id: on_device(override[slot.slot_id], slot.alpha) for slot in self._check_override(override)}
 
     def _check_override(self, override: Mapping[str, float | Tensor] | None) -> list[SeedSlot]:
         """Raise on a bad override; return the overridden slots that hold a module (an empty slot
@@ -347,8 +360,8 @@ class MorphogeneticModel(nn.Module):
     def forward_variants(self, x: Tensor, variants: Sequence[Mapping[str, float]]) -> Tensor:
         """Evaluate V alpha variants in one pass: out[v] == forward(x, variants[v]) (§8.3, eval only).
 
-        The batch is tiled V times (variant-major) and each overridden slot gets a per-sample
-        alpha; slots a variant does not name keep their own alpha.
+        Slots a variant does not name keep their own alpha. The variants share their prefix
+        (`variant_tree`): each segment runs once per group of variants still identical there.
         """
         if self.training:
             raise OverrideError("forward_variants needs eval mode")
@@ -356,21 +369,8 @@ class MorphogeneticModel(nn.Module):
             raise OverrideError("forward_variants needs at least one variant")
         for variant in variants:
             self._check_override(variant)  # same checks as forward's override, per variant
-        n_variants, batch = len(variants), x.shape[0]
-        alphas: dict[str, Tensor] = {}
-        for slot in self.seed_slots():
-            values = [variant.get(slot.slot_id) for variant in variants]
-            if slot.module is None or all(v is None for v in values):
-                continue
-            per_variant = torch.stack([slot.alpha if v is None else _on_device(v, slot.alpha) for v in values])
-            alphas[slot.slot_id] = per_variant.repeat_interleave(batch)
-        tiled = x.repeat(n_variants, *([1] * (x.dim() - 1)))
-        return self._run(tiled, alphas).unflatten(0, (n_variants, batch))
+        return run_tree(self.host, self.seed_slots(), x, self.variant_tree(variants))
 
-
-def _on_device(value: float | Tensor, like: Tensor) -> Tensor:
-    """`value` as a tensor of `like`'s dtype and device; a number becomes a fill kernel, not a
-    host→device copy (which would block the host on a GPU)."""
-    if isinstance(value, Tensor):
-        return value.to(dtype=like.dtype, device=like.device)
-    return torch.full_like(like, float(value))
+    def variant_tree(self, variants: Sequence[Mapping[str, float]]) -> VariantTree:
+        """How `forward_variants` shares the network among `variants` (its `widths`: groups per segment)."""
+        return variant_tree(variants, [(slot.slot_id, slot.active) for slot in self.seed_slots()])
