@@ -41,6 +41,8 @@ bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/bench_distributed.py --device cuda --ranks 2 --rounds 1
 	$(BIN)/python benchmarks/bench_distributed.py --device cuda --ranks 4 --rounds 1
 	$(BIN)/python benchmarks/bench_profiles.py --device cuda --epochs 3
+	$(BIN)/python benchmarks/bench_epoch.py --device cuda --rounds 2
+	$(BIN)/python benchmarks/bench_shared_numerics.py --device cuda --rounds 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
