@@ -17,7 +17,7 @@ One rank: every function here is the identity (no collective, no copy), so a run
 """
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -27,6 +27,7 @@ from torch import Tensor
 
 from esper.core.errors import ConfigError
 from esper.core.events import RolloutDone
+from esper.shell.data_parallel import all_reduce_sums
 from esper.shell.dist import Ranks
 from esper.shell.rl.collect import RolloutStats
 from esper.shell.rl.envs import VecEnv
@@ -138,20 +139,10 @@ def sum_gradients(ranks: Ranks, params: Sequence[torch.nn.Parameter], kl: Tensor
         return kl, loss, dev
     grads = [p.grad for p in params if p.grad is not None]  # None on one rank is None on every rank
     scalars = torch.stack([kl.detach(), loss.detach()]).to(grads[0].dtype)
-    flat = _reduce(ranks, torch.cat([*(g.reshape(-1) for g in grads), scalars]), ranks.all_reduce_sum)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
-    return flat[offset], flat[offset + 1], _reduce(ranks, dev.detach().clone(), ranks.all_reduce_max)
-
-
-def _reduce(ranks: Ranks, tensor: Tensor, op: Callable[[Tensor], Tensor]) -> Tensor:
-    """`op` over ranks: NCCL for CUDA tensors when each rank has a GPU of its own; through gloo (a CPU
-    copy) when ranks share a GPU, which NCCL refuses (the policy's bucket is small)."""
-    if tensor.is_cuda and ranks.local_world > torch.cuda.device_count():
-        return op(tensor.cpu()).to(tensor.device)
-    return op(tensor)
+    *summed, whole = all_reduce_sums([*grads, scalars], ranks)
+    for g, total in zip(grads, summed, strict=True):
+        g.copy_(total)
+    return whole[0], whole[1], ranks.all_reduce_max(dev.detach().clone())
 
 
 @attrs.frozen

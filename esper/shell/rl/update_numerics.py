@@ -28,8 +28,9 @@ from esper.core.gae import episode_arrays, gae, normalize_advantages
 from esper.core.ppo import PPOBatch, PPOCoefs, PPODiagnostics, ppo_loss
 from esper.core.rl_config import RLConfig
 from esper.shell.compiled import resolve_compile
+from esper.shell.run_config import COMPILE_MODES
 
-COMPILE_MODES = ("off", "default", "reduce-overhead")
+UPDATE_MODES = tuple(m for m in COMPILE_MODES if m != "auto")  # --compile, resolved
 
 
 def update_compile_mode(flag: str, device: torch.device) -> str:
@@ -57,7 +58,7 @@ def _compiled(fn: Callable, mode: str) -> Callable:
 class UpdateNumerics:
     """The update's advantages and loss under one compile mode ("off", "default" or "reduce-overhead")."""
 
-    mode: str = attrs.field(default="off", validator=attrs.validators.in_(COMPILE_MODES))
+    mode: str = attrs.field(default="off", validator=attrs.validators.in_(UPDATE_MODES))
 
     def _fn(self, fn: Callable, device: torch.device) -> Callable:
         if self.mode == "off":

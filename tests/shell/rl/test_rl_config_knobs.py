@@ -49,12 +49,7 @@ DIMS = (D, S, K)
 MIN_FOSSIL = 0.01  # G5's threshold, passed to the reward
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/shell/rl/conftest.py
 
 
 # --- synthetic runtime situations --------------------------------------------------------------------------

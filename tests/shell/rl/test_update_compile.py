@@ -37,12 +37,7 @@ RTOL, ATOL = 1e-5, 1e-6
 DECISIONS = ("applied", "epochs_done", "minibatches_done", "stop_epoch", "stop_minibatch")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/shell/rl/conftest.py
 
 
 def _buffer(policy: torch.nn.Module, seed: int, device: torch.device) -> RolloutBuffer:
