@@ -94,14 +94,19 @@ def variant_sets(live: Sequence[str]) -> list[list[dict[str, float]]]:
     ]
 
 
-@pytest.mark.parametrize("preset", ["cifar10-deep", "tiny"])
-def test_shared_prefix_equals_the_tiled_batch_bitwise(preset):
+def _grown_model(preset: str) -> tuple[MorphogeneticModel, list[str]]:
+    """A model with seeds in every stage, perturbed off their zero init, in eval mode; and its live slots."""
     model = mixed_model(preset)
     run_mixed(model, on_boundary=model.sync_to)
     perturb(model)
     model.eval()
+    return model, [s.slot_id for s in model.seed_slots() if s.module is not None]
+
+
+@pytest.mark.parametrize("preset", ["cifar10-deep", "tiny"])
+def test_shared_prefix_equals_the_tiled_batch_bitwise(preset):
+    model, live = _grown_model(preset)
     x, _ = sample_batch(model, batch=5)
-    live = [s.slot_id for s in model.seed_slots() if s.module is not None]
     with torch.inference_mode():
         for variants in variant_sets(live):
             shared, tiled = model.forward_variants(x, variants), tiled_reference(model, x, variants)
@@ -112,12 +117,9 @@ def test_shared_prefix_equals_the_tiled_batch_bitwise(preset):
 
 @pytest.mark.parametrize("preset", ["cifar10-deep", "tiny"])
 def test_shared_prefix_under_bf16_autocast(preset):
-    model = mixed_model(preset)
-    run_mixed(model, on_boundary=model.sync_to)
-    perturb(model)
-    model.eval()
+    model, live = _grown_model(preset)
     x, _ = sample_batch(model, batch=4)
-    variants = variant_sets([s.slot_id for s in model.seed_slots() if s.module is not None])[0]
+    variants = variant_sets(live)[0]
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         shared, tiled = model.forward_variants(x, variants), tiled_reference(model, x, variants)
     assert shared.dtype == tiled.dtype == torch.bfloat16
