@@ -23,6 +23,7 @@ from esper.shell.run_config import FLAGS, RunConfig, csv_list, load_config_file,
 from esper.shell.telemetry import RunDirectoryError
 
 USAGE_ERROR, RUNTIME_ERROR, BROKEN_PIPE = 2, 1, 141  # 141 = 128 + SIGPIPE; 130/143 come from interrupt.exit_code
+LOST_PEER = 3  # a rank whose collective failed because another rank died: the launcher names that one
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, HostConfigError, UnknownBlueprintError, DataError,
                                              CheckpointError, RunDirectoryError, LifecycleError, PeerFailed)
 
@@ -167,17 +168,26 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE
     except Exception as exc:
-        from esper.shell.dist import RanksDiverged
-        from esper.shell.trainer import TrainingDiverged
+        return _crashed(exc, debug)
 
-        if debug:
-            traceback.print_exc()
-        from esper.shell.telemetry.rundir import failed_run_dir
 
-        path = _write_traceback(failed_run_dir(exc))
-        kind = "" if isinstance(exc, TrainingDiverged | RanksDiverged) else f"{type(exc).__name__}: "
-        print(f"esper-run: {kind}{exc}; traceback in {path}", file=sys.stderr)
-        return RUNTIME_ERROR
+def _crashed(exc: Exception, debug: bool) -> int:
+    """An unexpected exception: one line, its traceback in the run directory; exit 1 (3 for a rank that
+    only lost contact with a rank that died, so the launcher reports the one that died)."""
+    from esper.shell.dist import RanksDiverged, lost_peer
+    from esper.shell.telemetry.rundir import failed_run_dir
+    from esper.shell.trainer import TrainingDiverged
+
+    if debug:
+        traceback.print_exc()
+    path = _write_traceback(failed_run_dir(exc))
+    if lost_peer(exc):
+        said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"esper-run: lost contact with another rank ({said}); traceback in {path}", file=sys.stderr)
+        return LOST_PEER
+    kind = "" if isinstance(exc, TrainingDiverged | RanksDiverged) else f"{type(exc).__name__}: "
+    print(f"esper-run: {kind}{exc}; traceback in {path}", file=sys.stderr)
+    return RUNTIME_ERROR
 
 
 def _quiet_rank(exc: Exception) -> bool:

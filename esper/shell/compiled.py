@@ -5,22 +5,26 @@ compiles, with `torch.compile(fullgraph=True, isolate_recompiles=True)`, once pe
 
     key = (mode, backend, host config, model.structure_key(), measured slots)
 
-three functions, cached for the whole process (a rollback's rebuilt model, a resumed one, every PPO env
+its functions, cached for the whole process (a rollback's rebuilt model, a resumed one, every PPO env
 of the same structure reuse them: dynamo reads the parameters and buffers as graph inputs):
 
     train step   logits = model(x); (L, correct) = Σ_i CE(logits_i, y_i), Σ_i [argmax logits_i = y_i]
                  (AOTAutograd also compiles its backward; `backward` itself is called eagerly, since
                  dynamo does not trace `Tensor.backward`, so the diagnostics' probe still sees the grads)
     grad sums    S_host = Σ_p ‖∇p‖² over the host, S_k = Σ_p ‖∇p‖² over slot k's seed (measured slots)
-    validation   logits of the tiled variant batch (V·B rows; the batch dimension is dynamic, so V and a
-                 short last chunk never recompile), each slot with a module given its per-row alpha
+    validation   every variant's logits through the variant tree (`variant_tree.run_tree`: the variants
+                 share the network before the slots where they differ), one graph per tree shape
+                 (which groups split where, and which override a slot's alpha); the batch dimension is
+                 dynamic, so a short last chunk never recompiles
 
 Every per-epoch knob enters as a tensor: a slot's alpha is its `alpha` buffer (an alpha ramp writes
-it in place), the variants' alphas are per-row tensors; the lr never enters (the optimizer step
+it in place), the variants' override alphas are views of a device buffer refilled per call (so an α→1
+shadow and an α→0 ablation of the same slot share a graph); the lr never enters (the optimizer step
 stays eager: its lr is a Python float in the param groups, which a compiled step would specialise
 on and recompile at every schedule step; making it a tensor changes the checkpointed optimizer
-state, left for later). So only a new key compiles: `compile_count()` (dynamo's graph counter)
-rises by 3 per key (train step, grad sums, validation) and never on an alpha or lr change.
+state, left for later). So only a new key or a new tree shape compiles: `compile_count()` (dynamo's
+graph counter) rises by 3 per key (train step, grad sums, the validation of the run's usual plan) and
+never on an alpha or lr change.
 
 reduce-overhead (CUDA graphs): each batch is copied into static input buffers (one per shape, their
 addresses marked static) and `cudagraph_mark_step_begin` starts every step; nothing in the step reads
@@ -31,6 +35,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import attrs
 import torch
 from torch import Tensor
 
@@ -38,6 +43,7 @@ from esper.core.errors import ConfigError
 from esper.shell.dist import Ranks
 from esper.shell.model import MorphogeneticModel
 from esper.shell.run_config import COMPILE_MODES
+from esper.shell.variant_tree import Alpha, VariantTree, run_tree
 
 
 def resolve_compile(mode: str, device: torch.device, ranks: Ranks | None = None) -> str | None:
@@ -88,11 +94,40 @@ def _grad_sums(host: list[Tensor], seeds: list[list[Tensor]], like: Tensor) -> t
     return _sq(host_grads, like), [_sq([p.grad for p in ps if p.grad is not None], like) for ps in seeds]
 
 
-def _variant_logits(model: MorphogeneticModel, x: Tensor, alphas: dict[str, Tensor],
-                    autocast: torch.dtype | None) -> Tensor:
+def _tree_logits(model: MorphogeneticModel, x: Tensor, tree: VariantTree, autocast: torch.dtype | None) -> Tensor:
     with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-        return model._run(x, alphas)
+        return run_tree(model.host, model.seed_slots(), x, tree)
 
+
+def tree_shape(tree: VariantTree) -> tuple[Any, ...]:
+    """What the traced validation pass depends on: the groups and which of them override (not the
+    override values, which enter as a tensor)."""
+    branches = tuple(None if b is None else (b.parents, tuple(a is None for a in b.alphas), b.n_in)
+                     for b in tree.branches)
+    return branches, tree.leaves
+
+
+def overrides(tree: VariantTree) -> tuple[float, ...]:
+    """The tree's override alphas in branch order (the values `with_overrides` puts back)."""
+    return tuple(float(a) for b in tree.branches if b is not None for a in b.alphas if a is not None)
+
+
+def with_overrides(tree: VariantTree, values: Sequence[Alpha]) -> VariantTree:
+    """`tree` with its override alphas replaced, in branch order, by `values`."""
+    it = iter(values)
+    branches = tuple(None if b is None else attrs.evolve(b, alphas=tuple(None if a is None else next(it)
+                                                                          for a in b.alphas))
+                     for b in tree.branches)
+    return attrs.evolve(tree, branches=branches)
+
+
+@attrs.frozen(eq=False)
+class _TreePass:
+    """One tree shape's compiled validation: its override alphas are views of `values`, a device
+    buffer each call refills, so new override values (α→1 shadows, α→0 ablations) never recompile."""
+
+    fn: Any
+    values: Tensor
 
 class CompiledSteps:
     """The compiled functions of a run, looked up per model structure in the process-wide cache."""
@@ -118,7 +153,7 @@ class CompiledSteps:
         key = (self.mode, self.backend, repr(model.host.config), model.structure_key(), tuple(measured))
         if key not in self._cache:
             self._cache[key] = {"train": self._compile(_forward_loss), "grads": self._compile(_grad_sums),
-                                "validate": self._compile(_variant_logits)}
+                                "trees": {}}
         return self._cache[key]
 
     def static_input(self, tensor: Tensor, slot: str) -> Tensor:
@@ -135,29 +170,27 @@ class CompiledSteps:
         if self.mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
 
-    def variant_alphas(self, model: MorphogeneticModel, variants: Sequence[Mapping[str, float]],
-                       batch: int) -> dict[str, Tensor]:
-        """Per-row alphas of the tiled batch for every slot holding a module (variant-major; a slot
-        a variant does not name keeps its own alpha buffer), so the keys depend on the structure only."""
-        for variant in variants:
-            model._check_override(variant)
-        alphas = {}
-        for slot in model.seed_slots():
-            if slot.module is None:
-                continue
-            values = [slot.alpha if v.get(slot.slot_id) is None else torch.full_like(slot.alpha, v[slot.slot_id])
-                      for v in variants]
-            alphas[slot.slot_id] = torch.stack(values).repeat_interleave(batch)
-        return alphas
-
     def validate_logits(self, model: MorphogeneticModel, x: Tensor, variants: Sequence[Mapping[str, float]],
                         autocast: torch.dtype | None) -> Tensor:
-        """forward_variants(x, variants) through the compiled pass: [V, B, ...] logits."""
-        n, batch = len(variants), x.shape[0]
-        tiled = x.repeat(n, *([1] * (x.dim() - 1)))
-        alphas = self.variant_alphas(model, variants, batch)
-        for t in (tiled, *alphas.values()):
-            torch._dynamo.maybe_mark_dynamic(t, 0)
+        """forward_variants(x, variants) through the compiled pass of its tree's shape: [V, B, ...] logits."""
+        for variant in variants:
+            model._check_override(variant)
+        tree = model.variant_tree(variants)
+        trees = self.functions(model, ())["trees"]
+        shape = (tree_shape(tree), x.device)
+        if shape not in trees:
+            values = torch.zeros(len(overrides(tree)), device=x.device)
+            template = with_overrides(tree, values.unbind(0))
+            trees[shape] = _TreePass(self._compile(lambda m, xs, cast: _tree_logits(m, xs, template, cast)), values)
+        entry = trees[shape]
+        entry.values.copy_(self._override_values(overrides(tree), x.device))
+        torch._dynamo.maybe_mark_dynamic(x, 0)  # a short last chunk does not recompile
         self.begin_step()
-        logits = self.functions(model, ())["validate"](model, tiled, alphas, autocast)
-        return logits.unflatten(0, (n, batch))
+        return entry.fn(model, x, autocast)
+
+    def _override_values(self, values: tuple[float, ...], device: torch.device) -> Tensor:
+        """`values` on the device, made once per distinct tuple (no host→device copy per chunk)."""
+        key = ("overrides", values, device)
+        if key not in self._static:
+            self._static[key] = torch.tensor(values, dtype=torch.float32, device=device)
+        return self._static[key]

@@ -48,6 +48,20 @@ class PeerFailed(RuntimeError):
     """A rank stops because a rank failed while the run was opening (rank 0 says which)."""
 
 
+# What gloo and NCCL say when the rank at the other end of a collective is gone (torch raises them as
+# RuntimeError or DistBackendError): a consequence of another rank's failure, never a root cause.
+_LOST_PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+                    "remote process exited", "NCCL communicator was aborted")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether `exc` is a collective failing because another rank died (its own failure is reported by
+    the launcher, which then names that rank; this rank only says it lost contact)."""
+    if isinstance(exc, torch.distributed.DistNetworkError):
+        return True
+    return isinstance(exc, RuntimeError) and any(sign in str(exc) for sign in _LOST_PEER_SIGNS)
+
+
 @attrs.frozen
 class Ranks:
     """This process's place among the run's processes, and the few collectives a run needs."""

@@ -13,8 +13,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-SILENT_EXITS = (1, 2, 130, 143)  # a rank exiting so printed its own line (esper-run's exit codes)
-ERROR_EXITS = (1, 2)  # a rank's own failure; 130/143 may be the launcher stopping the others
+SILENT_EXITS = (1, 2, 3, 130, 143)  # a rank exiting so printed its own line (esper-run's exit codes)
+ERROR_EXITS = (1, 2)  # a rank's own failure; 3 (lost a peer that died) and 130/143 (the launcher stopping
+# the others) are consequences of another rank's failure
 
 
 def without_nproc(argv: Sequence[str]) -> list[str]:
@@ -51,8 +52,9 @@ def launch(argv: Sequence[str], nproc: int, *, monitor_s: float = 1.0) -> int:
 
 def _report(failures: dict[int, Any], nproc: int) -> int:
     """The root cause's exit code: a rank's own error exit (the launcher then stopped the others), else a
-    rank's death the launcher did not cause (a SIGKILL: 137), else an interrupt, the first to fail first; a
-    line here only when no rank could say it. (A rank killed makes the launcher SIGTERM the others: 143.)"""
+    rank's death the launcher did not cause (a SIGKILL: 137), else a lost peer (3) or an interrupt, the
+    first to fail first; a line here only when no rank could say it. (A rank killed makes the launcher
+    SIGTERM the others, 143, unless their next collective failed first, 3.)"""
     codes = {rank: f.exitcode if f.exitcode > 0 else 128 - f.exitcode for rank, f in failures.items()}  # -9: SIGKILL
     rank = min(codes, key=lambda r: (codes[r] not in ERROR_EXITS, codes[r] in SILENT_EXITS,
                                      failures[r].timestamp, r))
