@@ -337,6 +337,21 @@ class RLRunStarted(Event):
 
 
 @attrs.frozen(kw_only=True)
+class RLRunEnded(Event):
+    """A PPO training run ends, whatever its status (a growth run's is `run.end`; docs/rl.md §9)."""
+
+    kind: ClassVar[str] = "rl.run_ended"
+    status: str = attrs.field(validator=attrs.validators.in_(RUN_STATUSES))
+    updates: int  # updates done
+    episodes: int
+    env_steps: int
+    final_return: float | None  # the last update's mean return (None: no update done)
+    final_acc: float | None  # the last update's mean final accuracy
+    wall_s: float
+    run_dir: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class RolloutDone(Event):
     """One rollout batch of N episodes; per-env lists are in env order."""
 

@@ -113,7 +113,8 @@ LEVELS: dict[str, Level] = {
     "host.stabilised": N, "host.destabilised": N, "controller.input_missing": M,
     "governor.anomaly": N, "governor.rollback": M, "governor.abort": M,
     "checkpoint.saved": M, "checkpoint.loaded": M, "telemetry.dropped": M, "telemetry.warning": M,
-    "ppo.update": M, "rl.run_started": M, "rl.rollout_done": M, "rl.env_truncated": M, "rl.anomaly": M,
+    "ppo.update": M, "rl.run_started": M, "rl.run_ended": M, "rl.rollout_done": M, "rl.env_truncated": M,
+    "rl.anomaly": M,
     "diag.gradients": N, "diag.sharpness": N, "diag.per_class": N, "diag.confusion": N,
     "diag.weights": N, "diag.activations": N, "diag.isolation": N, "diag.skipped": D,
 }

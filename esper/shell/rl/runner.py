@@ -32,7 +32,7 @@ import torch
 
 from esper.core import codec
 from esper.core.errors import ConfigError
-from esper.core.events import EnvTruncated, Event, PPOUpdate, RLRunStarted
+from esper.core.events import EnvTruncated, Event, PPOUpdate, RLRunEnded, RLRunStarted
 from esper.core.observation import obs_dim
 from esper.core.rl_config import RLConfig
 from esper.shell.checkpoint import CheckpointError, write_atomic
@@ -121,6 +121,7 @@ class PPORun:
         self.total = self.rl.updates if stop_after is None else min(self.rl.updates, stop_after)
         self.epochs = cfg.epochs or data[0].preset.epochs
         self.policy_device = devices[0]
+        self.clock = time.perf_counter()  # rl.run_ended's wall seconds: this process's
         # --compile (RunConfig.compile, issue 17); absent from a config that predates it: eager.
         self.compile_mode = update_compile_mode(cfg.compile, self.policy_device)
         check_world(self.rl.n_envs, self.rl.minibatch_envs, self.ranks)
@@ -303,7 +304,11 @@ class PPORun:
         return []
 
     def last_events(self, status: str, error: BaseException | None) -> list[Event]:
-        return []
+        last = self.learner.history[-1] if self.learner.history else {}
+        return [RLRunEnded(status=status, updates=self.learner.batch, episodes=self.learner.episodes,
+                           env_steps=self.learner.env_steps, final_return=last.get("return"),
+                           final_acc=last.get("final_acc"), wall_s=time.perf_counter() - self.clock,
+                           run_dir=str(self.run_dir.path))]
 
     def non_finite(self) -> str | None:
         """The last update's mean return and final accuracy that are not finite, e.g. "return=nan"."""

@@ -7,8 +7,8 @@ The W&B run's id and name are the esper run id, so `--resume` appends to the sam
 History step: a growth run logs at step t = its epoch (epoch.metrics, seed.metrics, diag.* of
 epoch t share the row t); a PPO learning run logs at step u = its update (ppo.update u and the
 rollout of batch u-1 that fed it, its per-env tuples as means). Each event's numeric fields are
-logged generically (`scalars`), so a new field or a new diag kind needs no code here. `run.end` becomes the
-summary (final accuracy, status) and the exit code that `finish` reports.
+logged generically (`scalars`), so a new field or a new diag kind needs no code here. `run.end` (a PPO
+run's `rl.run_ended`) becomes the summary (final accuracy, status) and the exit code `finish` reports.
 
 `wandb.init` runs on the hub's worker thread at the first event, so a slow or failing W&B
 (no network, no login) delays no training step and is detached like any backend. Where the
@@ -75,7 +75,7 @@ class WandbBackend:
         self._config = dict(config or {})
         self._dir = None if os.environ.get("WANDB_DIR") else directory  # the user's WANDB_DIR wins
         self._run: Any = None
-        self._exit_code = 0  # no run.end (a PPO learning run emits none): the run counts as finished
+        self._exit_code = 0  # until run.end / rl.run_ended says otherwise
 
     def _wandb_run(self) -> Any:
         if self._run is None:
@@ -90,7 +90,7 @@ class WandbBackend:
 
     def handle(self, record: Record) -> None:
         e, run = record.event, self._wandb_run()
-        if isinstance(e, ev.RunEnded):
+        if isinstance(e, ev.RunEnded | ev.RLRunEnded):
             run.summary.update({k: v for k, v in codec.encode(e).items() if v is not None and k != "run_dir"})
             self._exit_code = 0 if e.status == "ok" else 1
             if e.status == "interrupted":

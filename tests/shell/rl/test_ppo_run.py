@@ -121,6 +121,9 @@ def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
     assert len(updates) == 2
     assert all(math.isfinite(u["fields"][k]) for u in updates for k in ("loss", "value_loss", "policy_loss"))
     assert [e["event"] for e in events].count("rl.rollout_done") == 2
+    end = [e for e in events if e["event"] == "rl.run_ended"]
+    assert len(end) == 1 and end[0]["fields"]["status"] == "ok" and end[0]["fields"]["updates"] == 2
+    assert end[0]["fields"]["final_return"] == pytest.approx(full["last_updates"][-1]["return"])
     initial = build_learner((87, 3, 6), RLConfig(n_envs=2, episodes=4), TINY.seed, CPU).policy.state_dict()
     final = read_checkpoint(tmp_path / "full" / "policy.pt")["policy"]
     assert any(not torch.equal(initial[k], final[k]) for k in initial)

@@ -12,7 +12,7 @@ MINIMAL_KINDS = {
     "seed.germinated", "seed.stage_changed", "seed.fossilized", "seed.culled", "seed.retired",
     "controller.action_rejected", "run.start", "run.resume", "run.end", "controller.input_missing",
     "governor.rollback", "governor.abort", "checkpoint.saved", "checkpoint.loaded",
-    "telemetry.dropped", "telemetry.warning", "ppo.update", "rl.run_started", "rl.rollout_done",
+    "telemetry.dropped", "telemetry.warning", "ppo.update", "rl.run_started", "rl.run_ended", "rl.rollout_done",
     "rl.env_truncated", "rl.anomaly",
 }
 NORMAL_KINDS = MINIMAL_KINDS | {

@@ -177,3 +177,14 @@ def test_a_failing_wandb_is_detached_and_the_run_goes_on(tmp_path, monkeypatch):
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 1
     warnings = [json.loads(line) for line in (out / "events.jsonl").open() if '"telemetry.warning"' in line]
     assert any("wandb" in w["fields"]["message"] and "W&B is down" in w["fields"]["message"] for w in warnings)
+
+
+@pytest.mark.parametrize("status, code", [("ok", 0), ("aborted", 1), ("diverged", 1)])
+def test_a_ppo_runs_end_is_its_summary_and_exit_code(monkeypatch, status, code):
+    run = FakeRun()
+    monkeypatch.setattr(wandb_backend.wandb, "init", lambda **kw: run)
+    with TelemetryHub("r", level="minimal", backends=[WandbBackend("r", project="p")]) as hub:
+        hub.emit(_of(ev.PPOUpdate))
+        hub.emit(attrs.evolve(_of(ev.RLRunEnded), status=status))
+    assert run.finished == code and run.summary["status"] == status
+    assert run.summary["updates"] == _of(ev.RLRunEnded).updates and "run_dir" not in run.summary
