@@ -300,9 +300,10 @@ def drive(run: Run, resumed: ResumePoint | None = None) -> Any:
             saves = run.program.step(run.hub)
             run.in_step = False
             run.ranks.check_agreement(run.program.digest, f"{run.program.unit} {run.program.steps}")
+            boundary = run.program.payload(seq=run.hub.next_seq)  # once per step: the checkpoints' too
             for save in saves:
-                checkpoint(run, save)
-            run.boundary = run.program.payload(seq=run.hub.next_seq)
+                checkpoint(run, save, boundary)
+            run.boundary = at_seq(boundary, run.hub.next_seq)
         if (bad := run.program.non_finite()) is not None:
             status = "diverged"  # a run whose final metrics are not finite never ends ok
     except BaseException as exc:
@@ -330,14 +331,21 @@ def roll_back(run: Run) -> None:
     run.seq = int(run.boundary["progress"]["seq"])
 
 
-def checkpoint(run: Run, save: Save) -> Path | None:
-    """Write the program's checkpoint atomically (after the events before it are on disk) and say so;
-    rank 0 alone writes (every rank holds the same state)."""
+def at_seq(payload: dict[str, Any], seq: int) -> dict[str, Any]:
+    """`payload` with its events cut at `seq` (a shallow copy: the state it holds is shared)."""
+    return {**payload, "progress": {**payload["progress"], "seq": seq}}
+
+
+def checkpoint(run: Run, save: Save, payload: dict[str, Any] | None = None) -> Path | None:
+    """Write the program's checkpoint (`payload`, the state after the step just run, or a fresh one)
+    atomically, after the events before it are on disk, and say so; rank 0 alone writes (every rank
+    holds the same state)."""
     if not run.ranks.main:
         return None
     started = time.perf_counter()
     run.hub.flush()
-    payload = run.program.payload(seq=run.hub.next_seq if run.seq is None else run.seq)
+    seq = run.hub.next_seq if run.seq is None else run.seq
+    payload = run.program.payload(seq=seq) if payload is None else at_seq(payload, seq)
     if save.latest:
         path = save_run_checkpoint(run.run_dir.checkpoints, save.name, payload, run.program.keep_checkpoints,
                                    pattern=run.program.periodic)
