@@ -23,8 +23,9 @@ warm-up epoch per row (compile time, reported apart), the rows step round-robin,
 turn, so a shared machine's noise spreads over all alike; "median" and "best" over `--rounds`.
 
 Counterfactual validation, 3 live slots: the plan's V = 4 variants in one `validate`, against one plain
-pass ({} alone) and against the V variants as V separate passes, as a run validates (its autocast), eager
-and, with a compile mode, through the compiled variant-tree pass ("counterfactual_compiled"). "ideal" =
+pass ({} alone) and against the V variants as V separate passes, as a run validates (its autocast), eager;
+with a compile mode also through the compiled variant-tree pass ("counterfactual_compiled": shared and
+plain only, as separate single-variant trees would each compile a graph no run uses). "ideal" =
 Σ_k G_k·c_k / Σ_k c_k plain passes (G_k: groups at segment k, c_k: host FLOPs of segment k), i.e. 1 + Σ
 (the fraction of the host after each varied slot). The record (benchmarks/_record.py) goes to
 benchmarks/results/bench_epoch-<device>-<time>.json; its summary holds issue 17's GPU target numbers.
@@ -261,8 +262,8 @@ def segment_flops(trainer: Trainer) -> list[int]:
 
 
 def counterfactual_costs(data: TaskData, device: torch.device, rounds: int, mode: str | None = None) -> dict:
-    """The 3-live plan's validation: one pass with its V variants, one plain pass, V separate passes,
-    each as a run validates (its autocast; with `mode`, its compiled variant-tree pass)."""
+    """The 3-live plan's validation: one pass with its V variants, one plain pass and (eager) V separate
+    passes, each as a run validates (its autocast; with `mode`, its compiled variant-tree pass)."""
     trainer = esper_trainer(data, device, mode)
     state = drive(trainer, HELD["esper 3 live"])
     hold(trainer, state, trainer.heuristic)
@@ -272,17 +273,18 @@ def counterfactual_costs(data: TaskData, device: torch.device, rounds: int, mode
     passes = {
         "plain": lambda: validate(model, data, [{}], **as_run),
         "shared": lambda: validate(model, data, variants, **as_run),
-        "separate": lambda: [validate(model, data, [v], **as_run) for v in variants],
     }
+    if mode is None:
+        passes["separate"] = lambda: [validate(model, data, [v], **as_run) for v in variants]
     timed = time_rows(passes, rounds, device)
     seconds = {name: statistics.median(row["seconds"]) for name, row in timed.items()}
     widths, flops = model.variant_tree(variants).widths, segment_flops(trainer)
     ideal = sum(w * c for w, c in zip(widths, flops, strict=True)) / sum(flops)
     return {"variants": [dict(v) for v in variants], "widths": list(widths), "segment_flops": flops,
             "warmup_s": {name: row["warmup_s"] for name, row in timed.items()}, "seconds": seconds,
-            "vs_plain": seconds["shared"] / seconds["plain"],
-            "vs_separate": seconds["shared"] / seconds["separate"], "ideal_vs_plain": ideal,
-            "ideal_vs_separate": ideal / len(variants)}
+            "vs_plain": seconds["shared"] / seconds["plain"], "ideal_vs_plain": ideal,
+            "ideal_vs_separate": ideal / len(variants),
+            "vs_separate": seconds["shared"] / seconds["separate"] if "separate" in seconds else None}
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -308,9 +310,11 @@ def print_task(task: str, source: str, images: int, rows: dict[str, dict], cfs: 
     for label, cf in cfs.items():
         s = cf["seconds"]
         print(f"{label} validation, 3 live slots, V={len(cf['variants'])} variants, groups per segment "
-              f"{cf['widths']}: shared {s['shared']:.3f} s, plain {s['plain']:.3f} s, separate {s['separate']:.3f} s")
-        print(f"  vs one plain pass {cf['vs_plain']:.2f}× (ideal {cf['ideal_vs_plain']:.2f}×), vs separate passes "
-              f"{cf['vs_separate']:.2f}× (ideal {cf['ideal_vs_separate']:.2f}×)")
+              f"{cf['widths']}: shared {s['shared']:.3f} s, plain {s['plain']:.3f} s"
+              + (f", separate {s['separate']:.3f} s" if "separate" in s else ""))
+        separate = "" if cf["vs_separate"] is None else (
+            f", vs separate passes {cf['vs_separate']:.2f}× (ideal {cf['ideal_vs_separate']:.2f}×)")
+        print(f"  vs one plain pass {cf['vs_plain']:.2f}× (ideal {cf['ideal_vs_plain']:.2f}×){separate}")
 
 
 def key_numbers(tasks: dict[str, dict], mode: str | None) -> dict:

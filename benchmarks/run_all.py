@@ -62,7 +62,7 @@ def default_steps(device: str) -> list[Step]:
     tests = [Step("gpu tests", ("-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                 "--junitxml", "{out}/junit.xml"), 150)] if device == "cuda" else []
     return [
-        bench("bench_epoch", 150, "--tasks", "cifar10", "--rows", "static", "--rounds", "3", "--train-size", "5120",
+        bench("bench_epoch", 180, "--tasks", "cifar10", "--rows", "static", "--rounds", "3", "--train-size", "5120",
               "--val-size", "1000"),
         *tests,
         bench("bench_rl_envs", 45, "--n-envs", "4", "--epochs", "2", "--train-size", "2048"),
