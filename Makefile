@@ -34,15 +34,10 @@ bench: $(STAMP)
 	@ls benchmarks/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
-# Everything a lent GPU should measure, in a few minutes: the gpu tests, then each benchmark on CUDA.
+# Everything a lent GPU should measure, in under 8 minutes: the gpu tests and every benchmark on CUDA, each
+# with its own timeout; one JSON summary on stdout and in benchmarks/results/bench-gpu-<time>.json.
 bench-gpu: $(STAMP)
-	$(BIN)/python -m pytest -q -m gpu
-	$(BIN)/python benchmarks/bench_rl_envs.py --device cuda --n-envs 4 --epochs 2
-	$(BIN)/python benchmarks/bench_distributed.py --device cuda --ranks 2 --rounds 1
-	$(BIN)/python benchmarks/bench_distributed.py --device cuda --ranks 4 --rounds 1
-	$(BIN)/python benchmarks/bench_profiles.py --device cuda --epochs 3
-	$(BIN)/python benchmarks/bench_epoch.py --device cuda --rounds 2
-	$(BIN)/python benchmarks/bench_shared_numerics.py --device cuda --rounds 3
+	$(BIN)/python benchmarks/run_all.py --device cuda --budget-s 470
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

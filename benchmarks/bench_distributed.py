@@ -4,7 +4,7 @@ whole batch), in the same invocation.
 
     python benchmarks/bench_distributed.py [--ranks 2] [--device cpu|cuda] [--n-envs 4] [--epochs 3]
                                            [--train-size 1024] [--batches 2] [--rounds 2] [--threads-per-rank T]
-                                           [--one-rank-threads T1]
+                                           [--one-rank-threads T1] [--out benchmarks/results]
 
 CPU: the comparison is at equal cores, as issue 16 measured it: W ranks of T threads each against one
 process of W·T threads (T defaults to cores / W; `--one-rank-threads` sets the baseline's). On a machine
@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import torch
+from _record import add_out_argument, write_record
 
 from esper.core.rl_config import RLConfig
 from esper.shell.dist import bind_device, process_group
@@ -80,6 +81,7 @@ def main() -> None:
     args.add_argument("--rounds", type=int, default=2, help="1 rank, W ranks, 1 rank, ...: load drifts between them")
     args.add_argument("--threads-per-rank", type=int, default=None)
     args.add_argument("--one-rank-threads", type=int, default=None, help="the 1-rank baseline's (default: W x T)")
+    add_out_argument(args)
     a = args.parse_args()
     cfg = RunConfig(task="synth-images", controller="ppo", epochs=a.epochs, train_size=a.train_size, val_size=512,
                     device=a.device, telemetry_level="off")
@@ -102,6 +104,10 @@ def main() -> None:
     one, many = (totals[w][0] / totals[w][1] for w in (1, a.ranks))
     print(f"all rounds: 1 rank {one:.3f}, {a.ranks} ranks {many:.3f} env-epochs/s; "
           f"ratio {a.ranks} ranks / 1 rank: {many / one:.2f}x env-epochs/s")
+    write_record("bench_distributed", a.device,
+                 {"one_rank_env_epochs_per_s": one, "w_ranks_env_epochs_per_s": many, "w_ranks_vs_one_rank": many / one,
+                  "ranks": a.ranks},
+                 {"args": vars(a), "cores": cores(), "totals": {str(w): t for w, t in totals.items()}}, a.out)
 
 
 if __name__ == "__main__":

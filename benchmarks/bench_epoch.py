@@ -3,7 +3,7 @@ validation costs (docs/runtime.md §2.4, docs/lifecycle.md §8.3).
 
     python benchmarks/bench_epoch.py [--device cpu|cuda] [--tasks cifar10 fashion-mnist]
         [--compile auto|off|default|reduce-overhead] [--train-size 2560] [--val-size 1000] [--rounds 3]
-        [--data-dir TASK=PATH ...] [--out benchmarks/results]
+        [--rows static TRAINING BLENDING PROBATIONARY 3-live] [--data-dir TASK=PATH ...] [--out benchmarks/results]
 
 Per task, its preset's host, batch, optimizer and augmentation. Data: the preset's own when found
 (`--data-dir TASK=PATH`, or Fashion-MNIST's Debian folder), else generated data of the same shape
@@ -15,30 +15,28 @@ every row goes through esper's real data path. Rows, all on the same TaskData:
                              governor snapshot, lifecycle; no telemetry files: those are the driver's)
     esper TRAINING … 3 live  a conv_light seed held in `mid` in that stage; 3 live: early TRAINING,
                              mid BLENDING, late PROBATIONARY (the state is re-applied after each epoch)
-    compiled esper rows      with RunConfig(compile=MODE); "n/a" while RunConfig has no `compile`
+    compiled esper rows      with RunConfig(compile=MODE) (`--compile auto`: reduce-overhead on CUDA, default
+                             on CPU); `--rows` keeps only some esper rows (the plain ones always run)
 
 images/s = training images per wall second of a whole epoch (training and validation). After one
 warm-up epoch per row (compile time, reported apart), the rows step round-robin, one epoch each in
 turn, so a shared machine's noise spreads over all alike; "median" and "best" over `--rounds`.
 
 Counterfactual validation, 3 live slots: the plan's V = 4 variants in one `validate`, against one plain
-pass ({} alone) and against the V variants as V separate passes. "ideal" = Σ_k G_k·c_k / Σ_k c_k plain
-passes (G_k: groups at segment k, c_k: host FLOPs of segment k), i.e. 1 + Σ (the fraction of the host
-after each varied slot). Results go to benchmarks/results/bench_epoch-<device>-<time>.json.
+pass ({} alone) and against the V variants as V separate passes, as a run validates (its autocast), eager;
+with a compile mode also through the compiled variant-tree pass ("counterfactual_compiled": shared and
+plain only, as separate single-variant trees would each compile a graph no run uses). "ideal" =
+Σ_k G_k·c_k / Σ_k c_k plain passes (G_k: groups at segment k, c_k: host FLOPs of segment k), i.e. 1 + Σ
+(the fraction of the host after each varied slot). The record (benchmarks/_record.py) goes to
+benchmarks/results/bench_epoch-<device>-<time>.json; its summary holds issue 17's GPU target numbers.
 """
 
 import argparse
 import gzip
-import importlib.metadata
-import json
-import platform
 import statistics
 import struct
-import subprocess
-import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +44,7 @@ import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _record import add_out_argument, write_record
 from torch.utils.flop_counter import FlopCounterMode
 
 from esper.core import heuristic, lifecycle
@@ -64,7 +63,6 @@ from esper.shell.process import ProcessSettings, process_settings
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("cifar10", "fashion-mnist")
 BLUEPRINT = "conv_light"
 HELD = {  # row → the stage each seeded slot is held in
@@ -160,10 +158,6 @@ class PlainLoop:
         total.cpu()  # the one fetch, as esper's epoch has
 
 
-def compile_supported() -> bool:
-    return "compile" in attrs.fields_dict(RunConfig)
-
-
 def esper_trainer(data: TaskData, device: torch.device, mode: str | None) -> Trainer:
     extra = {} if mode is None else {"compile": mode}
     cfg = RunConfig(task=data.preset.name, controller="static", epochs=100, device=device.type, progress=False,
@@ -234,21 +228,23 @@ def time_rows(rows: dict[str, Callable[[], None]], rounds: int, device: torch.de
     return out
 
 
-def epoch_rows(data: TaskData, device: torch.device, mode: str | None) -> dict[str, Callable[[], None] | None]:
-    rows: dict[str, Callable[[], None] | None] = {"plain eager": PlainLoop(data, device, None).epoch}
+def row_key(name: str) -> str:
+    """`--rows`' name of an esper row: "esper 3 live" → "3-live"."""
+    return name.removeprefix("esper ").replace(" ", "-")
+
+
+def epoch_rows(data: TaskData, device: torch.device, mode: str | None,
+               keep: list[str]) -> dict[str, Callable[[], None]]:
+    rows: dict[str, Callable[[], None]] = {"plain eager": PlainLoop(data, device, None).epoch}
     if mode is not None:
         rows["plain compiled"] = PlainLoop(data, device, mode).epoch
-    for name, held in HELD.items():
-        trainer = esper_trainer(data, device, None)
-        rows[name] = esper_epoch(trainer, drive(trainer, held))
-    for name, held in HELD.items():
-        if mode is None:
+    held_rows = {name: held for name, held in HELD.items() if row_key(name) in keep}
+    for suffix, row_mode in (("", None), (" compiled", mode)):
+        if suffix and mode is None:
             continue
-        if not compile_supported():
-            rows[f"{name} compiled"] = None
-            continue
-        trainer = esper_trainer(data, device, mode)
-        rows[f"{name} compiled"] = esper_epoch(trainer, drive(trainer, held))
+        for name, held in held_rows.items():
+            trainer = esper_trainer(data, device, row_mode)
+            rows[f"{name}{suffix}"] = esper_epoch(trainer, drive(trainer, held))
     return rows
 
 
@@ -265,39 +261,39 @@ def segment_flops(trainer: Trainer) -> list[int]:
     return flops
 
 
-def counterfactual_costs(data: TaskData, device: torch.device, rounds: int) -> dict:
-    """The 3-live plan's validation: one pass with its V variants, one plain pass, V separate passes."""
-    trainer = esper_trainer(data, device, None)
+def counterfactual_costs(data: TaskData, device: torch.device, rounds: int, mode: str | None = None) -> dict:
+    """The 3-live plan's validation: one pass with its V variants, one plain pass and (eager) V separate
+    passes, each as a run validates (its autocast; with `mode`, its compiled variant-tree pass)."""
+    trainer = esper_trainer(data, device, mode)
     state = drive(trainer, HELD["esper 3 live"])
     hold(trainer, state, trainer.heuristic)
     model, batch = trainer.model, data.preset.eval_batch_size
     variants = EpochLayout.of(lifecycle.measurement_plan(state)).variants
+    as_run = {"batch_size": batch, "autocast": trainer.autocast, "steps": trainer.steps}
     passes = {
-        "plain": lambda: validate(model, data, [{}], batch_size=batch),
-        "shared": lambda: validate(model, data, variants, batch_size=batch),
-        "separate": lambda: [validate(model, data, [v], batch_size=batch) for v in variants],
+        "plain": lambda: validate(model, data, [{}], **as_run),
+        "shared": lambda: validate(model, data, variants, **as_run),
     }
+    if mode is None:
+        passes["separate"] = lambda: [validate(model, data, [v], **as_run) for v in variants]
     timed = time_rows(passes, rounds, device)
     seconds = {name: statistics.median(row["seconds"]) for name, row in timed.items()}
     widths, flops = model.variant_tree(variants).widths, segment_flops(trainer)
     ideal = sum(w * c for w, c in zip(widths, flops, strict=True)) / sum(flops)
     return {"variants": [dict(v) for v in variants], "widths": list(widths), "segment_flops": flops,
-            "seconds": seconds, "vs_plain": seconds["shared"] / seconds["plain"],
-            "vs_separate": seconds["shared"] / seconds["separate"], "ideal_vs_plain": ideal,
-            "ideal_vs_separate": ideal / len(variants)}
+            "warmup_s": {name: row["warmup_s"] for name, row in timed.items()}, "seconds": seconds,
+            "vs_plain": seconds["shared"] / seconds["plain"], "ideal_vs_plain": ideal,
+            "ideal_vs_separate": ideal / len(variants),
+            "vs_separate": seconds["shared"] / seconds["separate"] if "separate" in seconds else None}
 
 
 # --- report --------------------------------------------------------------------------------------
 
 
-def summarise(timed: dict[str, dict | None], images: int) -> dict[str, dict | None]:
-    out: dict[str, dict | None] = {}
+def summarise(timed: dict[str, dict], images: int) -> dict[str, dict]:
+    out: dict[str, dict] = {}
     base = timed["plain eager"]
-    assert base is not None
     for name, row in timed.items():
-        if row is None:
-            out[name] = None
-            continue
         median, best = statistics.median(row["seconds"]), min(row["seconds"])
         out[name] = {**row, "images_per_s": images / median, "best_images_per_s": images / best,
                      "vs_plain_eager": statistics.median(base["seconds"]) / median,
@@ -305,39 +301,40 @@ def summarise(timed: dict[str, dict | None], images: int) -> dict[str, dict | No
     return out
 
 
-def print_task(task: str, source: str, images: int, rows: dict[str, dict | None], cf: dict) -> None:
+def print_task(task: str, source: str, images: int, rows: dict[str, dict], cfs: dict[str, dict]) -> None:
     print(f"\n{task}: {images} training images per epoch, {source}")
     print(f"{'row':<30} {'warm-up s':>9} {'images/s':>9} {'vs plain':>9} {'best/s':>9} {'vs plain':>9}")
     for name, row in rows.items():
-        if row is None:
-            print(f"{name:<30} {'n/a':>9} {'n/a':>9} {'n/a':>9} {'n/a':>9} {'n/a':>9}  (RunConfig has no compile)")
-            continue
         print(f"{name:<30} {row['warmup_s']:>9.2f} {row['images_per_s']:>9.0f} {row['vs_plain_eager']:>8.3f}× "
               f"{row['best_images_per_s']:>9.0f} {row['best_vs_plain_eager']:>8.3f}×")
-    s = cf["seconds"]
-    print(f"counterfactual validation, 3 live slots, V={len(cf['variants'])} variants, groups per segment "
-          f"{cf['widths']}: shared {s['shared']:.3f} s, plain {s['plain']:.3f} s, separate {s['separate']:.3f} s")
-    print(f"  vs one plain pass {cf['vs_plain']:.2f}× (ideal {cf['ideal_vs_plain']:.2f}×), vs separate passes "
-          f"{cf['vs_separate']:.2f}× (ideal {cf['ideal_vs_separate']:.2f}×)")
+    for label, cf in cfs.items():
+        s = cf["seconds"]
+        print(f"{label} validation, 3 live slots, V={len(cf['variants'])} variants, groups per segment "
+              f"{cf['widths']}: shared {s['shared']:.3f} s, plain {s['plain']:.3f} s"
+              + (f", separate {s['separate']:.3f} s" if "separate" in s else ""))
+        separate = "" if cf["vs_separate"] is None else (
+            f", vs separate passes {cf['vs_separate']:.2f}× (ideal {cf['ideal_vs_separate']:.2f}×)")
+        print(f"  vs one plain pass {cf['vs_plain']:.2f}× (ideal {cf['ideal_vs_plain']:.2f}×){separate}")
 
 
-def provenance(device: torch.device) -> dict:
-    def git(*argv: str) -> str:
-        try:
-            return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
+def key_numbers(tasks: dict[str, dict], mode: str | None) -> dict:
+    """Per task, the ratios issue 17's targets name: esper static / plain eager, plain compiled / plain
+    eager (the host at the preset batch), and the 3-slot counterfactual validation / one plain pass."""
+    def ratio(rows: dict, name: str) -> float | None:
+        return rows[name]["vs_plain_eager"] if name in rows else None
 
-    try:
-        version = importlib.metadata.version("esper")
-    except importlib.metadata.PackageNotFoundError:
-        version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
-                                                                              platform.machine())
-    return {"device": device.type, "device_name": name, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "esper": version, "python": sys.version.split()[0],
-            "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
-            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out: dict = {"compile_mode": mode, "tasks": {}}
+    for task, result in tasks.items():
+        rows = result["rows"]
+        cfs = {label: result[label] for label in ("counterfactual", "counterfactual_compiled") if label in result}
+        out["tasks"][task] = {
+            "batch_size": result["batch_size"], "plain_eager_images_per_s": rows["plain eager"]["images_per_s"],
+            "esper_static_vs_plain_eager": ratio(rows, "esper static"),
+            "esper_static_compiled_vs_plain_eager": ratio(rows, "esper static compiled"),
+            "plain_compiled_vs_plain_eager": ratio(rows, "plain compiled"),
+            **{f"{label}_vs_plain": cf["vs_plain"] for label, cf in cfs.items()},
+            **{f"{label}_vs_separate": cf["vs_separate"] for label, cf in cfs.items()}}
+    return out
 
 
 def resolve_mode(flag: str, device: torch.device) -> str | None:
@@ -354,33 +351,36 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=2560)
     parser.add_argument("--val-size", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rows", nargs="+", default=[row_key(n) for n in HELD], choices=[row_key(n) for n in HELD],
+                        help="the esper rows to time (each eager and, with a compile mode, compiled)")
     parser.add_argument("--data-dir", action="append", default=[], metavar="TASK=PATH")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    add_out_argument(parser)
     return parser.parse_args()
+
+
+def measure_task(task: str, args: argparse.Namespace, device: torch.device, mode: str | None,
+                 scratch: Path) -> dict:
+    data, source = task_data(task, args, device, scratch)
+    images = data.n_train // data.preset.batch_size * data.preset.batch_size
+    rows = summarise(time_rows(epoch_rows(data, device, mode, args.rows), args.rounds, device), images)
+    cfs = {"counterfactual": counterfactual_costs(data, device, args.rounds)}
+    if mode is not None:
+        cfs["counterfactual_compiled"] = counterfactual_costs(data, device, args.rounds, mode)
+    print_task(task, source, images, rows, cfs)
+    return {"data": source, "train_images": images, "heldout_images": data.n_heldout,
+            "batch_size": data.preset.batch_size, "rows": rows, **cfs}
 
 
 def main() -> None:
     args = parse_args()
-    device, results = torch.device(args.device), {}
+    device, tasks = torch.device(args.device), {}
     mode = resolve_mode(args.compile, device)
     with tempfile.TemporaryDirectory() as scratch, process_settings(ProcessSettings.for_run(None, device)):
         for task in args.tasks:
-            data, source = task_data(task, args, device, Path(scratch))
-            images = data.n_train // data.preset.batch_size * data.preset.batch_size
-            rows = {name: run for name, run in epoch_rows(data, device, mode).items()}
-            timed = time_rows({n: r for n, r in rows.items() if r is not None}, args.rounds, device)
-            summary = summarise({n: timed.get(n) for n in rows}, images)
-            cf = counterfactual_costs(data, device, args.rounds)
-            print_task(task, source, images, summary, cf)
-            results[task] = {"data": source, "train_images": images, "heldout_images": data.n_heldout,
-                             "batch_size": data.preset.batch_size, "rows": summary, "counterfactual": cf}
-    record = {**provenance(device), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "compile_mode": mode, "esper_compile_supported": compile_supported(),
-              "tasks": results, "benchmark": "bench_epoch"}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"bench_epoch-{device.type}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {path}")
+            tasks[task] = measure_task(task, args, device, mode, Path(scratch))
+    print()
+    write_record("bench_epoch", device, key_numbers(tasks, mode),
+                 {"args": vars(args), "compile_mode": mode, "tasks": tasks}, args.out)
 
 
 if __name__ == "__main__":

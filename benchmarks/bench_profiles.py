@@ -1,6 +1,7 @@
 """docs/runtime.md §4.4–§4.5: what each `--profile` costs per epoch against `standard`.
 
     python benchmarks/bench_profiles.py [--device cpu] [--epochs 4] [--train-size 1024] [--rounds 1]
+                                        [--out benchmarks/results]
 
 The same short synth-images run (static controller, a fossil in `late` so the slot diagnostics have a
 slot to measure) trains at minimal, standard, diagnostic and research in one process, at telemetry
@@ -15,6 +16,7 @@ import argparse
 import statistics
 
 import torch
+from _record import add_out_argument, write_record
 
 from esper.shell.driver import load_data
 from esper.shell.run_config import RunConfig
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--train-size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=1)
+    add_out_argument(parser)
     args = parser.parse_args()
     first: dict[str, list[float]] = {p: [] for p in PROFILES}
     steady: dict[str, list[float]] = {p: [] for p in PROFILES}
@@ -58,11 +61,16 @@ def main() -> None:
     print(f"synth-images, {args.train_size} training images, {args.epochs} epochs × {args.rounds} round(s), "
           f"{args.device}; seconds per epoch")
     best = min(steady["standard"])
+    table = {p: {"epoch_1_s": statistics.median(first[p]), "steady_s": statistics.median(steady[p]),
+                 "fastest_s": min(steady[p])} for p in PROFILES}
     print(f"{'profile':<11} {'epoch 1':>8} {'steady':>8} {'vs standard':>12} {'fastest':>8} {'vs standard':>12}")
-    for profile in PROFILES:
-        median, fastest = statistics.median(steady[profile]), min(steady[profile])
-        print(f"{profile:<11} {statistics.median(first[profile]):>8.3f} {median:>8.3f} {median / base:>11.2f}× "
+    for profile, row in table.items():
+        median, fastest = row["steady_s"], row["fastest_s"]
+        print(f"{profile:<11} {row['epoch_1_s']:>8.3f} {median:>8.3f} {median / base:>11.2f}× "
               f"{fastest:>8.3f} {fastest / best:>11.2f}×")
+    write_record("bench_profiles", args.device,
+                 {f"{p}_steady_vs_standard": row["steady_s"] / base for p, row in table.items()},
+                 {"args": vars(args), "profiles": table}, args.out)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 process, and the share of a step spent outside train/validate (observation, policy, lifecycle, reward).
 
     python benchmarks/bench_rl_envs.py [--device cuda] [--n-envs 4] [--epochs 3] [--train-size 4096]
+                                       [--out benchmarks/results]
 """
 
 import argparse
 import time
 
 import torch
+from _record import add_out_argument, write_record
 
 from esper.core.rl_config import RLConfig
 from esper.shell.driver import load_data, resolve_device
@@ -53,6 +55,7 @@ def main() -> None:
     args.add_argument("--n-envs", type=int, default=4)
     args.add_argument("--epochs", type=int, default=3)
     args.add_argument("--train-size", type=int, default=4096)
+    add_out_argument(args)
     a = args.parse_args()
     cfg = RunConfig(task="synth-images", controller="ppo", epochs=a.epochs, train_size=a.train_size, val_size=1024,
                     device=a.device, telemetry_level="off")
@@ -69,7 +72,12 @@ def main() -> None:
     print(f"device {devices}: 1 env {one['env_epochs_per_s']:.2f} env-epochs/s, {one['images_per_s']:.0f} images/s")
     print(f"{a.n_envs} envs: {many['env_epochs_per_s']:.2f} env-epochs/s, {many['images_per_s']:.0f} images/s, "
           f"{100 * many['outside_share']:.1f}% of the step outside train/validate")
-    print(f"ratio {a.n_envs} envs / 1 env: {many['env_epochs_per_s'] / one['env_epochs_per_s']:.2f}x env-epochs/s")
+    ratio = many["env_epochs_per_s"] / one["env_epochs_per_s"]
+    print(f"ratio {a.n_envs} envs / 1 env: {ratio:.2f}x env-epochs/s")
+    write_record("bench_rl_envs", device,
+                 {"one_env_images_per_s": one["images_per_s"], "n_envs_images_per_s": many["images_per_s"],
+                  "n_envs_vs_one_env_epochs_per_s": ratio, "n_envs_outside_share": many["outside_share"]},
+                 {"args": vars(a), "devices": [str(d) for d in devices], "one_env": one, "n_envs": many}, a.out)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """docs/rl.md §5–7 numerics written once for torch and jax (esper.core.xp): the shared gae, ppo_loss, reward and
 running-stats merge against the torch-only implementations they replaced, same process, eager and compiled.
 
-    python benchmarks/bench_shared_numerics.py [--device cpu] [--threads 1] [--rounds 7] [--calls 30] [--json PATH]
-                                              [--updates 3]
+    python benchmarks/bench_shared_numerics.py [--device cpu] [--threads 1] [--rounds 7] [--calls 30] [--updates 3]
+                                              [--out benchmarks/results]
 
 The baseline is the torch code as it was before the array namespace (copied below, `old_*`). Each workload is
 what the RL loop runs: vmap(episode_arrays) → vmap(gae) over N envs × E steps, ppo_loss forward + backward on a
 minibatch, vmap(reward) over N envs, and the merge of a rollout's rows into the observation normaliser.
 Printed per workload: the time of one call of each, eager and under torch.compile(fullgraph=True), the ratio
 shared / old (> 1: the shared source is slower), and the seconds dynamo + AOT autograd take to trace each
-(fullgraph; a graph break raises); --json writes the same numbers.
+(fullgraph; a graph break raises); the record (benchmarks/_record.py) holds the same numbers.
 
 Then the whole PPO update as a run does it (esper.shell.rl.update.ppo_update: default RLConfig and policy, N × E
 rollout, every epoch and minibatch, no KL stop), eager against its compiled mode (`--compile auto` on CUDA:
@@ -18,7 +18,6 @@ seconds (the compile). --updates 0 skips it.
 """
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from functools import partial
 import torch
 import torch._functorch.config
 import torch._inductor.config
+from _record import add_out_argument, write_record
 from torch import Tensor
 from torch.func import vmap
 from torch.utils._pytree import tree_map
@@ -365,7 +365,7 @@ def main() -> None:
     args.add_argument("--threads", type=int, default=1,
                       help="CPU threads; 1 by default, as OpenMP spin-waits swamp the ratio on a loaded machine")
     args.add_argument("--updates", type=int, default=3, help="timed PPO updates per mode (0: skip the update)")
-    args.add_argument("--json", help="also write the results to this file")
+    add_out_argument(args)
     a = args.parse_args()
     # Both sides compile from scratch: a cached graph of one must not make the other look fast.
     torch._inductor.config.fx_graph_cache = False
@@ -377,10 +377,14 @@ def main() -> None:
     rows = measure(device, a.rounds, a.calls)
     if a.updates:
         rows += measure_update(device, a.updates)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"benchmark": "shared_numerics", "device": str(device), "torch": torch.__version__,
-                       "threads": a.threads, "results": rows}, f, indent=2)
+    write_record("bench_shared_numerics", device, key_numbers(rows), {"args": vars(a), "rows": rows}, a.out)
+
+
+def key_numbers(rows: list[dict]) -> dict[str, float]:
+    """shared / old per workload and mode (µs per call; trace seconds), and the update's compiled speedup."""
+    out = {f"{r['workload']}_{r['mode']}_shared_vs_old": r["ratio"] for r in rows if "ratio" in r}
+    out |= {f"update_{r['mode']}_speedup": r["speedup"] for r in rows if r["workload"] == "update"}
+    return out
 
 
 if __name__ == "__main__":
