@@ -30,7 +30,7 @@ import numpy as np
 from esper.core.tasks import TaskPreset
 from esper.shell.data import hf
 from esper.shell.data.errors import DataError, DatasetNotFound
-from esper.shell.data.source import TokenizerInfo, files_sha256, text_sha256
+from esper.shell.data.source import TokenizerInfo, cache_root, files_sha256, text_sha256
 from esper.shell.data.tinystories import RawText, StorySource, tokenised
 
 TEXT_SUFFIX = ".txt"
@@ -136,13 +136,14 @@ def _txt_files(data_dir: Path) -> dict[str, list[Path]]:
 
 
 def _read_files(files: list[Path], where: str) -> Documents:
-    """Each file's whole text, in order, through the `text` builder (streamed: no copy in the HF cache)."""
+    """Each file's whole text, in order, through the `text` builder (streamed: no copy of the corpus; the
+    builder's lock files go under esper's cache, not the user's HF cache)."""
     def documents() -> Iterator[str]:
         import datasets
 
         with hf.hub_offline():
             rows = datasets.load_dataset("text", data_files=[str(f) for f in files], sample_by="document",
-                                         streaming=True, split="train")
+                                         streaming=True, split="train", cache_dir=str(cache_root() / "datasets"))
         return _non_empty((row["text"] for row in rows), where)
 
     return documents
