@@ -98,7 +98,7 @@ def test_a_saved_dataset_reads_its_text_column(tmp_path: Path) -> None:
     assert drawn.n_train > given.n_train > 0 and given.n_heldout > 0
     with pytest.raises(DataError, match=r"no text column 'text' \(its columns: body, n\); name one with --text-column"):
         load(tmp_path / "dict")
-    with pytest.raises(DataError, match="column 'n' holds .*not text"):
+    with pytest.raises(DataError, match=r"column 'n' holds .*not text"):
         load(tmp_path / "dict", text_column="n")
 
 
