@@ -50,6 +50,17 @@ def test_a_flat_folder_trains_on_drawn_files_with_a_preset_derived_from_the_toke
     assert len(reseeded) > 1  # the data seed draws the held-out file
 
 
+def test_the_text_template_agrees_with_its_host_and_is_a_known_task() -> None:
+    from esper.core.tasks import TASKS, task_preset
+    from esper.shell.nets.hosts import host_config
+
+    template = task_preset("text")
+    host = host_config(template.host)
+    assert template is DERIVED_TASKS["text"] and "text" not in TASKS
+    assert (host.block_size, host.vocab_size) == (template.block_size, template.n_classes)
+    assert (template.modality, template.topology, template.size_unit) == ("text", "transformer", "windows")
+
+
 def test_drawn_heldout_is_a_seeded_partition_with_at_least_one_document_each_way() -> None:
     for n in (2, 3, 10, 11, 95):
         train, heldout = text_files.drawn_heldout(n, 7)
