@@ -64,10 +64,10 @@ def load_text(data_dir: Path | None, *, column: str, data_seed: int, tokenizer_c
     `DataError` (one line) for data that cannot make one window of each."""
     source, rule = find_text(data_dir, column, data_seed)
     raw = tokenised(source, tokenizer_choice, block, heldout_windows)
-    for name, tokens in (("train", raw.train_tokens), (f"held-out ({rule})", raw.heldout_tokens)):
+    for name, tokens in (("train split", raw.train_tokens), (f"held-out split ({rule})", raw.heldout_tokens)):
         if len(tokens) < block + 1:
-            raise DataError(f"the {name} split of {source.id_or_path} holds {len(tokens)} tokens, fewer than "
-                            f"one window of {block + 1}; add text to it or pick a host with a shorter block")
+            raise DataError(f"the {name} of {source.id_or_path} holds {len(tokens)} tokens, fewer than one "
+                            f"window of {block + 1}; add text to it, or pick a host with a shorter block (--host tiny)")
     return raw
 
 

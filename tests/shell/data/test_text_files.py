@@ -140,7 +140,7 @@ def _not_utf8(folder: Path) -> None:
 @pytest.mark.parametrize(("make", "needle"), [
     (_no_txt, "holds no training .txt files"),
     (_empty_files, "every .txt file under"),
-    (_tiny_heldout, "held-out (the validation files) split"),
+    (_tiny_heldout, "held-out split (the validation files) of"),
     (_test_split_only, "only in split(s) ['test']"),
     (_not_utf8, "not UTF-8 text"),
 ])
