@@ -18,6 +18,7 @@ from esper.core.lr_schedule import SCHEDULES
 
 __all__ = [
     "DEFAULT_TASK",
+    "DERIVED_TASKS",
     "TASKS",
     "TaskPreset",
     "UnknownTaskError",
@@ -164,9 +165,23 @@ TASKS: Mapping[str, TaskPreset] = MappingProxyType({
 })
 
 
+# Tasks on the user's own data (`--data-dir`, docs/runtime.md §5.5). Each is a template: its loader
+# fills the fields the data decide (text: the tokenizer's vocabulary and the host's window length)
+# and the run's TaskData carries the result. Text's host is synth-stories' (d_model 128, 3 layers,
+# about 0.6M parameters besides the embedding), not tinystories' 30M: a few MB of text would overfit it.
+DERIVED_TASKS: Mapping[str, TaskPreset] = MappingProxyType({
+    "text": TaskPreset(
+        name="text", host="synth-stories", input_shape=(128,), n_classes=256, train_size=None,
+        heldout_size=4_096, size_unit="windows", epochs=30, train_batches_per_epoch=500,
+        host_lr=1e-3, seed_lr=1e-3, **_TEXT_COMMON),
+})
+
+
 def task_preset(name: str) -> TaskPreset:
-    """The preset called `name`; an unknown name raises `UnknownTaskError` listing the known ones."""
+    """The preset (or derived task's template) called `name`; an unknown name raises `UnknownTaskError`
+    listing the known ones."""
+    known = {**TASKS, **DERIVED_TASKS}
     try:
-        return TASKS[name]
+        return known[name]
     except KeyError:
-        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(known)}") from None

@@ -37,6 +37,7 @@ from esper.core.events import CheckpointSaved, Event
 from esper.core.tasks import task_preset
 from esper.shell.checkpoint import write_atomic
 from esper.shell.data.loading import load_task
+from esper.shell.data.source import require_same_data
 from esper.shell.data.taskdata import TaskData
 from esper.shell.dist import Ranks, bind_device, process_group
 from esper.shell.interrupt import signals_interrupt
@@ -270,7 +271,11 @@ def require_config(run_dir: Path) -> None:
 
 def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id: str) -> dict[str, Any]:
     """The run's record (run id, config, data source, versions) that config.json and checkpoints carry."""
-    data_source = codec.encode(data.source) if point is None else point.data["run"]["data_source"]
+    if point is None:
+        data_source = codec.encode(data.source)
+    else:
+        data_source = point.data["run"]["data_source"]
+        require_same_data(data_source, data.source, f"cannot resume {point.run_dir}")
     return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "versions": versions()}
 
 
@@ -392,7 +397,8 @@ def load_data(cfg: RunConfig, device: torch.device) -> TaskData:
     if cfg.host is not None and task_preset(cfg.task).modality == "text":
         block = getattr(host_config(cfg.host), "block_size", None)
     return load_task(cfg.task, device=device, data_dir=cfg.data_dir, data_seed=cfg.data_seed,
-                     train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer, block_size=block)
+                     train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer, block_size=block,
+                     text_column=cfg.text_column)
 
 
 def merge_resume(saved: RunConfig, flags: RunConfig, resumable: tuple[str, ...]) -> RunConfig:

@@ -8,6 +8,7 @@ from esper.shell.checkpoint import load_model_checkpoint, read_checkpoint
 from esper.shell.data.errors import DataError
 from esper.shell.data.hf import local_only
 from esper.shell.data.loading import load_task
+from esper.shell.data.source import require_same_data
 from esper.shell.driver import load_data, resolve_device
 from esper.shell.epoch import validate
 from esper.shell.nets.hosts import host_config
@@ -26,6 +27,7 @@ def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -
     cfg = resolve(ResumePoint(path, data).config_values(), {"data_dir": data_dir} if data_dir else {})
     dev = resolve_device(device)
     task = load_data(cfg, dev)  # the run's own data: its seed, subset, tokenizer and block size
+    require_same_data(data["run"]["data_source"], task.source, f"cannot evaluate {path}")
     loaded = load_model_checkpoint(data["model"], device=dev)
     sums = validate(loaded.model, task, [{}], batch_size=task.preset.eval_batch_size)
     counts = loaded.model.param_counts()

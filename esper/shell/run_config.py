@@ -55,6 +55,7 @@ class RunConfig:
     val_size: int | None = attrs.field(default=None, metadata=_section("data"))
     train_batches: int | None = attrs.field(default=None, metadata=_section("data"))
     tokenizer: str = attrs.field(default="auto", metadata=_section("data"))
+    text_column: str = attrs.field(default="text", metadata=_section("data"))  # --task text, a saved dataset
     # [optim]
     batch_size: int | None = attrs.field(default=None, metadata=_section("optim"))
     optimizer: str | None = attrs.field(default=None, metadata=_section("optim"))
@@ -154,6 +155,7 @@ def _violations(c: RunConfig) -> list[str]:
          "static_seeds (--static-seeds) needs --controller static"),
         (c.policy is None or c.controller == "ppo", "--policy needs --controller ppo"),
         (bool(c.wandb_project.strip()), "wandb_project (--wandb-project) must not be empty"),
+        (bool(c.text_column.strip()), "text_column (--text-column) must not be empty"),
         (all(s.count(":") == 1 for s in c.static_seeds),
          f"static_seeds entries must be SLOT:BLUEPRINT, got {list(c.static_seeds)}"),
     ]
@@ -201,6 +203,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--val-size",), "val_size", int, "use N held-out samples (marks the run as a subset)"),
     Flag(("--train-batches",), "train_batches", int, "cap training batches per epoch"),
     Flag(("--tokenizer",), "tokenizer", str, "text tokenizer", ("auto", "gpt2", "bpe")),
+    Flag(("--text-column",), "text_column", str, "--task text: the text column of a save_to_disk dataset"),
     Flag(("--batch-size",), "batch_size", int, "training batch size; default: the preset's"),
     Flag(("--optimizer",), "optimizer", str, "optimizer kind; default: the preset's", ("sgd", "adamw")),
     Flag(("--host-lr",), "host_lr", float, "host learning rate; default: the preset's"),

@@ -31,6 +31,7 @@ VALUES = {
     "nproc": ("2", 2), "dist_timeout": ("60", 60.0),
     "n_envs": ("4", 4), "episodes": ("16", 16), "reward": ("sparse", "sparse"), "policy": ("runs/x", "runs/x"),
     "wandb_project": ("growth", "growth"), "wandb_entity": ("lab", "lab"),
+    "text_column": ("body", "body"),
 }
 
 
@@ -95,7 +96,8 @@ NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size",
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
                     "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic", "rl",
                     "nproc", "dist_timeout",  # the driver's (tests/shell/dist)
-                    "wandb", "wandb_project", "wandb_entity"}
+                    "wandb", "wandb_project", "wandb_entity",
+                    "text_column"}  # --task text's loader (tests/shell/data/test_text_files.py)
 
 
 @pytest.mark.parametrize("controller", ["heuristic", "static"])

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from esper.core.tasks import TaskPreset, task_preset
-from esper.shell.data import cifar, fashion_mnist, synth_images, synth_stories, tinystories
+from esper.shell.data import cifar, fashion_mnist, synth_images, synth_stories, text_files, tinystories
 from esper.shell.data.augment import ImageTransform
 from esper.shell.data.errors import DataError
 from esper.shell.data.raw import RawImages
@@ -28,9 +28,10 @@ BYTES_TOKENIZER = TokenizerInfo(kind="bytes", vocab=256, sha256=text_sha256("byt
 
 def load_task(name: str, *, device: torch.device | str, data_dir: Path | str | None = None,
               data_seed: int = 0, train_size: int | None = None, val_size: int | None = None,
-              tokenizer: str = "auto", block_size: int | None = None) -> TaskData:
+              tokenizer: str = "auto", block_size: int | None = None, text_column: str = "text") -> TaskData:
     """The data of task `name` on `device`. `block_size` (text only) overrides the preset's window
-    length, e.g. for a smaller test host. Raises `DatasetNotFound` / `DataError` (user errors)."""
+    length, e.g. for a smaller test host; `text_column` is `--task text`'s column of a saved dataset.
+    Raises `DatasetNotFound` / `DataError` (user errors)."""
     preset = task_preset(name)
     target = torch.device(device)
     folder = None if data_dir is None else Path(data_dir).expanduser()
@@ -38,7 +39,10 @@ def load_task(name: str, *, device: torch.device | str, data_dir: Path | str | N
         return _image_task(preset, target, folder, data_seed, train_size, val_size)
     block = block_size or preset.block_size
     assert block is not None
-    return _text_task(preset, target, folder, data_seed, train_size, val_size, tokenizer, block)
+    raw = _text_streams(preset, folder, data_seed, tokenizer, block, text_column)
+    if preset.name == "text":  # a derived task: its vocabulary and window length come from the data
+        preset = text_files.derived_preset(preset, raw.tokenizer, block)
+    return _text_task(preset, target, raw, data_seed, train_size, val_size, block)
 
 
 def subset_indices(n: int, wanted: int | None, data_seed: int, split: int, flag: str) -> Tensor | None:
@@ -132,14 +136,21 @@ def _synth_streams(preset: TaskPreset, data_seed: int) -> tinystories.RawText:
                                tokenizer=BYTES_TOKENIZER)
 
 
-def _text_task(preset: TaskPreset, device: torch.device, data_dir: Path | None, data_seed: int,
-               train_size: int | None, val_size: int | None, tokenizer: str, block: int) -> TaskData:
+def _text_streams(preset: TaskPreset, data_dir: Path | None, data_seed: int, tokenizer: str, block: int,
+                  text_column: str) -> tinystories.RawText:
     if preset.name == "synth-stories":
-        raw = _synth_streams(preset, data_seed)
+        return _synth_streams(preset, data_seed)
+    if preset.name == "text":
+        return text_files.load_text(data_dir, column=text_column, data_seed=data_seed, tokenizer_choice=tokenizer,
+                                    block=block, heldout_windows=preset.heldout_size)
+    return tinystories.load_tinystories(data_dir, tokenizer, block, preset.heldout_size)
+
+
+def _text_task(preset: TaskPreset, device: torch.device, raw: tinystories.RawText, data_seed: int,
+               train_size: int | None, val_size: int | None, block: int) -> TaskData:
+    if preset.name == "synth-stories":
         train_tokens = _device_tokens(raw.train_tokens, device)
-    else:
-        raw = tinystories.load_tinystories(data_dir, tokenizer, block, preset.heldout_size)
-        # The full train stream stays a CPU memory map; batches gather windows and move them.
+    else:  # The full train stream stays a CPU memory map; batches gather windows and move them.
         train_tokens = torch.from_numpy(raw.train_tokens)
     heldout_tokens = _device_tokens(raw.heldout_tokens, device)
     train_x, train_y = windows(train_tokens, block, f"{preset.name} train split")

@@ -18,6 +18,8 @@ import attrs
 import numpy as np
 import torch
 
+from esper.shell.data.errors import DataError
+
 SOURCE_KINDS = ("hf", "local", "debian", "procedural")
 _HASH_CHUNK = 1 << 24  # bytes hashed per update, so memmaps are never read whole into memory
 
@@ -55,6 +57,15 @@ class DataSource:
     subset: bool
     normalisation: Normalisation | None = None
     tokenizer: TokenizerInfo | None = None
+
+
+def require_same_data(recorded: Mapping[str, object], source: DataSource, what: str) -> None:
+    """A resumed or evaluated run reads the data it recorded: the same arrays (`sha256`), whatever path
+    they came from. Changed data (an edited file, another tokenizer) is a `DataError` saying `what`."""
+    if "sha256" in recorded and recorded["sha256"] != source.sha256:
+        raise DataError(f"{what}: its data changed ({source.preset} from {source.id_or_path} hashes to "
+                        f"{source.sha256[:12]}, the run recorded {str(recorded['sha256'])[:12]}); restore "
+                        "the data it trained on, or start a new run")
 
 
 # --- hashing ---------------------------------------------------------------------------------

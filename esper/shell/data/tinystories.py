@@ -132,7 +132,11 @@ def load_tinystories(data_dir: Path | None, tokenizer_choice: str, block: int,
                      heldout_windows: int) -> RawText:
     """Token streams of the train split (all of it) and of the first `heldout_windows` windows of
     `block + 1` tokens (stride `block`) of validation."""
-    source = find_stories(data_dir)
+    return tokenised(find_stories(data_dir), tokenizer_choice, block, heldout_windows)
+
+
+def tokenised(source: StorySource, tokenizer_choice: str, block: int, heldout_windows: int) -> RawText:
+    """The token streams of any story source (also `--task text`'s, esper.shell.data.text_files)."""
     tokenizer = select_tokenizer(tokenizer_choice, source.train)
     key = f"{source.fingerprint[:24]}-{tokenizer.info.sha256[:16]}"
     train = token_stream(source.train, tokenizer, f"{key}-train")
