@@ -31,6 +31,8 @@ VALUES = {
     "nproc": ("2", 2), "dist_timeout": ("60", 60.0),
     "n_envs": ("4", 4), "episodes": ("16", 16), "reward": ("sparse", "sparse"), "policy": ("runs/x", "runs/x"),
     "wandb_project": ("growth", "growth"), "wandb_entity": ("lab", "lab"),
+    "dataset": ("user/pets", "user/pets"), "image_column": ("photo", "photo"), "label_column": ("kind", "kind"),
+    "split": ("train,test", "train,test"), "image_size": ("48", 48), "channels": ("1", 1),
 }
 
 
@@ -95,7 +97,8 @@ NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size",
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
                     "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic", "rl",
                     "nproc", "dist_timeout",  # the driver's (tests/shell/dist)
-                    "wandb", "wandb_project", "wandb_entity"}
+                    "wandb", "wandb_project", "wandb_entity",
+                    "dataset", "image_column", "label_column", "split", "image_size", "channels"}  # --task images
 
 
 @pytest.mark.parametrize("controller", ["heuristic", "static"])
