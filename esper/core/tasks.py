@@ -189,7 +189,7 @@ def cnn_blocks(height: int, width: int) -> tuple[int, int]:
         raise ConfigError(f"images of {height}×{width} pixels hold nothing to learn")
     wanted = math.ceil(math.log2(side / FINAL_SIDE)) if side > FINAL_SIDE else 0
     blocks = min(MAX_BLOCKS, max(MIN_BLOCKS, wanted))
-    return blocks, min(blocks, int(math.floor(math.log2(side))))
+    return blocks, min(blocks, math.floor(math.log2(side)))
 
 
 # The template of `--task images`: the image optimizer row of the presets, 30 epochs, crop pad 4 +
@@ -210,7 +210,8 @@ def derive_image_preset(*, input_shape: tuple[int, int, int], n_classes: int, tr
         raise ConfigError(f"an image classification task needs at least 2 classes, got {n_classes}")
     return attrs.evolve(DATA_TASKS[IMAGES_TASK], input_shape=input_shape, n_classes=n_classes,
                         train_size=train_size, heldout_size=heldout_size, mean=mean, std=std,
-                        augment_padding=min(input_shape[1:]) // 8, host_blocks=cnn_blocks(input_shape[1], input_shape[2]))
+                        augment_padding=min(input_shape[1:]) // 8,
+                        host_blocks=cnn_blocks(input_shape[1], input_shape[2]))
 
 
 def task_preset(name: str) -> TaskPreset:

@@ -34,8 +34,10 @@ import torch
 from esper.core import codec
 from esper.core.errors import ConfigError
 from esper.core.events import CheckpointSaved, Event
-from esper.core.tasks import task_preset
+from esper.core.tasks import IMAGES_TASK, task_preset
 from esper.shell.checkpoint import write_atomic
+from esper.shell.data.image_folder import ImageOptions
+from esper.shell.data.images_task import check_unchanged
 from esper.shell.data.loading import load_task
 from esper.shell.data.taskdata import TaskData
 from esper.shell.dist import Ranks, bind_device, process_group
@@ -271,6 +273,8 @@ def require_config(run_dir: Path) -> None:
 def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id: str) -> dict[str, Any]:
     """The run's record (run id, config, data source, versions) that config.json and checkpoints carry."""
     data_source = codec.encode(data.source) if point is None else point.data["run"]["data_source"]
+    if point is not None:  # an images run re-derives its task: refused if the data changed meanwhile
+        check_unchanged(data_source, data.source)
     return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "versions": versions()}
 
 
@@ -384,7 +388,8 @@ def load_data(cfg: RunConfig, device: torch.device) -> TaskData:
     if cfg.host is not None and task_preset(cfg.task).modality == "text":
         block = getattr(host_config(cfg.host), "block_size", None)
     return load_task(cfg.task, device=device, data_dir=cfg.data_dir, data_seed=cfg.data_seed,
-                     train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer, block_size=block)
+                     train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer, block_size=block,
+                     images=ImageOptions.of(cfg) if cfg.task == IMAGES_TASK else None)
 
 
 def merge_resume(saved: RunConfig, flags: RunConfig, resumable: tuple[str, ...]) -> RunConfig:

@@ -6,12 +6,13 @@ source `subset: true`. Sizes count images or windows.
 """
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from esper.core.tasks import TaskPreset, task_preset
+from esper.core.tasks import IMAGES_TASK, TaskPreset, task_preset
 from esper.shell.data import cifar, fashion_mnist, synth_images, synth_stories, tinystories
 from esper.shell.data.augment import ImageTransform
 from esper.shell.data.errors import DataError
@@ -28,11 +29,18 @@ BYTES_TOKENIZER = TokenizerInfo(kind="bytes", vocab=256, sha256=text_sha256("byt
 
 def load_task(name: str, *, device: torch.device | str, data_dir: Path | str | None = None,
               data_seed: int = 0, train_size: int | None = None, val_size: int | None = None,
-              tokenizer: str = "auto", block_size: int | None = None) -> TaskData:
+              tokenizer: str = "auto", block_size: int | None = None, images: Any = None) -> TaskData:
     """The data of task `name` on `device`. `block_size` (text only) overrides the preset's window
-    length, e.g. for a smaller test host. Raises `DatasetNotFound` / `DataError` (user errors)."""
+    length, e.g. for a smaller test host; `images` (an `image_folder.ImageOptions`) says where and how
+    `--task images` finds its data. Raises `DatasetNotFound` / `DataError` (user errors)."""
     preset = task_preset(name)
     target = torch.device(device)
+    if name == IMAGES_TASK:  # imported here: it pulls in `datasets` (slow) and reuses subset_indices
+        from esper.shell.data.image_folder import ImageOptions
+        from esper.shell.data.images_task import load_images_task
+
+        options = images if images is not None else ImageOptions(data_dir=None if data_dir is None else str(data_dir))
+        return load_images_task(options, device=target, data_seed=data_seed, train_size=train_size, val_size=val_size)
     folder = None if data_dir is None else Path(data_dir).expanduser()
     if preset.modality == "images":
         return _image_task(preset, target, folder, data_seed, train_size, val_size)
