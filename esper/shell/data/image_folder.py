@@ -94,6 +94,8 @@ def check_class_folders(root: Path) -> None:
         classes = sorted(p for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not classes:
             raise DataError(f"{split} holds no class folders; expected {split}/<class>/*.png|jpg")
+        if split.name == "train" or split == root:  # (the builder drops the label of a single folder)
+            _check_class_count(tuple(p.name for p in classes), str(split))
         for folder in classes:
             if not any(p.suffix.lower() in extensions for p in folder.rglob("*") if p.is_file()):
                 raise DataError(f"empty class folder {folder}: no image files in it")
@@ -192,17 +194,21 @@ def class_ids(train: Any, heldout: Any | None, name: str,
         if labels is not None and len(labels):
             bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))
             if len(bad):
-                raise DataError(f"{where}: {split} label {labels[bad[0]]!r} of row {bad[0]} is outside the "
-                                f"{len(classes)} classes 0…{len(classes) - 1} ({len(bad)} such rows)")
+                raise DataError(f"{where}: {split} label {labels[bad[0]].item()!r} of row {bad[0]} is outside the "
+                                f"{len(classes)} classes 0…{len(classes) - 1} ({len(bad)} row(s) so)")
     ids = [None if r is None else r.astype(np.int64) for r in raw]
     _check_classes(classes, ids[0], where)
     return classes, ids[0], ids[1]
 
 
-def _check_classes(classes: tuple[str, ...], train: np.ndarray, where: str) -> None:
+def _check_class_count(classes: tuple[str, ...], where: str) -> None:
     if len(classes) < 2:
         raise DataError(f"{where}: found {len(classes)} class ({', '.join(classes) or 'none'}); "
                         "a classifier needs at least 2")
+
+
+def _check_classes(classes: tuple[str, ...], train: np.ndarray, where: str) -> None:
+    _check_class_count(classes, where)
     counts = np.bincount(train, minlength=len(classes))
     if (counts == 0).any():
         empty = [classes[k] for k in np.flatnonzero(counts == 0)]
