@@ -37,6 +37,7 @@ from esper.shell.data.source import (
     store_cached_arrays,
     text_sha256,
 )
+from esper.shell.data.subset import subset_indices
 from esper.shell.data.taskdata import TaskData
 
 HELDOUT_FRACTION = 0.1
@@ -146,8 +147,6 @@ def _split_rows(found: FoundImages, data_seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def _subset(rows: np.ndarray, wanted: int | None, data_seed: int, split: int, flag: str) -> np.ndarray:
-    from esper.shell.data.loading import subset_indices
-
     index = subset_indices(len(rows), wanted, data_seed, split, flag)
     return rows if index is None else rows[index.numpy()]
 
