@@ -85,30 +85,43 @@ def _image_extensions() -> frozenset[str]:
     return frozenset(ImageFolder.EXTENSIONS)
 
 
-def check_class_folders(root: Path) -> None:
-    """Each class folder of each split folder (or of `root`, flat) holds at least one image file:
-    the `imagefolder` builder would silently drop an empty one, and with it a class."""
-    splits = [root / name for name in SPLIT_FOLDERS if (root / name).is_dir()] or [root]
+def split_folders(root: Path) -> dict[str, Path]:
+    """{split name: folder}: train, validation (val, valid, validation or dev, the first found) and
+    test folders under `root`; else `root` itself is the train split (flat class folders)."""
+    found: dict[str, Path] = {}
+    for name in SPLIT_FOLDERS:
+        split = "validation" if name in ("val", "valid", "validation", "dev") else name
+        if (root / name).is_dir() and split not in found:
+            found[split] = root / name
+    return found or {"train": root}
+
+
+def check_class_folders(folders: dict[str, Path]) -> None:
+    """Each class folder of each split holds at least one image file (the `imagefolder` builder
+    would silently drop an empty one, and with it a class); the train split has two classes or more."""
     extensions = _image_extensions()
-    for split in splits:
-        classes = sorted(p for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for split, folder in folders.items():
+        classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not classes:
-            raise DataError(f"{split} holds no class folders; expected {split}/<class>/*.png|jpg")
-        if split.name == "train" or split == root:  # (the builder drops the label of a single folder)
-            _check_class_count(tuple(p.name for p in classes), str(split))
-        for folder in classes:
-            if not any(p.suffix.lower() in extensions for p in folder.rglob("*") if p.is_file()):
-                raise DataError(f"empty class folder {folder}: no image files in it")
+            raise DataError(f"{folder} holds no class folders; expected {folder}/<class>/*.png|jpg")
+        if split == "train":  # (the builder drops the label of a single folder)
+            _check_class_count(tuple(p.name for p in classes), str(folder))
+        for class_folder in classes:
+            if not any(p.suffix.lower() in extensions for p in class_folder.rglob("*") if p.is_file()):
+                raise DataError(f"empty class folder {class_folder}: no image files in it")
 
 
 def _load_folder(root: Path) -> Any:
-    """`imagefolder` over `root`, its Arrow cache under esper's cache (no file of DIR is written)."""
+    """`imagefolder` over the split folders of `root` (named explicitly: the builder's own search
+    tries some 60 patterns, each walking the whole tree), its Arrow cache under esper's cache (no file
+    of DIR is written)."""
     import datasets
 
-    check_class_folders(root)
+    folders = split_folders(root)
+    check_class_folders(folders)
     try:
         with _quiet():
-            return datasets.load_dataset("imagefolder", data_dir=str(root),
+            return datasets.load_dataset("imagefolder", data_files={s: f"{f}/**" for s, f in folders.items()},
                                          cache_dir=str(cache_root() / "datasets"))
     except Exception as exc:  # datasets raises many types for a folder it cannot read
         raise DataError(f"{root}: the imagefolder builder could not read it ({hf_cause(exc)})") from None
