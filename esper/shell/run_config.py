@@ -147,6 +147,8 @@ def _violations(c: RunConfig) -> list[str]:
         one_of("reward", ("shaped", "sparse", "minimal")),
         one_of("tokenizer", ("auto", "gpt2", "bpe")),
         one_of("channels", (None, 1, 3)),
+        (c.task == "images" or (c.image_column, c.image_size, c.channels) == (None, None, None),
+         "--image-column, --image-size and --channels need --task images"),
         (c.split is None or 1 <= len(csv_list(c.split)) <= 2,
          f"split must be TRAIN or TRAIN,HELDOUT (split names), got {c.split!r}"),
         one_of("optimizer", (None, "sgd", "adamw")),

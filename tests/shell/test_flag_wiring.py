@@ -64,9 +64,12 @@ def test_each_flag_changes_its_key(flag):
         argv += ["--controller", "static"]
     if flag.key == "policy":
         argv += ["--controller", "ppo"]
+    if flag.key in ("image_column", "image_size", "channels"):
+        argv += ["--task", "images"]
     cfg = _cfg(*argv)
     assert getattr(cfg, flag.key) == expected != default
-    others = {k: getattr(cfg, k) for k in field_names() if k not in (flag.key, "controller")}
+    needed = ("controller", "task") if flag.key in ("image_column", "image_size", "channels") else ("controller",)
+    others = {k: getattr(cfg, k) for k in field_names() if k not in (flag.key, *needed)}
     assert others == {k: getattr(RunConfig(), k) for k in others}, "a flag changed another key"
 
 

@@ -133,6 +133,9 @@ def hf_cause(exc: BaseException) -> str:
 
 def open_dataset(options: ImageOptions) -> tuple[Any, str, str]:
     """(a DatasetDict, kind, id_or_path) of the options' source."""
+    if options.dataset is not None and options.data_dir is not None:
+        raise ConfigError(f"give --data-dir or --dataset, not both (--data-dir {options.data_dir}, "
+                          f"--dataset {options.dataset})")
     if options.dataset is not None:
         try:
             with _quiet():

@@ -151,3 +151,12 @@ def test_no_source_and_a_dataset_missing_from_the_cache_are_user_errors(tmp_path
         plan_images(ImageOptions(), data_seed=0)
     with pytest.raises(DataError, match="not in the Hugging Face cache"):
         plan_images(ImageOptions(dataset="nobody/no-such-images"), data_seed=0)
+
+
+def test_image_settings_need_the_images_task_and_one_source(tmp_path):
+    from esper.shell.run_config import RunConfig
+
+    with pytest.raises(ConfigError, match="need --task images"):
+        RunConfig(image_size=32)
+    with pytest.raises(ConfigError, match="not both"):
+        plan_images(ImageOptions(data_dir=str(tmp_path), dataset="user/pets"), data_seed=0)
