@@ -120,3 +120,20 @@ def test_a_label_out_of_range_and_no_data_exit_2_in_one_line(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(run)]) == 2
     _one_line(capsys, "--task images needs --data-dir DIR")
     assert not run.exists()
+
+
+@pytest.mark.gpu
+def test_a_png_folder_trains_on_cuda_with_the_data_on_the_device(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.fail("the gpu marker needs a CUDA device (make test-gpu runs on the device machine)")
+    from esper.shell.data.budget import data_budget_bytes
+    from esper.shell.data.image_folder import ImageOptions
+    from esper.shell.data.images_task import load_images_task
+
+    data = write_class_folders(tmp_path / "pets")
+    task = load_images_task(ImageOptions(data_dir=str(data)), device=torch.device("cuda"), data_seed=0)
+    assert task.train_inputs.is_cuda and task.heldout_labels.is_cuda and data_budget_bytes("cuda") > 0
+    cuda = [arg if arg != "cpu" else "cuda" for arg in TINY]
+    assert main(["train", *cuda, "--data-dir", str(data), "--out", str(tmp_path / "run")]) == 0

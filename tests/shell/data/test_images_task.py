@@ -160,3 +160,17 @@ def test_image_settings_need_the_images_task_and_one_source(tmp_path):
         RunConfig(image_size=32)
     with pytest.raises(ConfigError, match="not both"):
         plan_images(ImageOptions(data_dir=str(tmp_path), dataset="user/pets"), data_seed=0)
+
+
+def test_a_dataset_from_the_hf_cache_is_read_cache_only(tmp_path, monkeypatch):
+    import datasets
+
+    from esper.shell.data import hf
+
+    saved = datasets.load_from_disk(str(write_saved_dataset(tmp_path / "saved")))
+    asked: list[tuple[str, bool]] = []
+    monkeypatch.setattr(hf, "load_hub", lambda repo, *, cache_only: asked.append((repo, cache_only)) or saved)
+    plan = plan_images(ImageOptions(dataset="user/pets", image_column="photo", label_column="kind",
+                                    split="train,test"), data_seed=0)
+    assert asked == [("user/pets", True)] and plan.kind == "hf" and plan.id_or_path == "user/pets"
+    assert plan.record.heldout == "split test" and plan.record.counts["heldout"] == (4, 4, 4)
