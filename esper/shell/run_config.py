@@ -147,10 +147,7 @@ def _violations(c: RunConfig) -> list[str]:
         one_of("reward", ("shaped", "sparse", "minimal")),
         one_of("tokenizer", ("auto", "gpt2", "bpe")),
         one_of("channels", (None, 1, 3)),
-        (c.task == "images" or (c.image_column, c.image_size, c.channels) == (None, None, None),
-         "--image-column, --image-size and --channels need --task images"),
-        (c.split is None or 1 <= len(csv_list(c.split)) <= 2,
-         f"split must be TRAIN or TRAIN,HELDOUT (split names), got {c.split!r}"),
+        *_image_rules(c),
         one_of("optimizer", (None, "sgd", "adamw")),
         one_of("lr_schedule", (None, *SCHEDULES)),
         one_of("germination", (None, *GERMINATION_MODES)),
@@ -172,6 +169,16 @@ def _violations(c: RunConfig) -> list[str]:
          f"static_seeds entries must be SLOT:BLUEPRINT, got {list(c.static_seeds)}"),
     ]
     return [message for ok, message in rules if not ok]
+
+
+def _image_rules(c: RunConfig) -> list[tuple[bool, str]]:
+    """--task images' keys (docs/runtime.md §5.5): split names, and no image setting on another task."""
+    return [
+        (c.task == "images" or (c.image_column, c.image_size, c.channels) == (None, None, None),
+         "--image-column, --image-size and --channels need --task images"),
+        (c.split is None or 1 <= len(csv_list(c.split)) <= 2,
+         f"split must be TRAIN or TRAIN,HELDOUT (split names), got {c.split!r}"),
+    ]
 
 
 # --- the flag table -----------------------------------------------------------------------
