@@ -17,11 +17,14 @@ from esper.core.heuristic import GERMINATION_MODES
 from esper.core.lr_schedule import SCHEDULES
 
 __all__ = [
+    "DATA_TASKS",
     "DEFAULT_TASK",
-    "DERIVED_TASKS",
+    "IMAGES_TASK",
     "TASKS",
     "TaskPreset",
     "UnknownTaskError",
+    "cnn_blocks",
+    "derive_image_preset",
     "random_guess_loss",
     "task_preset",
 ]
@@ -81,6 +84,11 @@ class TaskPreset:
     # None for synth-images: measured on its generated train split and recorded in the data source.
     mean: tuple[float, ...] | None = attrs.field(default=None, converter=_optional_floats)
     std: tuple[float, ...] | None = attrs.field(default=None, converter=_optional_floats)
+    # A task derived from the user's data (`--task images`): the CNN host's (n_blocks, pool_layers)
+    # for its resolution; its host then also takes the task's input_shape and n_classes. None: the
+    # host preset as it is (every fixed preset).
+    host_blocks: tuple[int, int] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple))
 
     def __attrs_post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -165,11 +173,35 @@ TASKS: Mapping[str, TaskPreset] = MappingProxyType({
 })
 
 
-# Tasks on the user's own data (`--data-dir`, docs/runtime.md §5.5). Each is a template: its loader
-# fills the fields the data decide (text: the tokenizer's vocabulary and the host's window length)
-# and the run's TaskData carries the result. Text's host is synth-stories' (d_model 128, 3 layers,
-# about 0.6M parameters besides the embedding), not tinystories' 30M: a few MB of text would overfit it.
-DERIVED_TASKS: Mapping[str, TaskPreset] = MappingProxyType({
+# --- tasks derived from the user's data (docs/runtime.md §5.5) ---------------------------------
+
+IMAGES_TASK = "images"
+MIN_BLOCKS, MAX_BLOCKS = 3, 6  # three slots need three blocks; six doublings of width 8 end at 256 channels
+FINAL_SIDE = 4  # the derived host pools until the short side is about 4 pixels (32 → 4, like cifar10's)
+
+
+def cnn_blocks(height: int, width: int) -> tuple[int, int]:
+    """(n_blocks, pool_layers) of a CNN host for H×W inputs: n = clamp(⌈log₂(min(H, W) / 4)⌉, 3, 6)
+    blocks, each halving the map while at least one pixel is left (pools = min(n, ⌊log₂ min(H, W)⌋)).
+    32 → (3, 3) as the cifar10 host, 28 → (3, 3), 64 → (4, 4), 224 → (6, 6), 8 → (3, 3), 4 → (3, 2)."""
+    side = min(height, width)
+    if side < 1:
+        raise ConfigError(f"images of {height}×{width} pixels hold nothing to learn")
+    wanted = math.ceil(math.log2(side / FINAL_SIDE)) if side > FINAL_SIDE else 0
+    blocks = min(MAX_BLOCKS, max(MIN_BLOCKS, wanted))
+    return blocks, min(blocks, math.floor(math.log2(side)))
+
+
+# The template of `--task images`: the image optimizer row of the presets, 30 epochs, crop pad 4 +
+# flip. Its input shape, classes, sizes, normalisation and host blocks are placeholders until
+# `derive_image_preset` fills them from the data (esper.shell.data.images_task).
+DATA_TASKS: Mapping[str, TaskPreset] = MappingProxyType({
+    IMAGES_TASK: TaskPreset(
+        name=IMAGES_TASK, host="cifar10", input_shape=(3, 32, 32), train_size=None, heldout_size=1,
+        epochs=30, augment_padding=4, host_blocks=cnn_blocks(32, 32), **_IMAGE_COMMON),
+    # text: the tokenizer fills the vocabulary and the host the window length (esper.shell.data.text_files).
+    # Its host is synth-stories' (d_model 128, 3 layers, about 0.6M parameters besides the embedding), not
+    # tinystories' 30M: a few MB of text would overfit it.
     "text": TaskPreset(
         name="text", host="synth-stories", input_shape=(128,), n_classes=256, train_size=None,
         heldout_size=4_096, size_unit="windows", epochs=30, train_batches_per_epoch=500,
@@ -177,11 +209,23 @@ DERIVED_TASKS: Mapping[str, TaskPreset] = MappingProxyType({
 })
 
 
+def derive_image_preset(*, input_shape: tuple[int, int, int], n_classes: int, train_size: int,
+                        heldout_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TaskPreset:
+    """`--task images` for one data set: the template with what the data say filled in. Crop padding
+    scales with the image (⌊min(H, W) / 8⌋: 4 at 32 pixels, as the cifar10 preset's)."""
+    if n_classes < 2:
+        raise ConfigError(f"an image classification task needs at least 2 classes, got {n_classes}")
+    return attrs.evolve(DATA_TASKS[IMAGES_TASK], input_shape=input_shape, n_classes=n_classes,
+                        train_size=train_size, heldout_size=heldout_size, mean=mean, std=std,
+                        augment_padding=min(input_shape[1:]) // 8,
+                        host_blocks=cnn_blocks(input_shape[1], input_shape[2]))
+
+
 def task_preset(name: str) -> TaskPreset:
-    """The preset (or derived task's template) called `name`; an unknown name raises `UnknownTaskError`
-    listing the known ones."""
-    known = {**TASKS, **DERIVED_TASKS}
+    """The preset called `name` (a data-derived task's template for `images` and `text`); an unknown name raises
+    `UnknownTaskError` listing the known ones."""
     try:
-        return known[name]
+        return TASKS[name] if name in TASKS else DATA_TASKS[name]
     except KeyError:
-        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(known)}") from None
+        known = ", ".join([*TASKS, *DATA_TASKS])
+        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known}") from None

@@ -62,20 +62,29 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    commands.add_parser("tasks", help="list task presets and whether their data is present")
+    tasks = commands.add_parser("tasks", help="list task presets and whether their data is present; with "
+                                "--data-dir or --dataset: what --task images finds there")
+    _add_run_flags(tasks, only=TASKS_FLAGS)
     return parser
 
 
-def _add_run_flags(command: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+# `esper-run tasks --data-dir DIR`: the flags that decide what `--task images` derives
+TASKS_FLAGS = ("task", "device", "data_dir", "data_seed", "train_size", "val_size", "dataset", "image_column",
+               "label_column", "split", "image_size", "channels")
+
+
+def _add_run_flags(command: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                   only: tuple[str, ...] | None = None) -> None:
     for flag in FLAGS:
-        if flag.key in skip:
+        if flag.key in skip or (only is not None and flag.key not in only):
             continue
         kwargs: dict[str, Any] = {"dest": flag.key, "default": argparse.SUPPRESS, "help": flag.help}
         if flag.parse is None:
             command.add_argument(*flag.options, action="store_const", const=flag.value, **kwargs)
         else:
             command.add_argument(*flag.options, type=flag.parse, choices=flag.choices, **kwargs)
-    rl_settings.add_flags(command)  # --rl.FIELD for every RLConfig field
+    if only is None:
+        rl_settings.add_flags(command)  # --rl.FIELD for every RLConfig field
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -131,10 +140,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tasks(_args: argparse.Namespace) -> int:
-    from esper.shell.evaluate import list_tasks
+def _tasks(args: argparse.Namespace) -> int:
+    from esper.core.tasks import IMAGES_TASK
+    from esper.shell.evaluate import describe_images, list_tasks
 
-    list_tasks()
+    flags = {key: getattr(args, key) for key in TASKS_FLAGS if hasattr(args, key)}
+    if flags.get("task", IMAGES_TASK) != IMAGES_TASK:
+        raise ConfigError(f"esper-run tasks describes --task {IMAGES_TASK} data only, not --task {flags['task']}")
+    if "data_dir" in flags or "dataset" in flags:
+        describe_images(resolve({}, {**flags, "task": IMAGES_TASK}))
+    else:
+        list_tasks()
     return 0
 
 

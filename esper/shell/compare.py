@@ -37,7 +37,7 @@ from esper.shell.driver import draw_report, load_data, resolve_device
 from esper.shell.nets.hosts import HostConfig, host_config
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import require_extras
-from esper.shell.trainer import WIDTH_KEY, Trainer
+from esper.shell.trainer import WIDTH_KEY, Trainer, host_overrides
 
 MATCH_TOLERANCE = 0.05
 WIDTHS = range(1, 129)  # candidate host widths (CNN base channels / transformer d_model)
@@ -67,25 +67,28 @@ def match_width(measure: Callable[[int], float], target: float, widths: Sequence
     return WidthMatch(best, value, target, abs(value - target) <= MATCH_TOLERANCE * target)
 
 
-def _host_config_at(cfg: RunConfig, width: int) -> HostConfig:
-    """The run's host config at another width (raises HostConfigError for an invalid one)."""
-    preset = task_preset(cfg.task)
-    return host_config(cfg.host or preset.host, **{WIDTH_KEY[preset.topology]: width})
+def _host_config_at(cfg: RunConfig, width: int, data: TaskData | None = None) -> HostConfig:
+    """The run's host config at another width (raises HostConfigError for an invalid one); a task
+    derived from its data (`--task images`) needs that data's preset (its input shape, classes, blocks)."""
+    preset = task_preset(cfg.task) if data is None else data.preset
+    derived = {} if preset.host_blocks is None or data is None else host_overrides(
+        data, None, host_given=cfg.host is not None)
+    return host_config(cfg.host or preset.host, **derived, **{WIDTH_KEY[preset.topology]: width})
 
 
-def _valid_widths(cfg: RunConfig) -> list[int]:
+def _valid_widths(cfg: RunConfig, data: TaskData | None = None) -> list[int]:
     out = []
     for w in WIDTHS:
         try:
-            _host_config_at(cfg, w)
+            _host_config_at(cfg, w, data)
         except HostConfigError:  # an invalid width (e.g. heads must divide d_model) is skipped
             continue
         out.append(w)
     return out
 
 
-def static_params(cfg: RunConfig, width: int) -> int:
-    return _host_config_at(cfg, width).param_count()
+def static_params(cfg: RunConfig, width: int, data: TaskData | None = None) -> int:
+    return _host_config_at(cfg, width, data).param_count()
 
 
 class StaticFlops:
@@ -149,12 +152,13 @@ def _matches(base: RunConfig, records: Sequence[RunRecord]) -> dict[str, WidthMa
     grown = [r for r in records if r.group != "static"]
     if not grown:
         return {}
-    widths = _valid_widths(base)  # ascending
+    device = resolve_device(base.device)
+    data = load_data(base, device)  # the data every run loaded
+    widths = _valid_widths(base, data)  # ascending
     mean_params = sum(r.params for r in grown) / len(grown)
     mean_flops = sum(r.train_flops for r in grown) / len(grown)
-    device = resolve_device(base.device)
-    flops = StaticFlops(base, load_data(base, device), device)  # the data every run loaded
-    return {"static-param": match_width(lambda w: static_params(base, w), mean_params, widths),
+    flops = StaticFlops(base, data, device)
+    return {"static-param": match_width(lambda w: static_params(base, w, data), mean_params, widths),
             "static-flop": match_width(flops, mean_flops, widths)}
 
 

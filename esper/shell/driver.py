@@ -34,8 +34,10 @@ import torch
 from esper.core import codec
 from esper.core.errors import ConfigError
 from esper.core.events import CheckpointSaved, Event
-from esper.core.tasks import task_preset
+from esper.core.tasks import IMAGES_TASK, task_preset
 from esper.shell.checkpoint import write_atomic
+from esper.shell.data.image_folder import ImageOptions
+from esper.shell.data.images_task import check_unchanged
 from esper.shell.data.loading import load_task
 from esper.shell.data.source import require_same_data
 from esper.shell.data.taskdata import TaskData
@@ -275,6 +277,7 @@ def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id
         data_source = codec.encode(data.source)
     else:
         data_source = point.data["run"]["data_source"]
+        check_unchanged(data_source, data.source)  # an images run re-derives its task: its own message
         require_same_data(data_source, data.source, f"cannot resume {point.run_dir}")
     return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "versions": versions()}
 
@@ -398,7 +401,7 @@ def load_data(cfg: RunConfig, device: torch.device) -> TaskData:
         block = getattr(host_config(cfg.host), "block_size", None)
     return load_task(cfg.task, device=device, data_dir=cfg.data_dir, data_seed=cfg.data_seed,
                      train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer, block_size=block,
-                     text_column=cfg.text_column)
+                     text_column=cfg.text_column, images=ImageOptions.of(cfg) if cfg.task == IMAGES_TASK else None)
 
 
 def merge_resume(saved: RunConfig, flags: RunConfig, resumable: tuple[str, ...]) -> RunConfig:

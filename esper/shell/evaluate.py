@@ -3,10 +3,14 @@
 import json
 from pathlib import Path
 
-from esper.core.tasks import TASKS
+from esper.core.tasks import DATA_TASKS, TASKS
 from esper.shell.checkpoint import load_model_checkpoint, read_checkpoint
+from esper.shell.data.budget import data_budget_bytes
 from esper.shell.data.errors import DataError
 from esper.shell.data.hf import local_only
+from esper.shell.data.image_folder import ImageOptions
+from esper.shell.data.image_source import nbytes
+from esper.shell.data.images_task import check_unchanged, plan_images
 from esper.shell.data.loading import load_task
 from esper.shell.data.source import require_same_data
 from esper.shell.driver import load_data, resolve_device
@@ -14,7 +18,7 @@ from esper.shell.epoch import validate
 from esper.shell.nets.hosts import host_config
 from esper.shell.rl.runner import FORMAT as RL_FORMAT
 from esper.shell.run_checkpoint import ResumePoint, load_run_checkpoint, resolve_checkpoint
-from esper.shell.run_config import resolve
+from esper.shell.run_config import RunConfig, resolve
 
 
 def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -> dict[str, object]:
@@ -27,6 +31,7 @@ def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -
     cfg = resolve(ResumePoint(path, data).config_values(), {"data_dir": data_dir} if data_dir else {})
     dev = resolve_device(device)
     task = load_data(cfg, dev)  # the run's own data: its seed, subset, tokenizer and block size
+    check_unchanged(data["run"]["data_source"], task.source)  # an images run: the same data and task
     require_same_data(data["run"]["data_source"], task.source, f"cannot evaluate {path}")
     loaded = load_model_checkpoint(data["model"], device=dev)
     sums = validate(loaded.model, task, [{}], batch_size=task.preset.eval_batch_size)
@@ -79,3 +84,31 @@ def list_tasks() -> None:
             except DataError as exc:
                 found = f"missing: {exc}"
         print(f"{name:<14} {preset.topology:<12} {params:>12,} params  {preset.epochs:>3} epochs  {found}")
+    for name in DATA_TASKS:
+        print(f"{name:<14} {'cnn':<12} {'derived':>12}         {DATA_TASKS[name].epochs:>3} epochs  from your data: "
+              f"esper-run tasks --data-dir DIR (docs/runtime.md §5.5)")
+
+
+def describe_images(cfg: RunConfig) -> None:
+    """What `--task images` finds in the config's data, without decoding it: classes, images per class
+    and split, image sizes, the derived input and host, and the data path a run on its device takes."""
+    plan = plan_images(ImageOptions.of(cfg), data_seed=cfg.data_seed, train_size=cfg.train_size,
+                       val_size=cfg.val_size)
+    record = plan.record
+    n_blocks, pools = record.host_blocks
+    params = host_config("cifar10", input_shape=record.input_shape, n_classes=len(record.classes),
+                         n_blocks=n_blocks, pool_layers=pools).param_count()
+    size = sum(nbytes(source) for source in (plan.train, plan.heldout))
+    device = resolve_device(cfg.device)
+    budget = data_budget_bytes(device)
+    print(f"images from {plan.id_or_path} ({plan.kind}): {len(record.classes)} classes; train split "
+          f"{record.train_split}; held out: {record.heldout}")
+    print(f"  {'class':<20} {'train':>8} {'held-out':>9}")
+    for k, name in enumerate(record.classes):
+        print(f"  {name:<20} {record.counts['train'][k]:>8,} {record.counts['heldout'][k]:>9,}")
+    print(f"  {'total':<20} {sum(record.counts['train']):>8,} {sum(record.counts['heldout']):>9,}")
+    print("  training image sizes: " + ", ".join(f"{hw} ({n:,})" for hw, n in record.sizes.items()))
+    print(f"  input {'×'.join(map(str, record.input_shape))}: {record.size_rule}; {record.channel_rule}")
+    print(f"  host: cnn, {n_blocks} blocks, {pools} pools, {params:,} params at width 8")
+    path = "resident" if size <= budget else "streamed"
+    print(f"  decoded {size / 2**20:,.1f} MiB; data budget on {device} {budget / 2**20:,.0f} MiB: {path}")

@@ -56,6 +56,14 @@ class RunConfig:
     train_batches: int | None = attrs.field(default=None, metadata=_section("data"))
     tokenizer: str = attrs.field(default="auto", metadata=_section("data"))
     text_column: str = attrs.field(default="text", metadata=_section("data"))  # --task text, a saved dataset
+    # --task images (esper.shell.data.images_task): a folder or saved dataset at data_dir, or `dataset`
+    # from the HF cache; which columns and splits; the input size and channel rule (None: derived)
+    dataset: str | None = attrs.field(default=None, metadata=_section("data"))
+    image_column: str | None = attrs.field(default=None, metadata=_section("data"))
+    label_column: str | None = attrs.field(default=None, metadata=_section("data"))
+    split: str | None = attrs.field(default=None, metadata=_section("data"))
+    image_size: int | None = attrs.field(default=None, metadata=_section("data"))
+    channels: int | None = attrs.field(default=None, metadata=_section("data"))
     # [optim]
     batch_size: int | None = attrs.field(default=None, metadata=_section("optim"))
     optimizer: str | None = attrs.field(default=None, metadata=_section("optim"))
@@ -139,13 +147,16 @@ def _violations(c: RunConfig) -> list[str]:
          f"--compile {c.compile} needs one rank (data-parallel runs train eagerly); use --compile off or auto"),
         one_of("reward", ("shaped", "sparse", "minimal")),
         one_of("tokenizer", ("auto", "gpt2", "bpe")),
+        one_of("channels", (None, 1, 3)),
+        *_image_rules(c),
         one_of("optimizer", (None, "sgd", "adamw")),
         one_of("lr_schedule", (None, *SCHEDULES)),
         one_of("germination", (None, *GERMINATION_MODES)),
         one_of("telemetry_level", ("off", "minimal", "normal", "debug")),
         one_of("profile", ("minimal", "standard", "diagnostic", "research")),
         *(positive(n) for n in ("epochs", "train_size", "val_size", "train_batches", "batch_size",
-                                "host_width", "checkpoint_every", "keep_checkpoints", "n_envs", "episodes", "nproc")),
+                                "host_width", "checkpoint_every", "keep_checkpoints", "n_envs", "episodes", "nproc",
+                                "image_size")),
         *(non_negative(n) for n in ("seed", "data_seed", "max_seeds", "max_rollbacks",
                                     "plateau_epochs", "min_germinate_epoch")),
         *(finite_positive(n) for n in ("host_lr", "seed_lr", "dist_timeout")),
@@ -160,6 +171,16 @@ def _violations(c: RunConfig) -> list[str]:
          f"static_seeds entries must be SLOT:BLUEPRINT, got {list(c.static_seeds)}"),
     ]
     return [message for ok, message in rules if not ok]
+
+
+def _image_rules(c: RunConfig) -> list[tuple[bool, str]]:
+    """--task images' keys (docs/runtime.md §5.5): split names, and no image setting on another task."""
+    return [
+        (c.task == "images" or (c.image_column, c.image_size, c.channels) == (None, None, None),
+         "--image-column, --image-size and --channels need --task images"),
+        (c.split is None or 1 <= len(csv_list(c.split)) <= 2,
+         f"split must be TRAIN or TRAIN,HELDOUT (split names), got {c.split!r}"),
+    ]
 
 
 # --- the flag table -----------------------------------------------------------------------
@@ -204,6 +225,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--train-batches",), "train_batches", int, "cap training batches per epoch"),
     Flag(("--tokenizer",), "tokenizer", str, "text tokenizer", ("auto", "gpt2", "bpe")),
     Flag(("--text-column",), "text_column", str, "--task text: the text column of a save_to_disk dataset"),
+    # --task images (docs/runtime.md §5.5)
+    Flag(("--dataset",), "dataset", str, "images: a dataset in the Hugging Face cache (cache only, no download)"),
+    Flag(("--image-column",), "image_column", str, "images: the image column (default image or img)"),
+    Flag(("--label-column",), "label_column", str, "images: the label column (default label or labels)"),
+    Flag(("--split",), "split", str, "images: TRAIN or TRAIN,HELDOUT split names (default train; "
+         "validation, val or test held out, else a stratified 10 %)"),
+    Flag(("--image-size",), "image_size", int, "images: resize the short side to S, centre-crop S×S "
+         "(default: the images' size when all agree, else the median short side)"),
+    Flag(("--channels",), "channels", int, "images: convert every image to 1 (grey) or 3 (RGB) channels; "
+         "needed when they mix"),
     Flag(("--batch-size",), "batch_size", int, "training batch size; default: the preset's"),
     Flag(("--optimizer",), "optimizer", str, "optimizer kind; default: the preset's", ("sgd", "adamw")),
     Flag(("--host-lr",), "host_lr", float, "host learning rate; default: the preset's"),

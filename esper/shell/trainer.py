@@ -165,7 +165,8 @@ class Trainer:
         """The host (its own init stream; dropout from the run's generator) in an empty model."""
         cfg, preset = self.cfg, self.preset
         host = host_for(cfg.host or preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")),
-                        dropout_generator=self.dropout_gen, **host_overrides(self.data, cfg.host_width))
+                        dropout_generator=self.dropout_gen,
+                        **host_overrides(self.data, cfg.host_width, host_given=cfg.host is not None))
         if preset.topology != host.config.KIND:
             raise ConfigError(f"host {cfg.host} is a {host.config.KIND} host; task {preset.name} needs a "
                               f"{preset.topology} host")
@@ -415,11 +416,17 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 WIDTH_KEY = {"cnn": "width", "transformer": "d_model"}  # the host config field --host-width sets
 
 
-def host_overrides(data: TaskData, width: int | None) -> dict[str, int]:
-    """--host-width, and for text the tokenizer's real vocabulary (8,192 for a local BPE)."""
-    out: dict[str, int] = {}
+def host_overrides(data: TaskData, width: int | None, *, host_given: bool = False) -> dict[str, Any]:
+    """--host-width, and for text the tokenizer's real vocabulary (8,192 for a local BPE); a task
+    derived from the data (`--task images`) gives its input shape and classes, and its blocks unless
+    --host names the host."""
+    out: dict[str, Any] = {}
     if data.preset.topology == "transformer":
         out["vocab_size"] = data.n_classes
+    if data.preset.host_blocks is not None:
+        out.update(input_shape=data.preset.input_shape, n_classes=data.preset.n_classes)
+        if not host_given:
+            out.update(n_blocks=data.preset.host_blocks[0], pool_layers=data.preset.host_blocks[1])
     if width is not None:
         out[WIDTH_KEY[data.preset.topology]] = width
     return out

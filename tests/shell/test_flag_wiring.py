@@ -32,6 +32,8 @@ VALUES = {
     "n_envs": ("4", 4), "episodes": ("16", 16), "reward": ("sparse", "sparse"), "policy": ("runs/x", "runs/x"),
     "wandb_project": ("growth", "growth"), "wandb_entity": ("lab", "lab"),
     "text_column": ("body", "body"),
+    "dataset": ("user/pets", "user/pets"), "image_column": ("photo", "photo"), "label_column": ("kind", "kind"),
+    "split": ("train,test", "train,test"), "image_size": ("48", 48), "channels": ("1", 1),
 }
 
 
@@ -63,9 +65,12 @@ def test_each_flag_changes_its_key(flag):
         argv += ["--controller", "static"]
     if flag.key == "policy":
         argv += ["--controller", "ppo"]
+    if flag.key in ("image_column", "image_size", "channels"):
+        argv += ["--task", "images"]
     cfg = _cfg(*argv)
     assert getattr(cfg, flag.key) == expected != default
-    others = {k: getattr(cfg, k) for k in field_names() if k not in (flag.key, "controller")}
+    needed = ("controller", "task") if flag.key in ("image_column", "image_size", "channels") else ("controller",)
+    others = {k: getattr(cfg, k) for k in field_names() if k not in (flag.key, *needed)}
     assert others == {k: getattr(RunConfig(), k) for k in others}, "a flag changed another key"
 
 
@@ -97,7 +102,8 @@ NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size",
                     "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic", "rl",
                     "nproc", "dist_timeout",  # the driver's (tests/shell/dist)
                     "wandb", "wandb_project", "wandb_entity",
-                    "text_column"}  # --task text's loader (tests/shell/data/test_text_files.py)
+                    "text_column",  # --task text's loader (tests/shell/data/test_text_files.py)
+                    "dataset", "image_column", "label_column", "split", "image_size", "channels"}  # --task images
 
 
 @pytest.mark.parametrize("controller", ["heuristic", "static"])

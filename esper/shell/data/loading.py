@@ -11,15 +11,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from esper.core.tasks import TaskPreset, task_preset
+from esper.core.tasks import IMAGES_TASK, TaskPreset, task_preset
 from esper.shell.data import cifar, fashion_mnist, synth_images, synth_stories, text_files, tinystories
 from esper.shell.data.augment import ImageTransform
 from esper.shell.data.errors import DataError
+from esper.shell.data.image_folder import ImageOptions
+from esper.shell.data.images_task import load_images_task
 from esper.shell.data.raw import RawImages
 from esper.shell.data.source import DataSource, Normalisation, TokenizerInfo, arrays_sha256, text_sha256
+from esper.shell.data.subset import subset_indices
 from esper.shell.data.taskdata import TaskData
 
-_SUBSET_STREAM = 3  # SeedSequence([data_seed, 3, split]) draws the subset permutations
 _IMAGE_LOADERS = {"fashion-mnist": fashion_mnist.load_fashion_mnist, "cifar10": cifar.load_cifar10,
                   "cifar10-deep": cifar.load_cifar10}
 BYTES_TOKENIZER = TokenizerInfo(kind="bytes", vocab=256, sha256=text_sha256("bytes/v1"),
@@ -28,12 +30,17 @@ BYTES_TOKENIZER = TokenizerInfo(kind="bytes", vocab=256, sha256=text_sha256("byt
 
 def load_task(name: str, *, device: torch.device | str, data_dir: Path | str | None = None,
               data_seed: int = 0, train_size: int | None = None, val_size: int | None = None,
-              tokenizer: str = "auto", block_size: int | None = None, text_column: str = "text") -> TaskData:
+              tokenizer: str = "auto", block_size: int | None = None, text_column: str = "text",
+              images: ImageOptions | None = None) -> TaskData:
     """The data of task `name` on `device`. `block_size` (text only) overrides the preset's window
-    length, e.g. for a smaller test host; `text_column` is `--task text`'s column of a saved dataset.
-    Raises `DatasetNotFound` / `DataError` (user errors)."""
+    length, e.g. for a smaller test host; `text_column` is `--task text`'s column of a saved dataset;
+    `images` says where and how `--task images` finds its data. Raises `DatasetNotFound` / `DataError`
+    (user errors)."""
     preset = task_preset(name)
     target = torch.device(device)
+    if name == IMAGES_TASK:
+        options = images if images is not None else ImageOptions(data_dir=None if data_dir is None else str(data_dir))
+        return load_images_task(options, device=target, data_seed=data_seed, train_size=train_size, val_size=val_size)
     folder = None if data_dir is None else Path(data_dir).expanduser()
     if preset.modality == "images":
         return _image_task(preset, target, folder, data_seed, train_size, val_size)
@@ -43,17 +50,6 @@ def load_task(name: str, *, device: torch.device | str, data_dir: Path | str | N
     if preset.name == "text":  # a derived task: its vocabulary and window length come from the data
         preset = text_files.derived_preset(preset, raw.tokenizer, block)
     return _text_task(preset, target, raw, data_seed, train_size, val_size, block)
-
-
-def subset_indices(n: int, wanted: int | None, data_seed: int, split: int, flag: str) -> Tensor | None:
-    """Sorted indices of the first `wanted` of a fixed permutation of range(n); None keeps all."""
-    if wanted is None:
-        return None
-    if not 1 <= wanted <= n:
-        raise DataError(f"{flag} {wanted} is outside 1…{n}, the size of that split")
-    word = np.random.SeedSequence([data_seed, _SUBSET_STREAM, split]).generate_state(1, np.uint64)[0]
-    generator = torch.Generator().manual_seed(int(word))
-    return torch.randperm(n, generator=generator)[:wanted].sort().values
 
 
 # --- images ----------------------------------------------------------------------------------

@@ -44,6 +44,23 @@ class TokenizerInfo:
 
 
 @attrs.frozen(kw_only=True)
+class ImageRecord:
+    """What `--task images` derived from the data (docs/runtime.md §5.5), so a resume, `evaluate`
+    and a reader see the same task: classes, input size and channels and the rules that chose them,
+    where the held-out split came from, images per class and split, the host's blocks."""
+
+    classes: tuple[str, ...] = attrs.field(converter=tuple)
+    input_shape: tuple[int, int, int] = attrs.field(converter=tuple)  # (C, H, W)
+    size_rule: str
+    channel_rule: str
+    sizes: dict[str, int]  # the training images' sizes found, "H×W": count (the 8 most common)
+    train_split: str
+    heldout: str  # "split NAME", or "stratified 10 % of NAME, data seed S"
+    counts: dict[str, tuple[int, ...]]  # "train" / "heldout" → images per class
+    host_blocks: tuple[int, int] = attrs.field(converter=tuple)  # the CNN host's (n_blocks, pool_layers)
+
+
+@attrs.frozen(kw_only=True)
 class DataSource:
     """Where a run's data came from and what exactly it was."""
 
@@ -57,6 +74,7 @@ class DataSource:
     subset: bool
     normalisation: Normalisation | None = None
     tokenizer: TokenizerInfo | None = None
+    images: ImageRecord | None = None  # --task images: what was derived from the data
 
 
 def require_same_data(recorded: Mapping[str, object], source: DataSource, what: str) -> None:

@@ -1,4 +1,4 @@
-"""`--task text --data-dir DIR` (docs/runtime.md §5.5): the user's own text on tinystories' path.
+"""`--task text --data-dir DIR` (docs/runtime.md §5.6): the user's own text on tinystories' path.
 
 DIR is one of
 - a folder of `.txt` files. Its splits are those `datasets` itself resolves from a data folder
@@ -16,7 +16,7 @@ Held-out split: the given one (validation, else test). Without one, `ceil(10 %)`
 
 Tokens as tinystories (`tinystories.tokenised`): EOS after each non-empty document; window k of a
 split holds tokens t = k·block … k·block + block, input x_t = token[t], target y_t = token[t + 1].
-The task's preset is `DERIVED_TASKS["text"]` with the tokenizer's vocabulary and the window length.
+The task's preset is `DATA_TASKS["text"]` with the tokenizer's vocabulary and the window length.
 """
 
 import math

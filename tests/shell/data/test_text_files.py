@@ -1,4 +1,4 @@
-"""`--task text --data-dir DIR` (docs/runtime.md §5.5): the layouts it reads, the derived preset, the
+"""`--task text --data-dir DIR` (docs/runtime.md §5.6): the layouts it reads, the derived preset, the
 held-out rules and the bad-data errors, on small folders written here."""
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from esper.core.tasks import DERIVED_TASKS
+from esper.core.tasks import DATA_TASKS
 from esper.shell.data import DataError, DatasetNotFound, load_task, text_files
 from esper.shell.data import synth_stories as ss
 
@@ -34,7 +34,7 @@ def test_a_flat_folder_trains_on_drawn_files_with_a_preset_derived_from_the_toke
     folder = write_folder(tmp_path / "flat")
     (folder / "notes.md").write_text("not a text file of the corpus")
     data = load(folder)
-    template = DERIVED_TASKS["text"]
+    template = DATA_TASKS["text"]
     tokenizer = data.source.tokenizer
     assert tokenizer is not None and tokenizer.kind == "bpe" and data.preset.name == "text"
     assert data.preset.n_classes == tokenizer.vocab == data.n_classes != template.n_classes
@@ -56,7 +56,7 @@ def test_the_text_template_agrees_with_its_host_and_is_a_known_task() -> None:
 
     template = task_preset("text")
     host = host_config(template.host)
-    assert template is DERIVED_TASKS["text"] and "text" not in TASKS
+    assert template is DATA_TASKS["text"] and "text" not in TASKS
     assert (host.block_size, host.vocab_size) == (template.block_size, template.n_classes)
     assert (template.modality, template.topology, template.size_unit) == ("text", "transformer", "windows")
 
