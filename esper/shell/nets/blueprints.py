@@ -298,18 +298,31 @@ def build_blueprint(topology: str, name: str, dim: int, generator: torch.Generat
 
 
 def build_extension(catalogue: Catalogue, name: str, dim: int, generator: torch.Generator) -> nn.Module:
-    """Build a user blueprint of `catalogue` from its builder, on `generator.device`.
-
-    The builder runs under a forked CPU RNG seeded from one draw of `generator`, so equal
-    generator states give equal modules. Raises like `build_blueprint`; a builder that returns
-    no `nn.Module` raises `HostCatalogueMismatch`.
-    """
+    """Build a user blueprint of `catalogue` from its builder (`construct_extension`), its parameter
+    count checked against the formula like `build_blueprint`."""
     spec = catalogue.spec(name)
     dim = operator.index(dim)
-    if spec.build is None:
-        raise HostCatalogueMismatch(f"{catalogue.topology} blueprint {name!r} is built in, not an extension")
     if not spec.fits(dim):
         raise ValueError(f"{catalogue.topology} blueprint {name!r} does not fit dim {dim}")
+    module = construct_extension(catalogue, name, dim, generator)
+    count = sum(p.numel() for p in module.parameters())
+    if count != spec.params(dim):
+        raise HostCatalogueMismatch(
+            f"{catalogue.topology} blueprint {name!r} at dim {dim}: {count} parameters, formula {spec.params(dim)}"
+        )
+    return module
+
+
+def construct_extension(catalogue: Catalogue, name: str, dim: int, generator: torch.Generator) -> nn.Module:
+    """Run a user blueprint's builder at `dim` and move the module to `generator.device`.
+
+    The builder runs under a forked CPU RNG seeded from one draw of `generator`, so equal
+    generator states give equal modules. A builder that returns no `nn.Module` raises
+    `HostCatalogueMismatch`.
+    """
+    spec = catalogue.spec(name)
+    if spec.build is None:
+        raise HostCatalogueMismatch(f"{catalogue.topology} blueprint {name!r} is built in, not an extension")
     seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -317,10 +330,4 @@ def build_extension(catalogue: Catalogue, name: str, dim: int, generator: torch.
     if not isinstance(module, nn.Module):
         raise HostCatalogueMismatch(f"blueprint {name!r}: the builder returned {type(module).__name__}, "
                                     f"not an nn.Module")
-    module.to(generator.device)
-    count = sum(p.numel() for p in module.parameters())
-    if count != spec.params(dim):
-        raise HostCatalogueMismatch(
-            f"{catalogue.topology} blueprint {name!r} at dim {dim}: {count} parameters, formula {spec.params(dim)}"
-        )
-    return module
+    return module.to(generator.device)
