@@ -1,4 +1,4 @@
-"""Your own blueprint (docs/lifecycle.md §6.5): a catalogue extension checked against the built-in contract.
+"""Your own blueprint (docs/lifecycle.md §6.6): a catalogue extension checked against the built-in contract.
 
 `register(catalogue, name, build, params, fits, host=, sample=)` returns
 `catalogue.with_blueprint(...)` once the blueprint meets, at every slot of the probe `host` whose

@@ -1,4 +1,4 @@
-"""The mlp catalogue and `Catalogue.with_blueprint` (docs/lifecycle.md §6.3, §6.5): pure, explicit extension."""
+"""The mlp catalogue and `Catalogue.with_blueprint` (docs/lifecycle.md §6.5, §6.6): pure, explicit extension."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from esper.core.catalogue import TOPOLOGIES, Catalogue, ValidationTable, catalog
 from esper.core.errors import ConfigError, UnknownBlueprintError
 from esper.shell.nets.blueprints import build_blueprint
 
-MLP_TABLE = {  # D = 16, 64: by hand from the formulas of §6.3
+MLP_TABLE = {  # D = 16, 64: by hand from the formulas of §6.5
     "noop": (0, 0),
     "norm": (33, 129),
     "lora": (256, 1024),

@@ -1,4 +1,4 @@
-"""Your own blueprint (docs/lifecycle.md §6.5): registration checks the built-in contract on a probe host,
+"""Your own blueprint (docs/lifecycle.md §6.6): registration checks the built-in contract on a probe host,
 refuses each broken clause in one line, and the extended catalogue grows the blueprint in a model."""
 
 import pytest
