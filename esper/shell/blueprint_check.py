@@ -57,7 +57,7 @@ def register(catalogue: Catalogue, name: str, build: Callable[[int], nn.Module],
 
 def check_blueprint(catalogue: Catalogue, name: str, host: Host, sample: Tensor) -> None:
     """Raise `BlueprintRefused` unless extension `name` of `catalogue` meets every clause of `CHECKS`."""
-    if host.config.KIND != catalogue.topology:
+    if catalogue.topology != host.config.KIND:
         raise ConfigError(f"a {catalogue.topology} catalogue cannot be checked on a {host.config.KIND} host")
     spec = catalogue.spec(name)
     fitting = [slot for slot in host.slot_specs if spec.fits(slot.dim)]
@@ -193,7 +193,7 @@ def _clause(name: str, check: str, where: str) -> Iterator[None]:
         yield
     except BlueprintRefused:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is a refusal, reported in one line
+    except Exception as exc:  # any failure of user code is a refusal, reported in one line
         raise BlueprintRefused(name, check, where, f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -53,7 +53,7 @@ class StackHostConfig:
                                   f"{len(self.slots)} slots")
 
     @property
-    def KIND(self) -> str:  # noqa: N802 - the name every host config answers to (MorphogeneticModel reads it)
+    def KIND(self) -> str:  # the name every host config answers to (MorphogeneticModel reads it)
         return self.kind
 
     def slot_specs(self) -> tuple[SlotSpec, ...]:

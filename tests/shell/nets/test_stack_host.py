@@ -99,7 +99,7 @@ def test_bad_layouts_raise(slots, match):
 
 
 def test_slots_on_mixed_features_raise_naming_them():
-    stem, blocks, head = _cnn_parts()
+    stem, blocks, _ = _cnn_parts()
     flat = [*blocks, nn.Flatten(1), nn.Linear(16 * 49, 16)]
     with pytest.raises(HostConfigError, match="one kind of feature"):
         host_from_stack(flat, {"conv": 0, "flat": 4}, sample=torch.randn(2, 1, 14, 14), stem=stem)
