@@ -149,3 +149,20 @@ def test_a_preset_host_is_a_probe_host_too():
 
     catalogue = register(catalogue_for("cnn"), "scale", ChannelScale, lambda c: c, host=host, sample=x)
     assert catalogue.names[-1] == "scale"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_blueprint_registers_and_grows_on_a_cuda_host_with_the_cpu_init():
+    host, x = _probe_host()
+    host, x = host.cuda(), x.cuda()
+    catalogue = register(catalogue_for("mlp"), "scale", Scale, lambda d: d, host=host, sample=x)
+    model = MorphogeneticModel(host, run_seed=0, lifecycle=PATIENT, catalogue=catalogue)
+    state = seeded(model, "late", "scale")
+    model.sync_to(state)
+    module = model.slot("late").module
+    cpu = build_extension(catalogue, "scale", 32, seed_generator(0, 0, 0, 1, state.slot("late").germinations))
+    assert module.w.device.type == "cuda" and torch.equal(module.w.cpu(), cpu.w)
+    model.train()
+    model(x).sum().backward()
+    assert module.w.grad is not None and module.w.grad.device.type == "cuda"
