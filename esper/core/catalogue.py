@@ -1,18 +1,26 @@
 """The blueprint catalogue as data (docs/lifecycle.md §6): names, parameter formulas, constraints.
 
 A catalogue is a frozen value built by `catalogue_for(topology)`; there is no global registry.
-The modules themselves live in `esper.shell.nets.blueprints`, whose tests pin each module's
+The built-in modules live in `esper.shell.nets.blueprints`, whose tests pin each module's
 parameter count to the formula here. The blueprint action head indexes `germinable`
 (every entry but `noop`).
+
+`Catalogue.with_blueprint` extends a catalogue explicitly: it returns a new frozen catalogue whose
+last entry carries its own builder `dim -> module`. The core keeps that builder opaque (it never
+calls it and never imports the shell); `esper.shell.nets.blueprint_check.register` checks the
+contract on a probe host before handing the extended catalogue out.
 """
 
+import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
 from esper.core.errors import ConfigError, UnknownBlueprintError
 
-TOPOLOGIES = ("cnn", "transformer")
+TOPOLOGIES = ("cnn", "transformer", "mlp")
+BLUEPRINT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 @attrs.frozen
@@ -21,6 +29,8 @@ class BlueprintSpec:
     name: str
     params: Callable[[int], int]  # parameter count at slot dim C (channels) or D (width)
     constraint: Callable[[int], bool] = attrs.field(factory=lambda: _positive)
+    # A user blueprint's builder dim -> module (opaque here); None: the shell's built-in module.
+    build: Callable[[int], Any] | None = None
 
     def fits(self, dim: int) -> bool:
         return self.constraint(dim)
@@ -58,6 +68,16 @@ def _transformer_entries() -> tuple[BlueprintSpec, ...]:
     )
 
 
+def _mlp_entries() -> tuple[BlueprintSpec, ...]:
+    """Flat features (N, D): the transformer's per-token modules applied per sample."""
+    return (
+        BlueprintSpec(0, "noop", lambda d: 0),
+        BlueprintSpec(1, "norm", lambda d: 2 * d + 1),
+        BlueprintSpec(2, "lora", lambda d: 16 * d),
+        BlueprintSpec(3, "mlp", lambda d: 8 * d * d + 7 * d),
+    )
+
+
 @attrs.frozen
 class Catalogue:
     topology: str
@@ -88,9 +108,27 @@ class Catalogue:
                 return k
         raise UnknownBlueprintError(self.topology, name, tuple(e.name for e in self.germinable))
 
+    def with_blueprint(self, name: str, build: Callable[[int], Any], params: Callable[[int], int],
+                       fits: Callable[[int], bool] | None = None) -> "Catalogue":
+        """A new catalogue with `name` appended (germinable index = its position among germinables).
+
+        `build(dim)` makes the seed's delta module δ (zero at birth: s(h) = h + δ(h)), `params(dim)`
+        its parameter count, `fits(dim)` whether it may grow at a slot of that dim (default: dim ≥ 1).
+        Only the names and callables are checked here; the module contract is checked by the shell.
+        """
+        if not isinstance(name, str) or not BLUEPRINT_NAME.fullmatch(name):
+            raise ConfigError(f"blueprint name {name!r} does not match [a-z][a-z0-9_]*")
+        if name in self.names:
+            raise ConfigError(f"{self.topology} catalogue already has a blueprint {name!r}")
+        for role, value in (("build", build), ("params", params), ("fits", fits)):
+            if value is not None and not callable(value):
+                raise ConfigError(f"blueprint {name!r}: {role} must be callable, got {value!r}")
+        spec = BlueprintSpec(len(self.entries), name, params, fits or _positive, build)
+        return Catalogue(self.topology, (*self.entries, spec))
+
 
 # Built once, so that two catalogues of one topology compare equal (their formulas are shared).
-_ENTRIES = {"cnn": _cnn_entries(), "transformer": _transformer_entries()}
+_ENTRIES = {"cnn": _cnn_entries(), "transformer": _transformer_entries(), "mlp": _mlp_entries()}
 
 
 def catalogue_for(topology: str) -> Catalogue:

@@ -58,6 +58,9 @@ from esper.core.stages import LIVE, Stage
 
 CNN_ROTATION = ("conv_light", "conv_heavy", "attention", "norm", "depthwise", "bottleneck")
 TRANSFORMER_ROTATION = ("lora", "attention", "mlp", "norm")
+# Stack hosts with flat features (esper.shell.nets.stack_host); not a config field, so the
+# records of cnn/transformer runs are unchanged.
+MLP_ROTATION = ("lora", "mlp", "norm")
 NO_PENALTY_CULLS = frozenset({"governor_rollback"})
 # The input each live stage's rows read (M0).
 _INPUT_FOR = {Stage.TRAINING: "shadow_gain", Stage.BLENDING: "contribution",
@@ -128,6 +131,8 @@ class HeuristicConfig:
             return self.cnn_rotation
         if topology == "transformer":
             return self.transformer_rotation
+        if topology == "mlp":
+            return MLP_ROTATION
         raise ConfigError(f"heuristic config: no rotation for topology {topology!r}")
 
 

@@ -34,7 +34,7 @@ from esper.core.events import Event, HostDestabilised, HostStabilised
 
 # Plateau gain per task family (docs/runtime.md §5.1): image presets use the CNN hosts, LM presets
 # the transformer hosts.
-PLATEAU_MIN_GAIN = {"cnn": 0.005, "transformer": 0.002}
+PLATEAU_MIN_GAIN = {"cnn": 0.005, "transformer": 0.002, "mlp": 0.005}  # mlp: flat-input classifiers
 STRUCTURE_CHANGES = ("fossilized", "rollback")
 _REL_FLOOR = 1e-8  # keeps `rel` finite when the previous loss is 0
 

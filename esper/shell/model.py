@@ -28,7 +28,7 @@ from esper.core.errors import ConfigError, HostCatalogueMismatch, HostConfigErro
 from esper.core.lifecycle import ParamCounts
 from esper.core.seed import LifecycleState, SlotSpec, SlotState
 from esper.core.stages import HAS_MODULE, Stage
-from esper.shell.nets.blueprints import build_blueprint
+from esper.shell.nets.blueprints import build_blueprint, build_extension
 from esper.shell.nets.host_base import Host
 from esper.shell.variant_tree import VariantTree, on_device, run_tree, variant_tree
 
@@ -63,8 +63,9 @@ class StructureChange:
 
 
 def probe_shape(topology: str, spec: SlotSpec) -> tuple[int, ...]:
-    """The probe a blueprint must map to itself: (2, C, H, W) at the slot's real size, or (2, 8, D)."""
-    if topology == "cnn":
+    """The probe a blueprint must map to itself: (2, C, H, W) at the slot's real size, (2, D) for
+    flat features, or (2, 8, D)."""
+    if topology in ("cnn", "mlp"):
         return (2, *spec.feature_shape)
     return (2, TRANSFORMER_PROBE_LENGTH, spec.dim)
 
@@ -100,7 +101,7 @@ def _probe(catalogue: Catalogue, spec: SlotSpec, name: str) -> bool:
     where = f"slot {spec.name} (dim {spec.dim}), {catalogue.topology} blueprint {name!r}"
     generator = torch.Generator().manual_seed(VALIDATION_SEED)
     try:
-        module = build_blueprint(catalogue.topology, name, spec.dim, generator)
+        module = build_module(catalogue, name, spec.dim, generator)
     except (HostCatalogueMismatch, ValueError) as exc:
         raise HostCatalogueMismatch(f"{where}: {exc}") from exc
     probe = torch.randn(probe_shape(catalogue.topology, spec), generator=generator)
@@ -115,6 +116,13 @@ def _probe(catalogue: Catalogue, spec: SlotSpec, name: str) -> bool:
     if count != formula:
         raise HostCatalogueMismatch(f"{where}: {count} parameters, formula {formula}")
     return True
+
+
+def build_module(catalogue: Catalogue, name: str, dim: int, generator: torch.Generator) -> nn.Module:
+    """A seed module of `catalogue`: a built-in one from `blueprints`, an extension from its builder."""
+    if catalogue.spec(name).build is None:
+        return build_blueprint(catalogue.topology, name, dim, generator)
+    return build_extension(catalogue, name, dim, generator)
 
 
 def seed_generator(run_seed: int, episode: int, env_index: int, slot_index: int,
@@ -301,7 +309,7 @@ class MorphogeneticModel(nn.Module):
         assert seed is not None  # _sync_slot builds only for seeds with a module
         generator = seed_generator(self.run_seed, self.episode, self.env_index, target.index,
                                    target.germinations)
-        module = build_blueprint(self.topology, seed.blueprint, seed.dim, generator)
+        module = build_module(self.catalogue, seed.blueprint, seed.dim, generator)
         count = sum(p.numel() for p in module.parameters())
         if count != seed.n_params:
             raise SyncError(f"slot {target.slot_id}: {seed.blueprint} has {count} parameters, "

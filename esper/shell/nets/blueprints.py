@@ -9,9 +9,13 @@ materialised on the generator's device and initialised from the passed `torch.Ge
 PyTorch's default scheme for each layer type (the caller owns placement through the generator).
 Forwards read only the module's own parameters, so `torch.func.functional_call` works.
 
-`build_blueprint` is the one entry point: the name is looked up in the topology's catalogue
-(an unknown name raises `UnknownBlueprintError`, never a silent noop) and the built module's
-parameter count is checked against the catalogue formula.
+`build_blueprint` is the entry point for built-in blueprints: the name is looked up in the
+topology's catalogue (an unknown name raises `UnknownBlueprintError`, never a silent noop) and the
+built module's parameter count is checked against the catalogue formula. The `mlp` topology (flat
+features (N, D) of a stack host) reuses the transformer's per-token modules, which act on the last
+axis. `build_extension` builds a user blueprint (`Catalogue.with_blueprint`) from its own builder,
+under a CPU RNG forked and seeded from the generator, so the seed init stays a function of the
+generator and the global RNG is left as it was.
 """
 
 import operator
@@ -21,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esper.core.catalogue import catalogue_for, reduced_width
+from esper.core.catalogue import Catalogue, catalogue_for, reduced_width
 from esper.core.errors import HostCatalogueMismatch
 from esper.shell.nets.host_base import default_init_
 
@@ -245,6 +249,12 @@ _BUILDERS: dict[str, dict[str, Callable[[int], Delta]]] = {
         "attention": CausalSelfAttention,
         "mlp": MLP,
     },
+    "mlp": {
+        "noop": lambda d: Noop(),
+        "norm": LayerNormDelta,
+        "lora": LoRA,
+        "mlp": MLP,
+    },
 }
 
 
@@ -285,3 +295,39 @@ def build_blueprint(topology: str, name: str, dim: int, generator: torch.Generat
             f"{topology} blueprint {name!r} at dim {dim}: {count} parameters, formula {spec.params(dim)}"
         )
     return module
+
+
+def build_extension(catalogue: Catalogue, name: str, dim: int, generator: torch.Generator) -> nn.Module:
+    """Build a user blueprint of `catalogue` from its builder (`construct_extension`), its parameter
+    count checked against the formula like `build_blueprint`."""
+    spec = catalogue.spec(name)
+    dim = operator.index(dim)
+    if not spec.fits(dim):
+        raise ValueError(f"{catalogue.topology} blueprint {name!r} does not fit dim {dim}")
+    module = construct_extension(catalogue, name, dim, generator)
+    count = sum(p.numel() for p in module.parameters())
+    if count != spec.params(dim):
+        raise HostCatalogueMismatch(
+            f"{catalogue.topology} blueprint {name!r} at dim {dim}: {count} parameters, formula {spec.params(dim)}"
+        )
+    return module
+
+
+def construct_extension(catalogue: Catalogue, name: str, dim: int, generator: torch.Generator) -> nn.Module:
+    """Run a user blueprint's builder at `dim` and move the module to `generator.device`.
+
+    The builder runs under a forked CPU RNG seeded from one draw of `generator`, so equal
+    generator states give equal modules. A builder that returns no `nn.Module` raises
+    `HostCatalogueMismatch`.
+    """
+    spec = catalogue.spec(name)
+    if spec.build is None:
+        raise HostCatalogueMismatch(f"{catalogue.topology} blueprint {name!r} is built in, not an extension")
+    seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = spec.build(dim)
+    if not isinstance(module, nn.Module):
+        raise HostCatalogueMismatch(f"blueprint {name!r}: the builder returned {type(module).__name__}, "
+                                    f"not an nn.Module")
+    return module.to(generator.device)
