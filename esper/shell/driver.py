@@ -36,7 +36,9 @@ from esper.core.errors import ConfigError
 from esper.core.events import CheckpointSaved, Event
 from esper.core.tasks import task_preset
 from esper.shell.checkpoint import write_atomic
+from esper.shell.data.budget import data_budget_bytes
 from esper.shell.data.loading import load_task
+from esper.shell.data.streamed import LoaderSettings
 from esper.shell.data.taskdata import TaskData
 from esper.shell.dist import Ranks, bind_device, process_group
 from esper.shell.interrupt import signals_interrupt
@@ -199,6 +201,8 @@ def open_program(kind: "ProgramKind", cfg: RunConfig, device: torch.device, run_
     try:
         devices = kind.devices(device)
         data = [load_data(cfg, d) for d in devices]
+        if ranks.main:
+            print(data[0].path_line())
         record = run_record(cfg, data[0], point, run_id)
         opened = kind.open(cfg, data, devices, run_dir, record, stop_after, ranks), record
     except Exception as exc:
@@ -271,6 +275,7 @@ def require_config(run_dir: Path) -> None:
 def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id: str) -> dict[str, Any]:
     """The run's record (run id, config, data source, versions) that config.json and checkpoints carry."""
     data_source = codec.encode(data.source) if point is None else point.data["run"]["data_source"]
+    data_source = {**data_source, "path": data.path}  # this session's path (a resume may take the other)
     return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "versions": versions()}
 
 
@@ -384,7 +389,10 @@ def load_data(cfg: RunConfig, device: torch.device) -> TaskData:
     if cfg.host is not None and task_preset(cfg.task).modality == "text":
         block = getattr(host_config(cfg.host), "block_size", None)
     return load_task(cfg.task, device=device, data_dir=cfg.data_dir, data_seed=cfg.data_seed,
-                     train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer, block_size=block)
+                     train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer, block_size=block,
+                     data_budget=data_budget_bytes(device, cfg.data_budget),
+                     loader=LoaderSettings.auto(cfg.data_workers))
+
 
 
 def merge_resume(saved: RunConfig, flags: RunConfig, resumable: tuple[str, ...]) -> RunConfig:

@@ -36,7 +36,7 @@ from esper.shell.trainer import Trainer, TrainingDiverged
 
 RESUMABLE = ("epochs", "device", "precision", "compile", "telemetry_level", "profile", "events", "tensorboard",
              "wandb", "wandb_project", "wandb_entity", "progress", "checkpoint_every", "keep_checkpoints",
-             "dist_timeout")
+             "dist_timeout", "data_budget", "data_workers")  # the data path: speed and memory, not the numbers
 CHECKPOINT_EVERY = 5  # epochs between periodic checkpoints when --checkpoint-every is not given
 
 

@@ -23,6 +23,7 @@ from esper.core.heuristic import GERMINATION_MODES
 from esper.core.lr_schedule import SCHEDULES
 from esper.core.rl_config import RLConfig
 from esper.shell import rl_settings
+from esper.shell.data.budget import byte_size
 
 CONTROLLERS = ("heuristic", "static", "ppo")
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead")  # --compile (esper.shell.compiled)
@@ -55,6 +56,10 @@ class RunConfig:
     val_size: int | None = attrs.field(default=None, metadata=_section("data"))
     train_batches: int | None = attrs.field(default=None, metadata=_section("data"))
     tokenizer: str = attrs.field(default="auto", metadata=_section("data"))
+    # the data path (docs/runtime.md §5.5): bytes kept on the device (None: budget.DEFAULT_FRACTION of its free
+    # memory; 0: always stream) and the streamed path's DataLoader workers (None: auto)
+    data_budget: int | None = attrs.field(default=None, metadata=_section("data"))
+    data_workers: int | None = attrs.field(default=None, metadata=_section("data"))
     # [optim]
     batch_size: int | None = attrs.field(default=None, metadata=_section("optim"))
     optimizer: str | None = attrs.field(default=None, metadata=_section("optim"))
@@ -145,6 +150,7 @@ def _violations(c: RunConfig) -> list[str]:
         one_of("profile", ("minimal", "standard", "diagnostic", "research")),
         *(positive(n) for n in ("epochs", "train_size", "val_size", "train_batches", "batch_size",
                                 "host_width", "checkpoint_every", "keep_checkpoints", "n_envs", "episodes", "nproc")),
+        *(non_negative(n) for n in ("data_budget", "data_workers")),
         *(non_negative(n) for n in ("seed", "data_seed", "max_seeds", "max_rollbacks",
                                     "plateau_epochs", "min_germinate_epoch")),
         *(finite_positive(n) for n in ("host_lr", "seed_lr", "dist_timeout")),
@@ -201,6 +207,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--val-size",), "val_size", int, "use N held-out samples (marks the run as a subset)"),
     Flag(("--train-batches",), "train_batches", int, "cap training batches per epoch"),
     Flag(("--tokenizer",), "tokenizer", str, "text tokenizer", ("auto", "gpt2", "bpe")),
+    Flag(("--data-budget",), "data_budget", byte_size, "bytes of image data kept on the device, e.g. 2G (K/M/G/T = "
+         "2**10…); larger data streams through a DataLoader; 0: always stream; default: half its free memory"),
+    Flag(("--data-workers",), "data_workers", int, "DataLoader workers of the streamed path (0: none); default: auto"),
     Flag(("--batch-size",), "batch_size", int, "training batch size; default: the preset's"),
     Flag(("--optimizer",), "optimizer", str, "optimizer kind; default: the preset's", ("sgd", "adamw")),
     Flag(("--host-lr",), "host_lr", float, "host learning rate; default: the preset's"),

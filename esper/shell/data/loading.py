@@ -5,8 +5,10 @@ back into source order); `--val-size N` does the same for the held-out split; ei
 source `subset: true`. Sizes count images or windows.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 
+import attrs
 import numpy as np
 import torch
 from torch import Tensor
@@ -15,8 +17,10 @@ from esper.core.tasks import TaskPreset, task_preset
 from esper.shell.data import cifar, fashion_mnist, synth_images, synth_stories, tinystories
 from esper.shell.data.augment import ImageTransform
 from esper.shell.data.errors import DataError
+from esper.shell.data.image_source import ArraySource, ImageSource, nbytes
 from esper.shell.data.raw import RawImages
 from esper.shell.data.source import DataSource, Normalisation, TokenizerInfo, arrays_sha256, text_sha256
+from esper.shell.data.streamed import IN_PROCESS, LoaderSettings, StreamedSplits, read_rows
 from esper.shell.data.taskdata import TaskData
 
 _SUBSET_STREAM = 3  # SeedSequence([data_seed, 3, split]) draws the subset permutations
@@ -28,14 +32,18 @@ BYTES_TOKENIZER = TokenizerInfo(kind="bytes", vocab=256, sha256=text_sha256("byt
 
 def load_task(name: str, *, device: torch.device | str, data_dir: Path | str | None = None,
               data_seed: int = 0, train_size: int | None = None, val_size: int | None = None,
-              tokenizer: str = "auto", block_size: int | None = None) -> TaskData:
+              tokenizer: str = "auto", block_size: int | None = None, data_budget: int | None = None,
+              loader: LoaderSettings = IN_PROCESS) -> TaskData:
     """The data of task `name` on `device`. `block_size` (text only) overrides the preset's window
-    length, e.g. for a smaller test host. Raises `DatasetNotFound` / `DataError` (user errors)."""
+    length, e.g. for a smaller test host. Image splits larger than `data_budget` bytes (None: no
+    limit) stream through `loader` (`image_task_data`); text stays resident. Raises
+    `DatasetNotFound` / `DataError` (user errors)."""
     preset = task_preset(name)
     target = torch.device(device)
     folder = None if data_dir is None else Path(data_dir).expanduser()
     if preset.modality == "images":
-        return _image_task(preset, target, folder, data_seed, train_size, val_size)
+        task = _image_task(preset, folder, data_seed, train_size, val_size)
+        return image_task_data(*task, target, budget=data_budget, loader=loader)
     block = block_size or preset.block_size
     assert block is not None
     return _text_task(preset, target, folder, data_seed, train_size, val_size, tokenizer, block)
@@ -83,8 +91,9 @@ def _take(array: np.ndarray, index: Tensor | None) -> Tensor:
     return torch.from_numpy(np.require(chosen, requirements=["C", "W"]))
 
 
-def _image_task(preset: TaskPreset, device: torch.device, data_dir: Path | None, data_seed: int,
-                train_size: int | None, val_size: int | None) -> TaskData:
+def _image_task(preset: TaskPreset, data_dir: Path | None, data_seed: int, train_size: int | None,
+                val_size: int | None) -> tuple[TaskPreset, DataSource, dict[str, ImageSource]]:
+    """A preset's splits (subset) as in-memory sources, and their record."""
     raw, normalisation = _raw_images(preset, data_dir, data_seed)
     train_index = subset_indices(len(raw.train_y), train_size, data_seed, 0, "--train-size")
     heldout_index = subset_indices(len(raw.heldout_y), val_size, data_seed, 1, "--val-size")
@@ -94,11 +103,44 @@ def _image_task(preset: TaskPreset, device: torch.device, data_dir: Path | None,
         preset=preset.name, kind=raw.kind, id_or_path=raw.id_or_path, fingerprint=raw.fingerprint,
         sha256=arrays_sha256(arrays), n_train=len(arrays[0]), n_heldout=len(arrays[2]),
         subset=train_index is not None or heldout_index is not None, normalisation=normalisation)
+    splits = {"train": ArraySource(arrays[0].numpy(), arrays[1].numpy()),
+              "heldout": ArraySource(arrays[2].numpy(), arrays[3].numpy())}
+    return preset, source, splits
+
+
+def image_task_data(preset: TaskPreset, source: DataSource, splits: Mapping[str, ImageSource], device: torch.device,
+                    *, budget: int | None, loader: LoaderSettings = IN_PROCESS) -> TaskData:
+    """An image task's `TaskData` on the path its size takes (docs/runtime.md §5.5): device-resident when
+    the decoded splits ("train", "heldout") fit `budget` bytes (None: always), else streamed through
+    DataLoader workers reading the sources. `source.normalisation` must be set; its `path` is set here."""
+    normalisation = source.normalisation
+    assert normalisation is not None, "an image task's source records its normalisation"
     transform = ImageTransform(padding=preset.augment_padding, hflip=preset.hflip, mean=normalisation.mean,
                                std=normalisation.std, device=device)
-    train_x, train_y, heldout_x, heldout_y = (array.to(device) for array in arrays)
-    return TaskData(preset=preset, source=source, train_inputs=train_x, train_labels=train_y,
-                    heldout_inputs=heldout_x, heldout_labels=heldout_y, device=device, transform=transform)
+    if budget is None or sum(nbytes(s) for s in splits.values()) <= budget:
+        (train_x, train_y), (heldout_x, heldout_y) = (_read_all(splits[s], device) for s in ("train", "heldout"))
+        return TaskData(preset=preset, source=attrs.evolve(source, path="resident"), train_inputs=train_x,
+                        train_labels=train_y, heldout_inputs=heldout_x, heldout_labels=heldout_y, device=device,
+                        transform=transform)
+    (train_x, train_y), (heldout_x, heldout_y) = (_placeholders(splits[s]) for s in ("train", "heldout"))
+    return TaskData(preset=preset, source=attrs.evolve(source, path="streamed"), train_inputs=train_x,
+                    train_labels=train_y, heldout_inputs=heldout_x, heldout_labels=heldout_y, device=device,
+                    transform=transform, streamed=StreamedSplits(splits, loader, device))
+
+
+def _read_all(split: ImageSource, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A whole split on the device (an `ArraySource`'s arrays are used as they are, not gathered)."""
+    if isinstance(split, ArraySource):
+        x, y = torch.from_numpy(split.images), torch.from_numpy(split.labels)
+    else:
+        x, y = read_rows(split, range(len(split.labels)))
+    return x.to(device), y.long().to(device)
+
+
+def _placeholders(split: ImageSource) -> tuple[Tensor, Tensor]:
+    """A streamed split's inputs as a zero-byte `meta` tensor of their shape (reading it raises), and its labels."""
+    labels = torch.from_numpy(np.require(split.labels, dtype=np.int64, requirements=["C", "W"]))
+    return torch.empty((len(labels), *split.shape), dtype=torch.uint8, device="meta"), labels
 
 
 # --- text ------------------------------------------------------------------------------------
