@@ -273,10 +273,11 @@ def require_config(run_dir: Path) -> None:
 
 
 def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id: str) -> dict[str, Any]:
-    """The run's record (run id, config, data source, versions) that config.json and checkpoints carry."""
+    """The run's record (run id, config, data source, this session's data path, versions) that config.json
+    and checkpoints carry."""
     data_source = codec.encode(data.source) if point is None else point.data["run"]["data_source"]
-    data_source = {**data_source, "path": data.path}  # this session's path (a resume may take the other)
-    return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "versions": versions()}
+    return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "data_path": data.path,
+            "versions": versions()}
 
 
 def start_directory(run_dir: RunDirectory, record: dict[str, Any], held: contextlib.ExitStack, *,

@@ -109,7 +109,8 @@ class EpochRun:
         return RunStarted(task=cfg.task, controller=cfg.controller, seed=cfg.seed, epochs=trainer.epochs,
                           device=str(trainer.device), precision="bf16" if trainer.autocast else "fp32",
                           host_params=trainer.model.host_params, config=record["config"],
-                          data_source=record["data_source"], versions=record["versions"])
+                          data_source=record["data_source"], versions=record["versions"],
+                          data_path=record.get("data_path"))
 
     def step(self, hub: TelemetryHub) -> list[Save]:
         result = self.trainer.run_epoch()

@@ -265,7 +265,7 @@ def section_fields() -> dict[str, dict[str, Any]]:
 
 
 # A run's config.json: its config by section (`config`), and what the run records beside it.
-RECORD_KEYS = ("run_id", "config", "data_source", "versions")
+RECORD_KEYS = ("run_id", "config", "data_source", "data_path", "versions")
 
 
 def _accepted_types(hint: Any) -> tuple[Any, ...]:

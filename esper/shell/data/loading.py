@@ -8,7 +8,6 @@ source `subset: true`. Sizes count images or windows.
 from collections.abc import Mapping
 from pathlib import Path
 
-import attrs
 import numpy as np
 import torch
 from torch import Tensor
@@ -112,18 +111,18 @@ def image_task_data(preset: TaskPreset, source: DataSource, splits: Mapping[str,
                     *, budget: int | None, loader: LoaderSettings = IN_PROCESS) -> TaskData:
     """An image task's `TaskData` on the path its size takes (docs/runtime.md §5.5): device-resident when
     the decoded splits ("train", "heldout") fit `budget` bytes (None: always), else streamed through
-    DataLoader workers reading the sources. `source.normalisation` must be set; its `path` is set here."""
+    DataLoader workers reading the sources. `source.normalisation` must be set."""
     normalisation = source.normalisation
     assert normalisation is not None, "an image task's source records its normalisation"
     transform = ImageTransform(padding=preset.augment_padding, hflip=preset.hflip, mean=normalisation.mean,
                                std=normalisation.std, device=device)
     if budget is None or sum(nbytes(s) for s in splits.values()) <= budget:
         (train_x, train_y), (heldout_x, heldout_y) = (_read_all(splits[s], device) for s in ("train", "heldout"))
-        return TaskData(preset=preset, source=attrs.evolve(source, path="resident"), train_inputs=train_x,
+        return TaskData(preset=preset, source=source, train_inputs=train_x,
                         train_labels=train_y, heldout_inputs=heldout_x, heldout_labels=heldout_y, device=device,
                         transform=transform)
     (train_x, train_y), (heldout_x, heldout_y) = (_placeholders(splits[s]) for s in ("train", "heldout"))
-    return TaskData(preset=preset, source=attrs.evolve(source, path="streamed"), train_inputs=train_x,
+    return TaskData(preset=preset, source=source, train_inputs=train_x,
                     train_labels=train_y, heldout_inputs=heldout_x, heldout_labels=heldout_y, device=device,
                     transform=transform, streamed=StreamedSplits(splits, loader, device))
 

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 SOURCE_KINDS = ("hf", "local", "debian", "procedural")
-DATA_PATHS = ("resident", "streamed")  # docs/runtime.md §5.5
 _HASH_CHUNK = 1 << 24  # bytes hashed per update, so memmaps are never read whole into memory
 
 
@@ -56,7 +55,6 @@ class DataSource:
     subset: bool
     normalisation: Normalisation | None = None
     tokenizer: TokenizerInfo | None = None
-    path: str = attrs.field(default="resident", validator=attrs.validators.in_(DATA_PATHS))  # how it was fed
 
 
 # --- hashing ---------------------------------------------------------------------------------
