@@ -5,9 +5,11 @@ Precedence: built-in defaults < task preset < `--config FILE` (TOML or a run's c
 `with_preset`. Every `train` flag maps to exactly one config key (tests check each).
 """
 
+import argparse
 import difflib
 import json
 import math
+import re
 import reprlib
 import tomllib
 import types
@@ -23,7 +25,6 @@ from esper.core.heuristic import GERMINATION_MODES
 from esper.core.lr_schedule import SCHEDULES
 from esper.core.rl_config import RLConfig
 from esper.shell import rl_settings
-from esper.shell.data.budget import byte_size
 
 CONTROLLERS = ("heuristic", "static", "ppo")
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead")  # --compile (esper.shell.compiled)
@@ -179,6 +180,26 @@ class Flag:
     help: str
     choices: tuple[str, ...] | None = None
     value: Any = True  # what a switch stores
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+
+
+def parse_bytes(text: str) -> int:
+    """"4096", "512K", "1.5G", "2GiB" → bytes (binary multiples: K = 2**10); ValueError otherwise."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size in bytes (a number with an optional K, M, G or T suffix)")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def byte_size(text: str) -> int:
+    """`parse_bytes` as an argparse type: a bad value is argparse's one-line error (exit 2)."""
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def csv_list(text: str) -> tuple[str, ...]:

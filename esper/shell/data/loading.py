@@ -15,6 +15,7 @@ from torch import Tensor
 from esper.core.tasks import TaskPreset, task_preset
 from esper.shell.data import cifar, fashion_mnist, synth_images, synth_stories, tinystories
 from esper.shell.data.augment import ImageTransform
+from esper.shell.data.budget import data_path
 from esper.shell.data.errors import DataError
 from esper.shell.data.image_source import ArraySource, ImageSource, nbytes
 from esper.shell.data.raw import RawImages
@@ -116,7 +117,7 @@ def image_task_data(preset: TaskPreset, source: DataSource, splits: Mapping[str,
     assert normalisation is not None, "an image task's source records its normalisation"
     transform = ImageTransform(padding=preset.augment_padding, hflip=preset.hflip, mean=normalisation.mean,
                                std=normalisation.std, device=device)
-    if budget is None or sum(nbytes(s) for s in splits.values()) <= budget:
+    if data_path(sum(nbytes(s) for s in splits.values()), budget) == "resident":
         (train_x, train_y), (heldout_x, heldout_y) = (_read_all(splits[s], device) for s in ("train", "heldout"))
         return TaskData(preset=preset, source=source, train_inputs=train_x,
                         train_labels=train_y, heldout_inputs=heldout_x, heldout_labels=heldout_y, device=device,

@@ -13,12 +13,12 @@ import torch
 
 from esper.core.tasks import task_preset
 from esper.shell.data import DataSource, Normalisation, load_task
-from esper.shell.data.budget import DEFAULT_FRACTION, available_ram, data_budget_bytes, parse_bytes
+from esper.shell.data.budget import DEFAULT_FRACTION, available_ram, data_budget_bytes
 from esper.shell.data.image_source import ArraySource, nbytes
 from esper.shell.data.loading import image_task_data
 from esper.shell.data.streamed import LoaderSettings
 from esper.shell.data.taskdata import TaskData
-from esper.shell.run_config import RunConfig
+from esper.shell.run_config import RunConfig, parse_bytes
 from esper.shell.trainer import Trainer
 
 SIZES = {"train_size": 320, "val_size": 96}
