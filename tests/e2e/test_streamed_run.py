@@ -12,6 +12,7 @@ import time
 import torch
 
 from esper.shell.cli import main
+from tests.e2e.test_interrupt import ENV, _cli, _rows, _started, assert_closed_as_interrupted
 from tests.e2e.test_train_cli import SMALL, _final_tensors, _metrics, _run
 
 
@@ -57,6 +58,29 @@ def test_sigkill_then_resume_on_the_streamed_path_equals_the_uninterrupted_run(t
     for s in (sa, sb):
         s.pop("wall_s"), s.pop("run_id")
     assert sa == sb
+
+
+def test_ctrl_c_reaching_the_loader_s_workers_too_closes_the_run_as_interrupted(tmp_path):
+    # A terminal's Ctrl-C goes to the whole process group, workers included: the run still closes as
+    # interrupted (esper.shell.interrupt), without a worker's error, and resumes.
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--epochs", "6", *SMALL, "--no-report", "--data-budget", "0",
+            "--data-workers", "1"]
+    with (tmp_path / "stderr").open("w+") as err:
+        child = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=err, env=ENV, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not (_started(run) and _rows(run / "metrics.csv") >= 2):
+            assert child.poll() is None and time.monotonic() < deadline, "the run ended before its second row"
+            time.sleep(0.02)
+        time.sleep(0.2)  # inside epoch 3, its loader reading ahead
+        os.killpg(child.pid, signal.SIGINT)
+        child.wait(timeout=120)
+        err.seek(0)
+        result = subprocess.CompletedProcess(child.args, child.returncode, "", err.read())
+    assert assert_closed_as_interrupted(run, result, signal.SIGINT) < 6
+    assert "DataLoader" not in result.stderr, result.stderr
+    resumed = _run("train", "--resume", str(run))
+    assert resumed.returncode == 0 and "data: streamed" in resumed.stdout, resumed.stderr
 
 
 def test_a_budget_that_is_not_a_size_is_one_line_with_exit_2(tmp_path):

@@ -16,7 +16,6 @@ prefetch `prefetch` batches each, and pin their batches on CUDA so the copy is q
 """
 
 import os
-import signal
 from collections.abc import Iterator, Mapping, Sequence
 
 import attrs
@@ -78,12 +77,6 @@ def read_rows(source: ImageSource, rows: Sequence[int]) -> tuple[Tensor, Tensor]
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def _ignore_interrupts(_worker: int) -> None:
-    # Ctrl-C reaches the whole process group; the main process decides how the run stops
-    # (esper.shell.interrupt), so a worker must not die of it mid-epoch.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class StreamedSplits:
     """The splits of one run's streamed task, and a lazily built loader per split."""
 
@@ -112,7 +105,6 @@ class StreamedSplits:
                 _Rows(self.sources[split]), sampler=sampler, batch_size=None, num_workers=workers,
                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
                 prefetch_factor=self.settings.prefetch if workers > 0 else None,
-                worker_init_fn=_ignore_interrupts if workers > 0 else None,
                 generator=torch.Generator().manual_seed(0))
             self._loaders[split] = loader, sampler
         return self._loaders[split]
