@@ -70,6 +70,7 @@ def default_steps(device: str) -> list[Step]:
         bench("bench_distributed", 60, "--ranks", "2", "--rounds", "1", "--batches", "1", "--epochs", "2"),
         bench("bench_compare_jobs", 45, "--jobs", "2", "--seeds", "1", "--epochs", "2", "--train-size", "512"),
         bench("bench_shared_numerics", 80, "--rounds", "3", "--calls", "10", "--updates", "2"),
+        bench("bench_data_paths", 60, "--rounds", "2", "--train-size", "2048", "--val-size", "512"),
     ]
 
 

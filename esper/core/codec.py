@@ -8,6 +8,8 @@ The format, for every attrs class alike:
 - a value is the dict of its fields in declaration order; nested values likewise;
 - tuples are lists; dicts stay dicts;
 - a `StrEnum` is its value (`Verdict.kind` "ok"); any other enum its name (`Stage`, `Curve`, `Op`);
+- a field whose metadata sets `OMIT_IF_DEFAULT` is absent while it equals its default (a field added
+  to a recorded class, so older records re-encode to the same bytes);
 - a class with a string `KIND` class attribute (the host configs) leads with `"kind": KIND`;
   decoding checks it, and decoding a union of such classes dispatches on it.
 
@@ -43,7 +45,7 @@ from esper.core.running_stats import RunningStats
 from esper.core.seed import LifecycleState, SeedState, SlotState
 from esper.core.summary import RunSummary
 
-__all__ = ["decode", "encode", "make_converter", "register_error"]
+__all__ = ["OMIT_IF_DEFAULT", "decode", "encode", "make_converter", "register_error"]
 
 T = TypeVar("T")
 Hook = Callable[[Any, Any], Any]
@@ -51,6 +53,9 @@ MALFORMED = (KeyError, TypeError, ValueError)
 _SCALARS = (int, float, str, bool)
 _ENUM_BASES = (enum.Enum, enum.IntEnum, enum.StrEnum)
 _ERRORS: dict[Any, tuple[type[Exception], str]] = {}
+# A field added to a recorded class with this metadata key true is left out of the record while it
+# holds its default (decoding restores the default): the records written before it stay byte for byte.
+OMIT_IF_DEFAULT = "codec_omit_if_default"
 
 
 def encode(value: Any) -> Any:
@@ -134,7 +139,8 @@ def _structure_attrs(converter: cattrs.Converter, cls: Any,
 
 
 def _unstructure_attrs(converter: cattrs.Converter, cls: Any) -> Callable[[Any], dict[str, Any]]:
-    generated = make_dict_unstructure_fn(cls, converter)
+    omitted = {f.name: override(omit_if_default=True) for f in attrs.fields(cls) if f.metadata.get(OMIT_IF_DEFAULT)}
+    generated = make_dict_unstructure_fn(cls, converter, **omitted)
     if _tagged(cls):
         return lambda value: {"kind": cls.KIND, **generated(value)}
     return generated

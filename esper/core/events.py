@@ -126,6 +126,7 @@ class RunStarted(Event):
     config: dict[str, Any] = attrs.field(factory=dict)
     data_source: dict[str, Any] = attrs.field(factory=dict)
     versions: dict[str, Any] = attrs.field(factory=dict)
+    data_path: str | None = None  # "resident" | "streamed" (docs/runtime.md §5.5); None: before it was recorded
 
 
 @attrs.frozen(kw_only=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from esper.core.codec import OMIT_IF_DEFAULT
 from esper.core.config import LifecycleConfig
 from esper.core.errors import ConfigError
 from esper.core.heuristic import GERMINATION_MODES
@@ -88,7 +89,7 @@ class TaskPreset:
     # for its resolution; its host then also takes the task's input_shape and n_classes. None: the
     # host preset as it is (every fixed preset).
     host_blocks: tuple[int, int] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple))
+        default=None, converter=attrs.converters.optional(tuple), metadata={OMIT_IF_DEFAULT: True})
 
     def __attrs_post_init__(self) -> None:
         if self.modality not in MODALITIES:

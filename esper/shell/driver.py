@@ -36,10 +36,12 @@ from esper.core.errors import ConfigError
 from esper.core.events import CheckpointSaved, Event
 from esper.core.tasks import IMAGES_TASK, task_preset
 from esper.shell.checkpoint import write_atomic
+from esper.shell.data.budget import data_budget_bytes
 from esper.shell.data.image_folder import ImageOptions
 from esper.shell.data.images_task import check_unchanged
 from esper.shell.data.loading import load_task
 from esper.shell.data.source import require_same_data
+from esper.shell.data.streamed import LoaderSettings
 from esper.shell.data.taskdata import TaskData
 from esper.shell.dist import Ranks, bind_device, process_group
 from esper.shell.interrupt import signals_interrupt
@@ -202,6 +204,8 @@ def open_program(kind: "ProgramKind", cfg: RunConfig, device: torch.device, run_
     try:
         devices = kind.devices(device)
         data = [load_data(cfg, d) for d in devices]
+        if ranks.main:
+            print(data[0].path_line())
         record = run_record(cfg, data[0], point, run_id)
         opened = kind.open(cfg, data, devices, run_dir, record, stop_after, ranks), record
     except Exception as exc:
@@ -272,14 +276,16 @@ def require_config(run_dir: Path) -> None:
 
 
 def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id: str) -> dict[str, Any]:
-    """The run's record (run id, config, data source, versions) that config.json and checkpoints carry."""
+    """The run's record (run id, config, data source, this session's data path, versions) that config.json
+    and checkpoints carry."""
     if point is None:
         data_source = codec.encode(data.source)
     else:
         data_source = point.data["run"]["data_source"]
         check_unchanged(data_source, data.source)  # an images run re-derives its task: its own message
         require_same_data(data_source, data.source, f"cannot resume {point.run_dir}")
-    return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "versions": versions()}
+    return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "data_path": data.path,
+            "versions": versions()}
 
 
 def start_directory(run_dir: RunDirectory, record: dict[str, Any], held: contextlib.ExitStack, *,
@@ -401,7 +407,9 @@ def load_data(cfg: RunConfig, device: torch.device) -> TaskData:
         block = getattr(host_config(cfg.host), "block_size", None)
     return load_task(cfg.task, device=device, data_dir=cfg.data_dir, data_seed=cfg.data_seed,
                      train_size=cfg.train_size, val_size=cfg.val_size, tokenizer=cfg.tokenizer, block_size=block,
-                     text_column=cfg.text_column, images=ImageOptions.of(cfg) if cfg.task == IMAGES_TASK else None)
+                     text_column=cfg.text_column, images=ImageOptions.of(cfg) if cfg.task == IMAGES_TASK else None,
+                     data_budget=data_budget_bytes(device, cfg.data_budget),
+                     loader=LoaderSettings.auto(cfg.data_workers))
 
 
 def merge_resume(saved: RunConfig, flags: RunConfig, resumable: tuple[str, ...]) -> RunConfig:

@@ -98,9 +98,11 @@ def train_epoch(
                      {slot: zero.clone() for slot in measured})
     host_params = list(model.host.parameters())
     seed_params = {slot: list(model.slot(slot).module.parameters()) for slot in measured}
-    for index in data.train_batches(batch_size, data_gen, max_batches=max_batches):
-        rows = shard_rows(index, ranks)
-        x, y = data.batch("train", rows)
+    # (global rows, this rank's rows) of each batch, all drawn before the first is read: the streamed
+    # path's loader reads ahead through the list (docs/runtime.md §5.7); the resident path gathers each.
+    shards = [(len(index), shard_rows(index, ranks))
+              for index in data.train_batches(batch_size, data_gen, max_batches=max_batches)]
+    for (global_rows, rows), (x, y) in zip(shards, data.batches("train", [r for _, r in shards]), strict=True):
         if steps is None:
             with autocast_for(device, autocast):
                 logits = net(data.prepare_batch(x, True, augment_gen))
@@ -110,7 +112,7 @@ def train_epoch(
                 x = data.prepare_batch(x, True, augment_gen)
             loss_sum, correct, n = _compiled_forward(steps, model, measured, x, y, autocast)
         optimizer.zero_grad(set_to_none=True)
-        (loss_sum / local_mean_divisor(n, len(rows), len(index), ranks)).backward()
+        (loss_sum / local_mean_divisor(n, len(rows), global_rows, ranks)).backward()
         _add_grad_sums(sums, host_params, seed_params, zero,
                        None if steps is None else steps.functions(model, measured)["grads"])
         if probe is not None:
@@ -200,11 +202,9 @@ def validate(model: MorphogeneticModel, data: TaskData, variants: Sequence[Mappi
     model.eval()
     try:
         with torch.inference_mode():
-            for chunk in _chunks(data, batch_size, n):
-                index = shard_slice(chunk, ranks)
-                if index.start == index.stop:
-                    continue
-                x, y = data.batch("heldout", index)
+            parts = [part for part in (shard_slice(chunk, ranks) for chunk in _chunks(data, batch_size, n))
+                     if part.start != part.stop]
+            for x, y in data.batches("heldout", parts):
                 logits = _variant_logits(model, data, x, variants, autocast, steps)
                 flat = logits.reshape(n, -1, logits.shape[-1]).float()
                 targets = y.reshape(-1).repeat(n)

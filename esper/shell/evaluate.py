@@ -5,7 +5,7 @@ from pathlib import Path
 
 from esper.core.tasks import DATA_TASKS, TASKS
 from esper.shell.checkpoint import load_model_checkpoint, read_checkpoint
-from esper.shell.data.budget import data_budget_bytes
+from esper.shell.data.budget import data_budget_bytes, data_path
 from esper.shell.data.errors import DataError
 from esper.shell.data.hf import local_only
 from esper.shell.data.image_folder import ImageOptions
@@ -100,7 +100,7 @@ def describe_images(cfg: RunConfig) -> None:
                          n_blocks=n_blocks, pool_layers=pools).param_count()
     size = sum(nbytes(source) for source in (plan.train, plan.heldout))
     device = resolve_device(cfg.device)
-    budget = data_budget_bytes(device)
+    budget = data_budget_bytes(device, cfg.data_budget)
     print(f"images from {plan.id_or_path} ({plan.kind}): {len(record.classes)} classes; train split "
           f"{record.train_split}; held out: {record.heldout}")
     print(f"  {'class':<20} {'train':>8} {'held-out':>9}")
@@ -110,5 +110,5 @@ def describe_images(cfg: RunConfig) -> None:
     print("  training image sizes: " + ", ".join(f"{hw} ({n:,})" for hw, n in record.sizes.items()))
     print(f"  input {'×'.join(map(str, record.input_shape))}: {record.size_rule}; {record.channel_rule}")
     print(f"  host: cnn, {n_blocks} blocks, {pools} pools, {params:,} params at width 8")
-    path = "resident" if size <= budget else "streamed"
+    path = data_path(size, budget)
     print(f"  decoded {size / 2**20:,.1f} MiB; data budget on {device} {budget / 2**20:,.0f} MiB: {path}")

@@ -109,7 +109,7 @@ def _first_batch(data: TaskData, batch_size: int) -> tuple[Tensor, Tensor, int]:
     n = min(batch_size, data.n_train)
     if n < 1:
         raise ValueError(f"{data.preset.name}: no training samples to count FLOPs on")
-    x, y = data.batch("train", torch.arange(n, device=data.train_inputs.device))
+    x, y = data.batch("train", torch.arange(n, device=data.index_device))
     return x, y, n
 
 

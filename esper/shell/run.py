@@ -36,7 +36,7 @@ from esper.shell.trainer import Trainer, TrainingDiverged
 
 RESUMABLE = ("epochs", "device", "precision", "compile", "telemetry_level", "profile", "events", "tensorboard",
              "wandb", "wandb_project", "wandb_entity", "progress", "checkpoint_every", "keep_checkpoints",
-             "dist_timeout")
+             "dist_timeout", "data_budget", "data_workers")  # the data path: speed and memory, not the numbers
 CHECKPOINT_EVERY = 5  # epochs between periodic checkpoints when --checkpoint-every is not given
 
 
@@ -109,7 +109,8 @@ class EpochRun:
         return RunStarted(task=cfg.task, controller=cfg.controller, seed=cfg.seed, epochs=trainer.epochs,
                           device=str(trainer.device), precision="bf16" if trainer.autocast else "fp32",
                           host_params=trainer.model.host_params, config=record["config"],
-                          data_source=record["data_source"], versions=record["versions"])
+                          data_source=record["data_source"], versions=record["versions"],
+                          data_path=record.get("data_path"))
 
     def step(self, hub: TelemetryHub) -> list[Save]:
         result = self.trainer.run_epoch()

@@ -5,9 +5,11 @@ Precedence: built-in defaults < task preset < `--config FILE` (TOML or a run's c
 `with_preset`. Every `train` flag maps to exactly one config key (tests check each).
 """
 
+import argparse
 import difflib
 import json
 import math
+import re
 import reprlib
 import tomllib
 import types
@@ -64,6 +66,10 @@ class RunConfig:
     split: str | None = attrs.field(default=None, metadata=_section("data"))
     image_size: int | None = attrs.field(default=None, metadata=_section("data"))
     channels: int | None = attrs.field(default=None, metadata=_section("data"))
+    # the data path (docs/runtime.md §5.7): bytes kept on the device (None: budget.DEFAULT_FRACTION of its free
+    # memory; 0: always stream) and the streamed path's DataLoader workers (None: auto)
+    data_budget: int | None = attrs.field(default=None, metadata=_section("data"))
+    data_workers: int | None = attrs.field(default=None, metadata=_section("data"))
     # [optim]
     batch_size: int | None = attrs.field(default=None, metadata=_section("optim"))
     optimizer: str | None = attrs.field(default=None, metadata=_section("optim"))
@@ -157,6 +163,7 @@ def _violations(c: RunConfig) -> list[str]:
         *(positive(n) for n in ("epochs", "train_size", "val_size", "train_batches", "batch_size",
                                 "host_width", "checkpoint_every", "keep_checkpoints", "n_envs", "episodes", "nproc",
                                 "image_size")),
+        *(non_negative(n) for n in ("data_budget", "data_workers")),
         *(non_negative(n) for n in ("seed", "data_seed", "max_seeds", "max_rollbacks",
                                     "plateau_epochs", "min_germinate_epoch")),
         *(finite_positive(n) for n in ("host_lr", "seed_lr", "dist_timeout")),
@@ -198,6 +205,26 @@ class Flag:
     value: Any = True  # what a switch stores
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+
+
+def parse_bytes(text: str) -> int:
+    """"4096", "512K", "1.5G", "2GiB" → bytes (binary multiples: K = 2**10); ValueError otherwise."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size in bytes (a number with an optional K, M, G or T suffix)")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def byte_size(text: str) -> int:
+    """`parse_bytes` as an argparse type: a bad value is argparse's one-line error (exit 2)."""
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def csv_list(text: str) -> tuple[str, ...]:
     """"a, b,,c" → ("a", "b", "c"): a comma-separated flag value."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
@@ -235,6 +262,9 @@ FLAGS: tuple[Flag, ...] = (
          "(default: the images' size when all agree, else the median short side)"),
     Flag(("--channels",), "channels", int, "images: convert every image to 1 (grey) or 3 (RGB) channels; "
          "needed when they mix"),
+    Flag(("--data-budget",), "data_budget", byte_size, "bytes of image data kept on the device, e.g. 2G (K/M/G/T = "
+         "2**10…); larger data streams through a DataLoader; 0: always stream; default: half its free memory"),
+    Flag(("--data-workers",), "data_workers", int, "DataLoader workers of the streamed path (0: none); default: auto"),
     Flag(("--batch-size",), "batch_size", int, "training batch size; default: the preset's"),
     Flag(("--optimizer",), "optimizer", str, "optimizer kind; default: the preset's", ("sgd", "adamw")),
     Flag(("--host-lr",), "host_lr", float, "host learning rate; default: the preset's"),
@@ -290,7 +320,7 @@ def section_fields() -> dict[str, dict[str, Any]]:
 
 
 # A run's config.json: its config by section (`config`), and what the run records beside it.
-RECORD_KEYS = ("run_id", "config", "data_source", "versions")
+RECORD_KEYS = ("run_id", "config", "data_source", "data_path", "versions")
 
 
 def _accepted_types(hint: Any) -> tuple[Any, ...]:

@@ -5,6 +5,7 @@ import json
 import math
 from typing import Any
 
+import attrs
 import pytest
 import torch
 from codec_samples import GOLDEN, samples
@@ -121,3 +122,16 @@ def test_tuples_nest_as_lists_and_enums_by_name_or_str_value() -> None:
     seed = codec.encode(samples()["SeedState"])
     assert seed["curve"] == "SIGMOID" and seed["history"][0] == ["GERMINATED", 4]
     assert math.isnan(codec.encode(samples()["WelchResult"])["t"])
+
+
+@attrs.frozen
+class _Recorded:
+    name: str
+    added: int | None = attrs.field(default=None, metadata={codec.OMIT_IF_DEFAULT: True})
+
+
+def test_a_field_marked_omit_if_default_is_absent_at_its_default_and_round_trips():
+    assert codec.encode(_Recorded("a")) == {"name": "a"}  # a record written before the field: the same bytes
+    assert codec.encode(_Recorded("a", 3)) == {"name": "a", "added": 3}
+    for value in (_Recorded("a"), _Recorded("a", 3)):
+        assert codec.decode(_Recorded, codec.encode(value)) == value

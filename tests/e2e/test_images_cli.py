@@ -3,6 +3,7 @@ split, a flat JPEG folder, a saved dataset; evaluate and resume re-derive the sa
 changed data; `esper-run tasks --data-dir`; every kind of bad data exits 2 in one line before the run
 directory exists."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -52,6 +53,31 @@ def test_a_png_folder_trains_evaluates_resumes_and_refuses_changed_data(tmp_path
     assert _snapshot(run) == before
     assert main(["evaluate", str(run), "--device", "cpu"]) == 2
     _one_line(capsys, "changed since the run started")
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    """metrics.csv without its wall-clock columns (the only ones that differ between equal runs)."""
+    with (run / "metrics.csv").open(newline="", encoding="utf-8") as f:
+        return [{k: v for k, v in row.items() if k not in ("epoch_s", "samples_per_s")} for row in csv.DictReader(f)]
+
+
+def test_a_jpeg_folder_streamed_trains_as_the_resident_run_and_resumes_across_paths(tmp_path, capsys):
+    """`--data-budget 0` streams the folder through DataLoader workers that decode the JPEGs batch by batch:
+    the same data hash, the same rows (bitwise on the CPU: the same batches, §5.7); a resume may change path."""
+    data = write_class_folders(tmp_path / "pets", suffix=".jpg")
+    runs = {path: tmp_path / path for path in ("resident", "streamed")}
+    assert main(["train", *TINY, "--data-dir", str(data), "--out", str(runs["resident"])]) == 0
+    assert main(["train", *TINY, "--data-dir", str(data), "--out", str(runs["streamed"]), "--data-budget", "0",
+                 "--data-workers", "1"]) == 0
+    configs = {p: json.loads((r / "config.json").read_text()) for p, r in runs.items()}
+    assert {p: c["data_path"] for p, c in configs.items()} == {"resident": "resident", "streamed": "streamed"}
+    assert configs["resident"]["data_source"] == configs["streamed"]["data_source"]  # hash, stats, record
+    rows = {p: _rows(run) for p, run in runs.items()}
+    assert rows["resident"] == rows["streamed"] and len(rows["resident"]) == 2
+    assert all(row["train_loss"] and row["val_acc"] for row in rows["streamed"])
+    assert main(["train", "--resume", str(runs["streamed"]), "--epochs", "3", "--data-budget", "1G",
+                 "--no-progress", "--no-report"]) == 0  # the same data, now resident: accepted
+    assert json.loads((runs["streamed"] / "summary.json").read_text())["epochs"] == 3
 
 
 def test_a_flat_jpeg_folder_trains_with_a_stratified_held_out_split(tmp_path):
@@ -134,6 +160,6 @@ def test_a_png_folder_trains_on_cuda_with_the_data_on_the_device(tmp_path):
 
     data = write_class_folders(tmp_path / "pets")
     task = load_images_task(ImageOptions(data_dir=str(data)), device=torch.device("cuda"), data_seed=0)
-    assert task.train_inputs.is_cuda and task.heldout_labels.is_cuda and data_budget_bytes("cuda") > 0
+    assert task.train_inputs.is_cuda and task.heldout_labels.is_cuda and data_budget_bytes("cuda", None) > 0
     cuda = [arg if arg != "cpu" else "cuda" for arg in TINY]
     assert main(["train", *cuda, "--data-dir", str(data), "--out", str(tmp_path / "run")]) == 0

@@ -22,6 +22,7 @@ VALUES = {
     "precision": ("bf16", "bf16"), "compile": ("reduce-overhead", "reduce-overhead"),
     "data_dir": ("/data", "/data"), "data_seed": ("5", 5),
     "train_size": ("100", 100), "val_size": ("50", 50), "train_batches": ("9", 9), "tokenizer": ("bpe", "bpe"),
+    "data_budget": ("1.5M", 1_572_864), "data_workers": ("3", 3),
     "batch_size": ("32", 32), "optimizer": ("adamw", "adamw"), "host_lr": ("0.5", 0.5), "seed_lr": ("0.25", 0.25),
     "lr_schedule": ("cosine", "cosine"),
     "host_width": ("12", 12), "plateau_epochs": ("4", 4), "min_germinate_epoch": ("2", 2),
@@ -98,6 +99,7 @@ class Recording:
 # and telemetry tests cover them); the PPO keys are read by the PPO runner (tests/shell/rl); the
 # driver makes `deterministic` a process setting (tests/shell/test_process.py).
 NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size", "tokenizer", "telemetry_level",
+                    "data_budget", "data_workers",  # data loading's (tests/shell/data/test_streamed_path.py)
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
                     "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic", "rl",
                     "nproc", "dist_timeout",  # the driver's (tests/shell/dist)

@@ -78,7 +78,8 @@ def test_old_events_decode_and_encode_to_the_same_fields() -> None:
     events = [wire.from_dict(r["event"], r["fields"]) for r in records]
     # Optional fields added since the run was written encode at their defaults, after the old ones.
     added = {"epoch.metrics": dict.fromkeys(
-        ("host_rss_mb", "host_peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb"))}
+        ("host_rss_mb", "host_peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb")),
+             "run.start": {"data_path": None}}
     assert [wire.event_fields(e) for e in events] == [{**r["fields"], **added.get(r["event"], {})} for r in records]
     assert {"run.start", "seed.germinated", "seed.culled", "checkpoint.saved", "run.end"} <= {e.kind for e in events}
 

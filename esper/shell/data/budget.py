@@ -1,28 +1,48 @@
-"""How many bytes of decoded data a run keeps resident on its device (docs/runtime.md §5.5).
+"""The data budget (docs/runtime.md §5.7): how many decoded bytes a run may keep on its device.
 
-A placeholder in one place: the streamed data path (`--data-budget`) owns and refines it. Data
-whose decoded size fits stays resident (read whole onto the device); larger data is streamed.
+    resident  ⇔  nbytes(train) + nbytes(held-out)  ≤  budget
 
-    budget(cpu)  = 25 % of the machine's RAM
-    budget(cuda) = 50 % of the device's free memory
+A task whose decoded splits fit stays device-resident (read once, batches are gathers on the
+device); a larger one streams through a DataLoader (esper.shell.data.streamed). `--data-budget B`
+sets the budget in bytes (`0` forces streaming; esper.shell.run_config.parse_bytes reads the flag);
+without it the budget is `DEFAULT_FRACTION` of the device's free memory (CUDA:
+`torch.cuda.mem_get_info`) or of the available RAM (CPU).
 """
 
 import os
 
 import torch
 
-CPU_FRACTION, CUDA_FRACTION = 0.25, 0.5
+# Half of what is free: the other half is left to the model, its optimizer state, activations, the
+# validation pass's tiled variants and compile workspaces, which grow with the network (seeds).
+DEFAULT_FRACTION = 0.5
 
 
-def data_budget_bytes(device: torch.device | str) -> int:
-    """The bytes of decoded data a run on `device` may keep resident."""
+def available_ram() -> int:
+    """Bytes of RAM the OS can still hand out (MemAvailable), or all of it where that is unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def data_budget_bytes(device: torch.device | str, flag: int | None) -> int:
+    """The budget in bytes: `flag` when given (`--data-budget`), else `DEFAULT_FRACTION` of the free
+    memory of `device` (CUDA) or of the available RAM (any other device)."""
+    if flag is not None:
+        return flag
     device = torch.device(device)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(CUDA_FRACTION * free)
-    return int(CPU_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * DEFAULT_FRACTION)
+    return int(available_ram() * DEFAULT_FRACTION)
 
 
-def data_path(nbytes: int, device: torch.device | str) -> str:
-    """"resident" when `nbytes` fit the budget, else "streamed"."""
-    return "resident" if nbytes <= data_budget_bytes(device) else "streamed"
+def data_path(decoded_bytes: int, budget: int | None) -> str:
+    """The path data of `decoded_bytes` (Σ `image_source.nbytes` of its splits) takes under `budget`
+    (None: no limit): "resident" when it fits, else "streamed". The one rule (`esper-run tasks` says it too)."""
+    return "resident" if budget is None or decoded_bytes <= budget else "streamed"

@@ -10,9 +10,11 @@
 
 `plan_images` does all but the decode (what `esper-run tasks --data-dir` shows, and what the streamed
 path reads per batch through the plan's `ImageSource`s); `load_images_task` reads both splits whole
-(cached under ~/.cache/esper/arrays) and places them on the device.
+(cached under ~/.cache/esper/arrays) and places them on the device, or, over the data budget, streams
+them (§5.7).
 """
 
+import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,12 @@ import torch
 
 from esper.core import codec
 from esper.core.tasks import IMAGES_TASK, cnn_blocks, derive_image_preset
-from esper.shell.data.augment import ImageTransform
+from esper.shell.data.budget import data_path
 from esper.shell.data.errors import DataError
 from esper.shell.data.hf_images import CHANNELS, HFImageSource, channel_stats, decode_all, open_header, task_mode
 from esper.shell.data.image_folder import FoundImages, ImageOptions, find_images
-from esper.shell.data.image_source import ArraySource
+from esper.shell.data.image_source import ArraySource, ImageSource, nbytes
+from esper.shell.data.placement import image_task_data
 from esper.shell.data.source import (
     DataSource,
     ImageRecord,
@@ -37,6 +40,7 @@ from esper.shell.data.source import (
     store_cached_arrays,
     text_sha256,
 )
+from esper.shell.data.streamed import IN_PROCESS, LoaderSettings
 from esper.shell.data.subset import subset_indices
 from esper.shell.data.taskdata import TaskData
 
@@ -213,20 +217,39 @@ def images_source(plan: ImagePlan, sha256: str, normalisation: Normalisation) ->
 
 
 def load_images_task(options: ImageOptions, *, device: torch.device, data_seed: int,
-                     train_size: int | None = None, val_size: int | None = None) -> TaskData:
-    """The images task with both splits resident on `device`."""
+                     train_size: int | None = None, val_size: int | None = None, budget: int | None = None,
+                     loader: LoaderSettings = IN_PROCESS) -> TaskData:
+    """The images task on the path its decoded size takes under `budget` (None: resident): resident splits
+    are decoded whole (and cached); streamed ones are read per batch by `loader`'s workers from the plan's
+    sources, after one pass over them for the hash and the channel statistics (nothing is kept)."""
     plan = plan_images(options, data_seed=data_seed, train_size=train_size, val_size=val_size)
-    train, heldout = decoded(plan)
+    if data_path(nbytes(plan.train) + nbytes(plan.heldout), budget) == "resident":
+        train, heldout = decoded(plan)
+        sha256 = arrays_sha256([train.images, train.labels, heldout.images, heldout.labels])
+    else:
+        train, heldout = plan.train, plan.heldout
+        sha256 = sources_sha256([train, heldout])
     mean, std = channel_stats(train)
     preset = derive_image_preset(input_shape=plan.record.input_shape, n_classes=len(plan.record.classes),
                                  train_size=len(train.labels), heldout_size=len(heldout.labels), mean=mean, std=std)
-    arrays = [torch.from_numpy(np.require(a, requirements=["C", "W"]))
-              for a in (train.images, train.labels, heldout.images, heldout.labels)]
-    source = images_source(plan, arrays_sha256(arrays), Normalisation(mean=mean, std=std))
-    transform = ImageTransform(padding=preset.augment_padding, hflip=preset.hflip, mean=mean, std=std, device=device)
-    train_x, train_y, heldout_x, heldout_y = (a.to(device) for a in arrays)
-    return TaskData(preset=preset, source=source, train_inputs=train_x, train_labels=train_y.long(),
-                    heldout_inputs=heldout_x, heldout_labels=heldout_y.long(), device=device, transform=transform)
+    source = images_source(plan, sha256, Normalisation(mean=mean, std=std))
+    return image_task_data(preset, source, {"train": train, "heldout": heldout}, device, budget=budget, loader=loader)
+
+
+def sources_sha256(splits: list[ImageSource], rows: int = 1024) -> str:
+    """`arrays_sha256([x_0, y_0, x_1, y_1, …])` of the splits' decoded images and labels, read `rows` at a
+    time: the same digest as the resident path's, without holding a split in memory."""
+    digest = hashlib.sha256()
+    for split in splits:
+        n = len(split.labels)
+        digest.update(f"{np.dtype(np.uint8).str}{(n, *split.shape)}".encode())
+        for start in range(0, n, rows):
+            images = np.ascontiguousarray(split.read(range(start, min(n, start + rows))))
+            digest.update(images.reshape(-1).view(np.uint8))
+        labels = np.ascontiguousarray(split.labels)
+        digest.update(f"{labels.dtype.str}{labels.shape}".encode())
+        digest.update(labels.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
 
 
 def check_unchanged(recorded: dict[str, Any], source: DataSource) -> None:

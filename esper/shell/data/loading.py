@@ -13,12 +13,14 @@ from torch import Tensor
 
 from esper.core.tasks import IMAGES_TASK, TaskPreset, task_preset
 from esper.shell.data import cifar, fashion_mnist, synth_images, synth_stories, text_files, tinystories
-from esper.shell.data.augment import ImageTransform
 from esper.shell.data.errors import DataError
 from esper.shell.data.image_folder import ImageOptions
+from esper.shell.data.image_source import ArraySource, ImageSource
 from esper.shell.data.images_task import load_images_task
+from esper.shell.data.placement import image_task_data
 from esper.shell.data.raw import RawImages
 from esper.shell.data.source import DataSource, Normalisation, TokenizerInfo, arrays_sha256, text_sha256
+from esper.shell.data.streamed import IN_PROCESS, LoaderSettings
 from esper.shell.data.subset import subset_indices
 from esper.shell.data.taskdata import TaskData
 
@@ -31,19 +33,23 @@ BYTES_TOKENIZER = TokenizerInfo(kind="bytes", vocab=256, sha256=text_sha256("byt
 def load_task(name: str, *, device: torch.device | str, data_dir: Path | str | None = None,
               data_seed: int = 0, train_size: int | None = None, val_size: int | None = None,
               tokenizer: str = "auto", block_size: int | None = None, text_column: str = "text",
-              images: ImageOptions | None = None) -> TaskData:
+              images: ImageOptions | None = None, data_budget: int | None = None,
+              loader: LoaderSettings = IN_PROCESS) -> TaskData:
     """The data of task `name` on `device`. `block_size` (text only) overrides the preset's window
     length, e.g. for a smaller test host; `text_column` is `--task text`'s column of a saved dataset;
-    `images` says where and how `--task images` finds its data. Raises `DatasetNotFound` / `DataError`
-    (user errors)."""
+    `images` says where and how `--task images` finds its data. Image splits larger than `data_budget`
+    bytes (None: no limit) stream through `loader` (`image_task_data`); text stays resident. Raises
+    `DatasetNotFound` / `DataError` (user errors)."""
     preset = task_preset(name)
     target = torch.device(device)
     if name == IMAGES_TASK:
         options = images if images is not None else ImageOptions(data_dir=None if data_dir is None else str(data_dir))
-        return load_images_task(options, device=target, data_seed=data_seed, train_size=train_size, val_size=val_size)
+        return load_images_task(options, device=target, data_seed=data_seed, train_size=train_size, val_size=val_size,
+                                budget=data_budget, loader=loader)
     folder = None if data_dir is None else Path(data_dir).expanduser()
     if preset.modality == "images":
-        return _image_task(preset, target, folder, data_seed, train_size, val_size)
+        task = _image_task(preset, folder, data_seed, train_size, val_size)
+        return image_task_data(*task, target, budget=data_budget, loader=loader)
     block = block_size or preset.block_size
     assert block is not None
     raw = _text_streams(preset, folder, data_seed, tokenizer, block, text_column)
@@ -83,8 +89,9 @@ def _take(array: np.ndarray, index: Tensor | None) -> Tensor:
     return torch.from_numpy(np.require(chosen, requirements=["C", "W"]))
 
 
-def _image_task(preset: TaskPreset, device: torch.device, data_dir: Path | None, data_seed: int,
-                train_size: int | None, val_size: int | None) -> TaskData:
+def _image_task(preset: TaskPreset, data_dir: Path | None, data_seed: int, train_size: int | None,
+                val_size: int | None) -> tuple[TaskPreset, DataSource, dict[str, ImageSource]]:
+    """A preset's splits (subset) as in-memory sources, and their record."""
     raw, normalisation = _raw_images(preset, data_dir, data_seed)
     train_index = subset_indices(len(raw.train_y), train_size, data_seed, 0, "--train-size")
     heldout_index = subset_indices(len(raw.heldout_y), val_size, data_seed, 1, "--val-size")
@@ -94,11 +101,9 @@ def _image_task(preset: TaskPreset, device: torch.device, data_dir: Path | None,
         preset=preset.name, kind=raw.kind, id_or_path=raw.id_or_path, fingerprint=raw.fingerprint,
         sha256=arrays_sha256(arrays), n_train=len(arrays[0]), n_heldout=len(arrays[2]),
         subset=train_index is not None or heldout_index is not None, normalisation=normalisation)
-    transform = ImageTransform(padding=preset.augment_padding, hflip=preset.hflip, mean=normalisation.mean,
-                               std=normalisation.std, device=device)
-    train_x, train_y, heldout_x, heldout_y = (array.to(device) for array in arrays)
-    return TaskData(preset=preset, source=source, train_inputs=train_x, train_labels=train_y,
-                    heldout_inputs=heldout_x, heldout_labels=heldout_y, device=device, transform=transform)
+    splits = {"train": ArraySource(arrays[0].numpy(), arrays[1].numpy()),
+              "heldout": ArraySource(arrays[2].numpy(), arrays[3].numpy())}
+    return preset, source, splits
 
 
 # --- text ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import attrs
 import numpy as np
 import torch
 
+from esper.core import codec
 from esper.shell.data.errors import DataError
 
 SOURCE_KINDS = ("hf", "local", "debian", "procedural")
@@ -74,7 +75,8 @@ class DataSource:
     subset: bool
     normalisation: Normalisation | None = None
     tokenizer: TokenizerInfo | None = None
-    images: ImageRecord | None = None  # --task images: what was derived from the data
+    # --task images: what was derived from the data (absent from other tasks' records)
+    images: ImageRecord | None = attrs.field(default=None, metadata={codec.OMIT_IF_DEFAULT: True})
 
 
 def require_same_data(recorded: Mapping[str, object], source: DataSource, what: str) -> None:

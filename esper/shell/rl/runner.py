@@ -55,7 +55,8 @@ POLICY_FILE = "policy.pt"
 PPO_CSV = "ppo.csv"
 # What a PPO resume may change: `episodes` may grow; where and how it reports (docs/rl.md §8).
 PPO_RESUMABLE = ("episodes", "device", "compile", "telemetry_level", "profile", "events", "tensorboard", "progress",
-                 "report", "checkpoint_every", "dist_timeout", "wandb", "wandb_project", "wandb_entity")
+                 "report", "checkpoint_every", "dist_timeout", "wandb", "wandb_project", "wandb_entity",
+                 "data_budget", "data_workers")
 PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
                "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
                "policy_loss", "early_stopped")
