@@ -1,13 +1,12 @@
 """Counterfactual variants share their prefix (docs/lifecycle.md §8.3): for random live slots and
-random variant sets, `forward_variants` equals the tiled batch it replaced, bit for bit, on a CNN
-and a transformer host; and the tree never runs a segment on more groups than there are variants.
+random variant sets, `forward_variants` equals the tiled batch it replaced, up to float rounding, on
+a CNN and a transformer host; and the tree never runs a segment on more groups than there are variants.
 
 The tiled reference is the old pass: the batch tiled V times (variant-major) and, at every slot a
 variant overrides, a per-sample alpha (the slot's own alpha where a variant leaves it alone).
-The shared pass runs each segment on fewer rows than the tiled one, so "bit for bit" holds where the
-kernels give each row the same bits whatever the row count. This CPU's sgemm does, except below 12 rows
-that are not a multiple of 4 (there: a few ulp, ~1e-6); the batch is 4 so every row count is a multiple
-of 4, as validation's chunks of hundreds of rows are far above 12.
+The shared pass runs each segment on fewer rows than the tiled one, so bit for bit holds only where the
+kernels give each row the same bits whatever the row count (this CPU's sgemm does for multiples of 4
+rows at two threads, not at one thread for every conv): the check allows 1e-6 of the logits' scale.
 """
 
 import functools
@@ -94,7 +93,7 @@ def test_shared_prefix_equals_the_tiled_batch(data: st.DataObject) -> None:
     with torch.inference_mode():
         shared, tiled = model.forward_variants(x, variants), tiled_reference(model, x, variants)
     assert shared.shape == tiled.shape
-    assert torch.equal(shared, tiled)
+    torch.testing.assert_close(shared, tiled, rtol=1e-6, atol=1e-6 * float(tiled.abs().max()))
     tree = model.variant_tree(variants)
     assert tree.widths[0] == 1 and all(a <= b for a, b in itertools.pairwise(tree.widths))
     assert tree.widths[-1] == len(set(tree.leaves)) <= len(variants)

@@ -17,7 +17,7 @@ segments k and k+1, and G_k the groups entering segment k (G_0 = 1):
 variants (the real model plus one per varied slot) give G_k = 1 + (varied slots before segment k),
 so in units of one plain pass the cost is 1 + Σ_{varied slots} (the fraction of the network after the
 slot). Per-sample operations make each variant's rows what `forward(x, variant)` computes on the
-same rows (bitwise where the kernels are batch-size invariant, as the CPU hosts are).
+same rows, up to float rounding (a kernel may sum a B-row and a G·B-row batch in different orders).
 
 The tree depends only on the variant specs and on which slots hold a module, never on tensor values:
 the same variants always run the same kernels with no host sync (one trace under torch.compile).

@@ -104,7 +104,10 @@ def _grown_model(preset: str) -> tuple[MorphogeneticModel, list[str]]:
 
 
 @pytest.mark.parametrize("preset", ["cifar10-deep", "tiny"])
-def test_shared_prefix_equals_the_tiled_batch_bitwise(preset):
+def test_shared_prefix_equals_the_tiled_batch(preset):
+    """Equal up to float rounding: a segment runs on B rows in one and G·B rows in the other, and oneDNN
+    may block (so sum) a convolution differently per row count and thread count; measured ≤ 1 ulp of the
+    logits' scale (3e-5 on logits of ~400 with one thread, bitwise with two)."""
     model, live = _grown_model(preset)
     x, _ = sample_batch(model, batch=5)
     with torch.inference_mode():
@@ -112,7 +115,9 @@ def test_shared_prefix_equals_the_tiled_batch_bitwise(preset):
             shared, tiled = model.forward_variants(x, variants), tiled_reference(model, x, variants)
             assert shared.shape == tiled.shape
             for v in range(len(variants)):
-                assert torch.equal(shared[v], tiled[v]), (variants, v, (shared[v] - tiled[v]).abs().max())
+                scale = float(tiled[v].abs().max())
+                torch.testing.assert_close(shared[v], tiled[v], rtol=1e-6, atol=1e-6 * scale,
+                                           msg=lambda m, v=v, variants=variants: f"{variants} {v}: {m}")
 
 
 @pytest.mark.parametrize("preset", ["cifar10-deep", "tiny"])
