@@ -51,7 +51,8 @@ from esper.core import codec
 from esper.shell.checkpoint import load_model_checkpoint, load_optimizer_state
 from esper.shell.optim_groups import param_groups
 
-path, inputs, out = sys.argv[2:5]
+path, inputs, out, threads = sys.argv[2:6]
+torch.set_num_threads(int(threads))  # the parent's: a conv's summation order depends on it
 model, state, optimizer_state = load_model_checkpoint(path)
 optimizer = torch.optim.AdamW(param_groups(model, host_lr=0.1, seed_lr=0.1))
 load_optimizer_state(optimizer, optimizer_state)
@@ -105,7 +106,7 @@ def test_round_trip_in_a_fresh_process(tmp_path):
     train_step(model, optimizer, x, target)
 
     subprocess.run([sys.executable, "-c", CHILD, str(HERE), str(path), str(tmp_path / "inputs.pt"),
-                    str(tmp_path / "result.pt")], check=True, timeout=120)
+                    str(tmp_path / "result.pt"), str(torch.get_num_threads())], check=True, timeout=120)
     result = torch.load(tmp_path / "result.pt", weights_only=True)
     assert torch.equal(result["out"], expected)
     assert codec.decode(LifecycleState, result["state"]) == state

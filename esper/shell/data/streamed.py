@@ -16,6 +16,7 @@ prefetch `prefetch` batches each, and pin their batches on CUDA so the copy is q
 """
 
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 
 import attrs
@@ -70,6 +71,13 @@ class _Rows(Dataset[tuple[Tensor, Tensor]]):
         return len(self.source.labels)
 
 
+def worker_start() -> str | None:
+    """How workers start: fork (the default: the sources are shared copy-on-write, no pickling), except
+    once JAX is loaded (esper.core.xp's interop): its threads do not survive a fork, so then forkserver,
+    which starts workers from a clean process and pickles them the sources."""
+    return "forkserver" if "jax" in sys.modules else None
+
+
 def read_rows(source: ImageSource, rows: Sequence[int]) -> tuple[Tensor, Tensor]:
     """The rows' images and labels as CPU tensors that own their memory."""
     images = np.require(source.read(rows), dtype=np.uint8, requirements=["C", "W"])
@@ -105,6 +113,7 @@ class StreamedSplits:
                 _Rows(self.sources[split]), sampler=sampler, batch_size=None, num_workers=workers,
                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
                 prefetch_factor=self.settings.prefetch if workers > 0 else None,
+                multiprocessing_context=worker_start() if workers > 0 else None,
                 generator=torch.Generator().manual_seed(0))
             self._loaders[split] = loader, sampler
         return self._loaders[split]

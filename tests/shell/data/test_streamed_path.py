@@ -7,6 +7,9 @@ deterministic kernels, so every float is computed the same way; a difference wou
 (a batch read out of order, an RNG draw the other path does not make), not rounding.
 """
 
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +19,7 @@ from esper.shell.data import DataSource, Normalisation, load_task
 from esper.shell.data.budget import DEFAULT_FRACTION, available_ram, data_budget_bytes
 from esper.shell.data.image_source import ArraySource, nbytes
 from esper.shell.data.loading import image_task_data
-from esper.shell.data.streamed import LoaderSettings
+from esper.shell.data.streamed import LoaderSettings, worker_start
 from esper.shell.data.taskdata import TaskData
 from esper.shell.run_config import RunConfig, parse_bytes
 from esper.shell.trainer import Trainer
@@ -78,6 +81,20 @@ def test_both_paths_read_the_same_batches_index_for_index(task, workers, synth_s
     assert all(torch.equal(x, sx) and torch.equal(y, sy) for (x, y), (sx, sy) in pairs)
     assert torch.equal(streamed.batch("heldout", slice(3, 9))[0], resident.heldout_inputs[3:9])
     streamed.streamed.close()
+
+
+def test_with_jax_loaded_workers_start_from_a_forkserver_and_read_the_same_batches(synth_splits, monkeypatch):
+    """JAX's threads do not survive a fork (esper.core.xp imports it for interop): the workers start from
+    a forkserver then, with the sources pickled, and still read the resident path's batches."""
+    monkeypatch.setitem(sys.modules, "jax", sys.modules.get("jax") or types.ModuleType("jax"))
+    assert worker_start() == "forkserver"
+    resident, streamed = TASKS["synth-images"](synth_splits, None), TASKS["synth-images"](synth_splits, 0, 2)
+    ours, theirs = _epoch(resident, 0), _epoch(streamed, 0)
+    assert streamed.streamed._loaders["train"][0].multiprocessing_context.get_start_method() == "forkserver"
+    assert all(torch.equal(x, sx) and torch.equal(y, sy) for (_, x, y), (_, sx, sy) in zip(ours, theirs, strict=True))
+    streamed.streamed.close()
+    monkeypatch.delitem(sys.modules, "jax")
+    assert worker_start() is None  # fork: no pickling of the sources
 
 
 def _first_epoch(data: TaskData, task: str) -> tuple[tuple[float, ...], list[torch.Tensor], torch.Tensor]:
