@@ -23,7 +23,7 @@ def _model() -> tuple[MorphogeneticModel, torch.Tensor, torch.Tensor]:
 
 
 class ArrayData:
-    """The three calls `train_epoch` makes of its data, over in-memory tensors."""
+    """The calls `train_epoch` makes of its data, over in-memory tensors."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x, y
@@ -34,6 +34,9 @@ class ArrayData:
 
     def batch(self, split, index):
         return self.x[index], self.y[index]
+
+    def batches(self, split, indices):
+        return (self.batch(split, index) for index in indices)
 
     def prepare_batch(self, x, train, generator=None):
         return x
