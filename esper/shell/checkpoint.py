@@ -221,7 +221,7 @@ def _rebuild_host(data: Mapping[str, Any], dropout_generator: torch.Generator | 
         return build_host(codec.decode(HostConfig, entry["config"]), torch.Generator().manual_seed(0),
                           dropout_generator)
     recorded = entry.get("config")
-    host = HostFactory.rebuild(entry["factory"], recorded["input_shape"] if recorded else ())
+    host = HostFactory.rebuild(entry["factory"], recorded["input_shape"] if recorded else (), dropout_generator)
     if recorded is not None and attrs.has(type(host.config)) and codec.encode(host.config) != recorded:
         raise HostConfigError(f"host factory {entry['factory']['path']} now builds another host than the "
                               "checkpoint's (its slots or feature shapes changed)")

@@ -169,7 +169,7 @@ class Trainer:
         """The host (own init stream; dropout from the run's; a user's from its factory) in an empty model."""
         cfg, preset = self.cfg, self.preset
         host_gen = _generator(cfg.seed, STREAM_HOST, torch.device("cpu"))
-        host = factory.build(host_gen, sample=probe_sample(self.data)) if factory else host_for(
+        host = factory.build(host_gen, probe_sample(self.data), self.dropout_gen) if factory else host_for(
             cfg.host or preset.host, host_gen, dropout_generator=self.dropout_gen,
             **host_overrides(self.data, cfg.host_width, host_given=cfg.host is not None))
         if factory is None and preset.topology != host.config.KIND:

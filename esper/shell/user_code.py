@@ -8,7 +8,8 @@ the user's host therefore records where its code lives, and loading imports it a
     user blueprint name + "module:function" of its build, params and fits
 
 The factory runs under a forked global RNG seeded from the generator's seed, so a stack whose modules
-draw their init from the global RNG (nn.Linear's default) is still a function of the run's seed.
+draw their init from the global RNG (nn.Linear's default) is still a function of the run's seed; its
+`nn.Dropout`s are swapped for ones on the run's dropout generator (esper.shell.nets.dropout).
 An import path that does not resolve is an `ImportPathError`: one line naming the path.
 """
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from esper.core.catalogue import Catalogue, catalogue_for
 from esper.core.errors import ConfigError
 from esper.shell.data.taskdata import TaskData
+from esper.shell.nets.dropout import replace_dropouts
 from esper.shell.nets.host_base import Host, to_layout
 from esper.shell.nets.stack_host import host_from_stack
 
@@ -80,9 +82,11 @@ class HostFactory:
     slots: tuple[tuple[str, int], ...] | None = attrs.field(
         default=None, converter=attrs.converters.optional(lambda s: tuple(to_layout(s))))
 
-    def build(self, generator: torch.Generator, sample: Tensor) -> Host:
+    def build(self, generator: torch.Generator, sample: Tensor, dropout_generator: torch.Generator | None = None,
+              ) -> Host:
         """The host, its init drawn from `generator` (and the global RNG forked and seeded from it);
-        `sample` (a batch like the inputs) is the probe forward of a bare stack."""
+        `sample` (a batch like the inputs) is the probe forward of a bare stack. With a
+        `dropout_generator`, every `nn.Dropout` of the host draws from it (as a preset host's does)."""
         function = resolve(self.path)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(generator.initial_seed())
@@ -96,6 +100,8 @@ class HostFactory:
             host = host_from_stack(built, self.slots, sample=sample)
         else:
             raise ConfigError(f"host factory {self.path} returned {type(built).__name__}, not a Host or a stack")
+        if dropout_generator is not None:
+            replace_dropouts(host, dropout_generator)
         host.factory = self  # what model_checkpoint records
         host.sample_dtype = str(sample.dtype).removeprefix("torch.")
         return host
@@ -105,11 +111,12 @@ class HostFactory:
                 "slots": None if self.slots is None else [list(s) for s in self.slots], "sample_dtype": sample_dtype}
 
     @classmethod
-    def rebuild(cls, record: Mapping[str, Any], input_shape: Sequence[int]) -> Host:
+    def rebuild(cls, record: Mapping[str, Any], input_shape: Sequence[int],
+                dropout_generator: torch.Generator | None = None) -> Host:
         """The host a checkpoint's factory record describes (its weights are loaded afterwards)."""
         factory = cls(path=record["path"], kwargs=record.get("kwargs") or {}, slots=record.get("slots"))
         sample = torch.zeros((1, *input_shape), dtype=getattr(torch, record.get("sample_dtype", "float32")))
-        return factory.build(torch.Generator().manual_seed(0), sample)
+        return factory.build(torch.Generator().manual_seed(0), sample, dropout_generator)
 
 
 def probe_sample(data: TaskData) -> Tensor:

@@ -24,6 +24,7 @@ from esper.core.tasks import task_preset
 from esper.shell.blueprint_check import register
 from esper.shell.checkpoint import CheckpointError, load_model_checkpoint, model_checkpoint, save_model_checkpoint
 from esper.shell.data import DataSource, TaskData
+from esper.shell.nets.dropout import dropout_generators
 from esper.shell.nets.stack_host import host_from_stack
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
@@ -35,7 +36,8 @@ FACTORY = HostFactory(path=f"{__name__}:mlp_stack", kwargs={"width": 16}, slots=
 
 def mlp_stack(generator: torch.Generator, width: int) -> nn.Sequential:
     """The user's network: a plain MLP (default init, drawn from the global RNG the trainer seeds)."""
-    return nn.Sequential(nn.Linear(D_IN, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 2))
+    return nn.Sequential(nn.Linear(D_IN, width), nn.ReLU(), nn.Dropout(0.1), nn.Linear(width, width), nn.ReLU(),
+                         nn.Linear(width, 2))
 
 
 class Scale(nn.Module):
@@ -102,6 +104,7 @@ def grown() -> tuple[Trainer, list]:
 def test_the_heuristic_germinates_and_fossilizes_the_user_blueprint_on_the_user_mlp(grown):
     trainer, events = grown
     assert trainer.model.topology == "mlp" and trainer.model.host.config.kind == "mlp"
+    assert dropout_generators(trainer.model.host) == [trainer.dropout_gen]  # the run's stream, not the global RNG
     assert trainer.heuristic_cfg.rotation_for("mlp") == ("scale", "lora", "mlp", "norm")
     germinated = [e for e in events if isinstance(e, SeedGerminated)]
     assert germinated and germinated[0].blueprint == "scale"
