@@ -8,6 +8,7 @@ The factory and the blueprint live at module level here, as a user's would in th
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -94,11 +95,15 @@ def growth_trainer() -> Trainer:
 
 
 @pytest.fixture(scope="module")
-def grown() -> tuple[Trainer, list]:
-    torch.set_num_threads(1)
-    trainer = growth_trainer()
-    events = [e for _ in range(EPOCHS) for e in trainer.run_epoch().events]
-    return trainer, events
+def grown() -> Iterator[tuple[Trainer, list]]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one reduction order, whatever the machine; restored for the tests after these
+    try:
+        trainer = growth_trainer()
+        events = [e for _ in range(EPOCHS) for e in trainer.run_epoch().events]
+    finally:
+        torch.set_num_threads(threads)
+    yield trainer, events
 
 
 def test_the_heuristic_germinates_and_fossilizes_the_user_blueprint_on_the_user_mlp(grown):
