@@ -19,6 +19,7 @@ from torch import nn
 from esper.core import codec
 from esper.core.catalogue import catalogue_for
 from esper.core.config import LifecycleConfig
+from esper.core.errors import ConfigError
 from esper.core.events import SeedFossilized, SeedGerminated
 from esper.core.heuristic import HeuristicConfig
 from esper.core.tasks import task_preset
@@ -26,6 +27,7 @@ from esper.shell.blueprint_check import register
 from esper.shell.checkpoint import CheckpointError, load_model_checkpoint, model_checkpoint, save_model_checkpoint
 from esper.shell.data import DataSource, TaskData
 from esper.shell.nets.dropout import dropout_generators
+from esper.shell.nets.host_base import Host
 from esper.shell.nets.stack_host import host_from_stack
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
@@ -190,3 +192,40 @@ def test_user_blueprints_lead_the_rotation_and_leave_built_in_records_unchanged(
     assert cfg.rotation_for("cnn")[:3] == ("scale", "norm", "conv_light")
     assert "user_blueprints" not in codec.encode(HeuristicConfig())
     assert codec.decode(HeuristicConfig, codec.encode(cfg)) == cfg
+
+
+def test_user_blueprint_names_are_checked_in_one_line():
+    for bad in (("Bad",), ("noop",), ("scale", "scale")):
+        with pytest.raises(ConfigError) as caught:
+            HeuristicConfig(user_blueprints=bad)
+        assert "user_blueprints" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def mlp_host(generator: torch.Generator, width: int) -> Host:
+    """A factory that cuts its own host: no slots in the HostFactory."""
+    return host_from_stack(mlp_stack(generator, width), {"hidden": 1}, sample=torch.zeros(2, D_IN))
+
+
+def not_a_host(generator: torch.Generator) -> int:
+    return 3
+
+
+def test_a_factory_may_return_a_host_and_a_bare_stack_needs_slots():
+    gen = torch.Generator().manual_seed(0)
+    host = HostFactory(path=f"{__name__}:mlp_host", kwargs={"width": 8}).build(gen, torch.zeros(2, D_IN))
+    assert [s.name for s in host.slot_specs] == ["hidden"] and host.slot_specs[0].dim == 8
+    for factory, words in ((HostFactory(path=f"{__name__}:mlp_stack", kwargs={"width": 8}), "give its slots"),
+                           (HostFactory(path=f"{__name__}:not_a_host"), "not a Host or a stack")):
+        with pytest.raises(ConfigError, match=words):
+            factory.build(gen, torch.zeros(2, D_IN))
+    with pytest.raises(ConfigError, match="JSON"):
+        HostFactory(path=f"{__name__}:mlp_stack", kwargs={"width": object()})
+
+
+def test_a_factory_that_now_builds_another_host_is_one_line(grown):
+    trainer, _ = grown
+    data = model_checkpoint(trainer.model, trainer.state)
+    data["host"]["factory"]["kwargs"] = {"width": 12}
+    with pytest.raises(CheckpointError) as caught:
+        load_model_checkpoint(data)
+    assert "now builds another host" in str(caught.value) and "\n" not in str(caught.value)
