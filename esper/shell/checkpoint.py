@@ -81,11 +81,11 @@ def model_checkpoint(model: MorphogeneticModel, state: LifecycleState,
 
 def _host_entry(model: MorphogeneticModel) -> dict[str, Any]:
     """A preset or custom host: its name and config. A user's host: its factory's import path too."""
-    config, factory = model.host.config, getattr(model.host, "factory", None)
+    config, factory = model.host.config, getattr(model.host, "esper_factory", None)
     if factory is None:
         return {"name": host_name(config), "config": codec.encode(config)}
     return {"name": "user", "config": codec.encode(config) if attrs.has(type(config)) else None,
-            "factory": factory.record(model.host.sample_dtype)}
+            "factory": factory.record(model.host.esper_sample_dtype)}
 
 
 def _check_mirrors(model: MorphogeneticModel, state: LifecycleState) -> None:

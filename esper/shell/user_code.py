@@ -102,8 +102,8 @@ class HostFactory:
             raise ConfigError(f"host factory {self.path} returned {type(built).__name__}, not a Host or a stack")
         if dropout_generator is not None:
             replace_dropouts(host, dropout_generator)
-        host.factory = self  # what model_checkpoint records
-        host.sample_dtype = str(sample.dtype).removeprefix("torch.")
+        host.esper_factory = self  # what model_checkpoint records (a name no user module is likely to use)
+        host.esper_sample_dtype = str(sample.dtype).removeprefix("torch.")
         return host
 
     def record(self, sample_dtype: str) -> dict[str, Any]:
