@@ -119,6 +119,25 @@ class HostFactory:
         return factory.build(torch.Generator().manual_seed(0), sample, dropout_generator)
 
 
+@attrs.frozen(kw_only=True)
+class UserParts:
+    """What a script hands a run besides its config: its own data, host factory and catalogue (each optional)."""
+
+    data: TaskData | None = None
+    host_factory: HostFactory | None = None
+    catalogue: Catalogue | None = None
+
+    def task_data(self, device: torch.device) -> TaskData:
+        """The script's data, which must already be on the run's device (one line otherwise)."""
+        assert self.data is not None
+        if self.data.device != device:
+            raise ConfigError(f"the data is on {self.data.device}, the run on {device}: build it on the run's device")
+        return self.data
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        return {"host_factory": self.host_factory, "catalogue": self.catalogue}
+
+
 def probe_sample(data: TaskData) -> Tensor:
     """A few prepared training inputs on the CPU: the probe batch of a user's stack host."""
     x, _ = data.batch("train", slice(0, min(8, data.n_train)))
