@@ -43,8 +43,8 @@ def resolve(path: str) -> Any:
         raise ImportPathError(f"import path {path!r} is not of the form module:function")
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportPathError(f"cannot import {path!r}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # a missing module, or one that fails while importing: one line either way
+        raise ImportPathError(f"cannot import {path!r}: {_one_line(exc)}") from None
     for part in attr.split("."):
         if not hasattr(target, part):
             raise ImportPathError(f"cannot import {path!r}: module {module_name!r} has no {attr!r}")
@@ -52,6 +52,10 @@ def resolve(path: str) -> Any:
     if not callable(target):
         raise ImportPathError(f"import path {path!r} is not callable")
     return target
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def import_path_of(fn: Any, what: str) -> str:
@@ -90,7 +94,11 @@ class HostFactory:
         function = resolve(self.path)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(generator.initial_seed())
-            built = function(generator, **self.kwargs)
+            try:
+                built = function(generator, **self.kwargs)
+            except Exception as exc:  # the user's code: its failure is one line naming the factory
+                raise ConfigError(f"host factory {self.path}(generator, **{self.kwargs}) failed: "
+                                  f"{_one_line(exc)}") from None
         if isinstance(built, Host):
             host = built
         elif isinstance(built, nn.Sequential | Sequence):

@@ -218,6 +218,9 @@ def test_a_factory_may_return_a_host_and_a_bare_stack_needs_slots():
                            (HostFactory(path=f"{__name__}:not_a_host"), "not a Host or a stack")):
         with pytest.raises(ConfigError, match=words):
             factory.build(gen, torch.zeros(2, D_IN))
+    with pytest.raises(ConfigError, match=r"failed: TypeError: .*unexpected keyword") as caught:
+        HostFactory(path=f"{__name__}:mlp_stack", kwargs={"depth": 2}).build(gen, torch.zeros(2, D_IN))
+    assert "\n" not in str(caught.value)
     with pytest.raises(ConfigError, match="JSON"):
         HostFactory(path=f"{__name__}:mlp_stack", kwargs={"width": object()})
 
