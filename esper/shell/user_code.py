@@ -86,8 +86,8 @@ class HostFactory:
     slots: tuple[tuple[str, int], ...] | None = attrs.field(
         default=None, converter=attrs.converters.optional(lambda s: tuple(to_layout(s))))
 
-    def build(self, generator: torch.Generator, sample: Tensor, dropout_generator: torch.Generator | None = None,
-              ) -> Host:
+    def build(self, generator: torch.Generator, sample: Tensor,
+              dropout_generator: torch.Generator | None = None) -> Host:
         """The host, its init drawn from `generator` (and the global RNG forked and seeded from it);
         `sample` (a batch like the inputs) is the probe forward of a bare stack. With a
         `dropout_generator`, every `nn.Dropout` of the host draws from it (as a preset host's does)."""
