@@ -148,3 +148,26 @@ def test_governor_ok_only_on_finite_losses_and_window_bounded(warmup, extra, seq
             assert state.window[-1] == val_loss and state.consecutive == 0
         else:
             assert state.window == before.window  # anomalies and panics append nothing
+
+
+user_names = st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True).filter(lambda n: n != "noop"),
+                      unique=True, max_size=4)
+
+
+@given(user_names, st.sampled_from(["cnn", "transformer", "mlp"]))
+def test_user_blueprints_lead_the_rotation_and_every_built_in_stays_once(users, topology):
+    """docs/lifecycle.md §6.6: the rotation is the user blueprints, then the built-ins they did not name."""
+    built_in = DEFAULT.rotation_for(topology)
+    rotation = HeuristicConfig(user_blueprints=users).rotation_for(topology)
+    assert rotation[:len(users)] == tuple(users)
+    assert rotation[len(users):] == tuple(n for n in built_in if n not in users)
+    assert len(set(rotation)) == len(rotation)
+
+
+@given(decisions(), user_names)
+def test_decide_stays_sensible_with_user_names_the_catalogue_lacks(case, users):
+    """A rotation led by names the view's catalogue does not hold still issues only allowed actions."""
+    rules, view, hview, state, cfg = case
+    cfg = attrs.evolve(cfg, user_blueprints=users)
+    _, action, reason = decide(state, hview, cfg)
+    assert_sensible(rules, view, hview, cfg, action, reason)

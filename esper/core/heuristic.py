@@ -40,6 +40,7 @@ Blueprint choice and cull penalty (§1.4): candidates = rotation ∩ blueprints 
 admits; the minimum of `(penalty[b], (index(b) − pointer) mod N)` wins. `observe` folds the
 lifecycle events: `SeedGerminated` → pointer = index(b) + 1, every penalty × 0.85, entries
 below 0.1 deleted; `SeedCulled` for any reason but `governor_rollback` → penalty[b] += 1.0.
+The rotation is the topology's, led by the run catalogue's user blueprints (`user_blueprints`).
 """
 
 from collections.abc import Iterable
@@ -48,7 +49,8 @@ from typing import Any
 import attrs
 
 from esper.core.actions import ActionMasks, FactoredAction, Op
-from esper.core.catalogue import catalogue_for
+from esper.core.catalogue import BLUEPRINT_NAME, catalogue_for
+from esper.core.codec import OMIT_IF_DEFAULT
 from esper.core.config import Rules, min_span
 from esper.core.errors import ConfigError
 from esper.core.events import Event, InputMissing, SeedCulled, SeedFossilized, SeedGerminated
@@ -86,6 +88,14 @@ def _rotation_errors(topology: str, rotation: tuple[str, ...]) -> list[str]:
     return errors
 
 
+def _user_errors(names: tuple[str, ...]) -> list[str]:
+    errors = [f"user_blueprints names {n!r}, not a blueprint name ([a-z][a-z0-9_]*)" for n in names
+              if not BLUEPRINT_NAME.fullmatch(n) or n == "noop"]
+    if len(set(names)) != len(names):
+        errors.append(f"user_blueprints repeats a name: {list(names)}")
+    return errors
+
+
 @attrs.frozen(kw_only=True)
 class HeuristicConfig:
     """Every threshold of §1.3–1.4. Rotations are validated against the catalogues at
@@ -107,10 +117,15 @@ class HeuristicConfig:
     penalty_decay: float = 0.85
     penalty_floor: float = 0.1
     penalty_step: float = 1.0
+    # The run catalogue's user blueprints (Catalogue.with_blueprint), in catalogue order: they lead
+    # every rotation, so a blueprint the user registered is the first one tried. Absent from the
+    # records of runs on the built-in catalogues.
+    user_blueprints: tuple[str, ...] = attrs.field(default=(), converter=_names, metadata={OMIT_IF_DEFAULT: True})
 
     def __attrs_post_init__(self) -> None:
         errors = [*_rotation_errors("cnn", self.cnn_rotation),
-                  *_rotation_errors("transformer", self.transformer_rotation)]
+                  *_rotation_errors("transformer", self.transformer_rotation),
+                  *_user_errors(self.user_blueprints)]
         checks = [
             (self.concurrent_seeds >= 1, f"concurrent_seeds must be >= 1, got {self.concurrent_seeds}"),
             (self.max_seeds >= 0, f"max_seeds must be >= 0 (0 = unlimited), got {self.max_seeds}"),
@@ -127,13 +142,12 @@ class HeuristicConfig:
             raise ConfigError("heuristic config: " + "; ".join(errors))
 
     def rotation_for(self, topology: str) -> tuple[str, ...]:
-        if topology == "cnn":
-            return self.cnn_rotation
-        if topology == "transformer":
-            return self.transformer_rotation
-        if topology == "mlp":
-            return MLP_ROTATION
-        raise ConfigError(f"heuristic config: no rotation for topology {topology!r}")
+        """The user blueprints, then the topology's rotation (a built-in name the user took is not repeated)."""
+        rotations = {"cnn": self.cnn_rotation, "transformer": self.transformer_rotation, "mlp": MLP_ROTATION}
+        if topology not in rotations:
+            raise ConfigError(f"heuristic config: no rotation for topology {topology!r}")
+        users = self.user_blueprints
+        return (*users, *(name for name in rotations[topology] if name not in users)) if users else rotations[topology]
 
 
 def _penalties(values: Iterable[Any]) -> Penalties:

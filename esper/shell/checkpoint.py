@@ -5,6 +5,9 @@ A checkpoint is a dict of plain data and tensors, loadable with `torch.load(weig
     format "esper.model/1", topology, host {name, config}, catalogue_version 1,
     model {run_seed, episode, env_index, input_grad_from}, lifecycle (codec.encode(state)),
     tensors (model.state_dict()), optionally optimizer (state_dict with §8.5 group names)
+    a user's host (esper.shell.user_code): host {name "user", config, factory {path, kwargs, slots,
+    sample_dtype}}; a catalogue with user blueprints: blueprints [{name, build, params, fits}] (import
+    paths). Neither key is written for a built-in host and catalogue, so those records are unchanged.
 
 Restore: host from its config → model → `codec.decode(LifecycleState, …)` → `sync_to` (rebuilds every
 seed module) → `load_state_dict(strict=True)`. Anything that does not fit raises
@@ -20,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import attrs
 import torch
 
 from esper.core import codec
@@ -28,7 +32,8 @@ from esper.core.errors import ConfigError, HostConfigError, LifecycleError, Unkn
 from esper.core.seed import LifecycleState
 from esper.core.stages import HAS_MODULE, Stage
 from esper.shell.model import MorphogeneticModel
-from esper.shell.nets.hosts import HOST_PRESETS, HostConfig, build_host
+from esper.shell.nets.hosts import HOST_PRESETS, Host, HostConfig, build_host
+from esper.shell.user_code import HostFactory, ImportPathError, blueprint_records, catalogue_from_records
 
 FORMAT = "esper.model/1"
 CATALOGUE_VERSION = 1
@@ -60,16 +65,27 @@ def model_checkpoint(model: MorphogeneticModel, state: LifecycleState,
     data: dict[str, Any] = {
         "format": FORMAT,
         "topology": model.topology,
-        "host": {"name": host_name(model.host.config), "config": codec.encode(model.host.config)},
+        "host": _host_entry(model),
         "catalogue_version": CATALOGUE_VERSION,
         "model": {"run_seed": model.run_seed, "episode": model.episode, "env_index": model.env_index,
                   "input_grad_from": model.lifecycle_config.input_grad_from.name},
         "lifecycle": codec.encode(state),
         "tensors": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }
+    if blueprints := blueprint_records(model.catalogue):
+        data["blueprints"] = blueprints
     if optimizer is not None:
         data["optimizer"] = copy.deepcopy(optimizer.state_dict())
     return data
+
+
+def _host_entry(model: MorphogeneticModel) -> dict[str, Any]:
+    """A preset or custom host: its name and config. A user's host: its factory's import path too."""
+    config, factory = model.host.config, getattr(model.host, "esper_factory", None)
+    if factory is None:
+        return {"name": host_name(config), "config": codec.encode(config)}
+    return {"name": "user", "config": codec.encode(config) if attrs.has(type(config)) else None,
+            "factory": factory.record(model.host.esper_sample_dtype)}
 
 
 def _check_mirrors(model: MorphogeneticModel, state: LifecycleState) -> None:
@@ -157,6 +173,8 @@ def load_model_checkpoint(source: str | os.PathLike[str] | Mapping[str, Any], *,
     _check_header(where, data)
     try:
         model, state = _rebuild(data, lifecycle, torch.device(device), dropout_generator)
+    except ImportPathError as exc:  # the user's code is not importable here: say which path
+        raise CheckpointError(f"{where}: {_one_line(exc)}") from None
     except _REBUILD_ERRORS as exc:
         raise CheckpointError(f"{where}: architecture does not match: {_one_line(exc)}") from None
     _load_tensors(where, model, data["tensors"])
@@ -178,22 +196,36 @@ def _check_header(where: str, data: Mapping[str, Any]) -> None:
 
 def _rebuild(data: Mapping[str, Any], lifecycle: LifecycleConfig | None, device: torch.device,
              dropout_generator: torch.Generator | None) -> tuple[MorphogeneticModel, LifecycleState]:
-    config = codec.decode(HostConfig, data["host"]["config"])
-    if data["topology"] != config.KIND:
-        raise HostConfigError(f"host config kind {config.KIND!r} but topology {data['topology']!r}")
+    host = _rebuild_host(data, dropout_generator).to(device)
+    if data["topology"] != host.config.KIND:
+        raise HostConfigError(f"host config kind {host.config.KIND!r} but topology {data['topology']!r}")
     meta = data["model"]
     saved_grad_from = Stage[meta["input_grad_from"]]
     lifecycle = lifecycle or LifecycleConfig(input_grad_from=saved_grad_from)
     if lifecycle.input_grad_from != saved_grad_from:
         raise ConfigError(f"lifecycle input_grad_from {lifecycle.input_grad_from.name}, "
                           f"checkpoint {saved_grad_from.name}")
-    # The host's initial weights do not matter: every tensor is loaded from the file below.
-    host = build_host(config, torch.Generator().manual_seed(0), dropout_generator).to(device)
     model = MorphogeneticModel(host, run_seed=meta["run_seed"], episode=meta["episode"],
-                               env_index=meta["env_index"], lifecycle=lifecycle)
+                               env_index=meta["env_index"], lifecycle=lifecycle,
+                               catalogue=catalogue_from_records(data["topology"], data.get("blueprints", ())))
     state = codec.decode(LifecycleState, data["lifecycle"])
     model.sync_to(state)
     return model, state
+
+
+def _rebuild_host(data: Mapping[str, Any], dropout_generator: torch.Generator | None) -> Host:
+    """The host of the record: a preset/custom one from its config, a user's from its factory (re-imported).
+    Its initial weights do not matter: every tensor is loaded from the file afterwards."""
+    entry = data["host"]
+    if "factory" not in entry:
+        return build_host(codec.decode(HostConfig, entry["config"]), torch.Generator().manual_seed(0),
+                          dropout_generator)
+    recorded = entry.get("config")
+    host = HostFactory.rebuild(entry["factory"], recorded["input_shape"] if recorded else (), dropout_generator)
+    if recorded is not None and attrs.has(type(host.config)) and codec.encode(host.config) != recorded:
+        raise HostConfigError(f"host factory {entry['factory']['path']} now builds another host than the "
+                              "checkpoint's (its slots or feature shapes changed)")
+    return host
 
 
 def _load_tensors(where: str, model: MorphogeneticModel, tensors: Mapping[str, Any]) -> None:

@@ -61,6 +61,7 @@ from esper.shell.telemetry.rundir import (
     tag_failed_run,
 )
 from esper.shell.trainer import TrainingDiverged
+from esper.shell.user_code import UserParts
 
 
 class Program(Protocol):
@@ -101,7 +102,8 @@ class ProgramKind(Protocol):
 
     @classmethod
     def open(cls, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
-             record: dict[str, Any], stop_after: int | None, ranks: Ranks) -> Program: ...
+             record: dict[str, Any], stop_after: int | None, ranks: Ranks, user: UserParts | None = None,
+             ) -> Program: ...
 
     @staticmethod
     def read_summary(run_dir: Path) -> Any: ...  # a finished run's summary file; None when absent
@@ -127,14 +129,15 @@ def program_kind(cfg: RunConfig) -> ProgramKind:
 
 
 def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
-          stop_after: int | None = None) -> Any:
+          stop_after: int | None = None, user: UserParts | None = None) -> Any:
     """Run (or continue) one run; returns its summary (a `RunSummary`, or a PPO run's rl_summary dict).
     `stop_after` ends the run after that many steps in total (tests; a run cut short on purpose).
     The run is validated (data, trainer or policy, slots, seeds) before anything is written, and its
     directory locked from its first write to the run's end (`locked`: a second writer is refused).
     Under a launcher every rank runs this (esper.shell.dist): rank 0 finds, locks and writes the run
     directory, every rank opens the same program; a failure of any rank while opening stops them all.
-    User errors are raised as typed exceptions (the CLI prints them in one line)."""
+    User errors are raised as typed exceptions (the CLI prints them in one line). `user`: a script's own
+    data, host factory and catalogue (esper.shell.user_code; a resume passes them again)."""
     with contextlib.ExitStack() as held:
         ranks = held.enter_context(process_group(cfg.dist_timeout))
         cfg, point, run_id, path, restart = locate(with_world(cfg, ranks), out, resume, held, ranks)
@@ -142,7 +145,7 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
         kind = program_kind(cfg)
         device = bind_device(resolve_device(cfg.device), ranks)
         with signals_interrupt(), process_settings(ProcessSettings.for_run(cfg.deterministic, device)):
-            program, record = open_program(kind, cfg, device, run_dir, point, run_id, stop_after, ranks)
+            program, record = open_program(kind, cfg, device, run_dir, point, run_id, stop_after, ranks, user)
             finished = prepare_directory(kind, program, run_dir, record, point, held, ranks,
                                          lock=resume is None and not restart)
             if finished is not None:
@@ -198,16 +201,16 @@ def _locate(cfg: RunConfig, out: str | None, resume: str | None,
 
 def open_program(kind: "ProgramKind", cfg: RunConfig, device: torch.device, run_dir: RunDirectory,
                  point: ResumePoint | None, run_id: str, stop_after: int | None,
-                 ranks: Ranks) -> tuple["Program", dict[str, Any]]:
+                 ranks: Ranks, user: UserParts | None = None) -> tuple["Program", dict[str, Any]]:
     """Data, the run's record and its program, on every rank; nothing written yet."""
     failed, opened = None, None
     try:
         devices = kind.devices(device)
-        data = [load_data(cfg, d) for d in devices]
+        data = [user.task_data(d) if user and user.data else load_data(cfg, d) for d in devices]
         if ranks.main:
             print(data[0].path_line())
         record = run_record(cfg, data[0], point, run_id)
-        opened = kind.open(cfg, data, devices, run_dir, record, stop_after, ranks), record
+        opened = kind.open(cfg, data, devices, run_dir, record, stop_after, ranks, user), record
     except Exception as exc:
         failed = exc
     ranks.together(failed)

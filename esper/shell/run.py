@@ -33,6 +33,7 @@ from esper.shell.run_checkpoint import FORMAT, ResumePoint, Save, restore_traine
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, TelemetryHub, print_summary
 from esper.shell.trainer import Trainer, TrainingDiverged
+from esper.shell.user_code import UserParts
 
 RESUMABLE = ("epochs", "device", "precision", "compile", "telemetry_level", "profile", "events", "tensorboard",
              "wandb", "wandb_project", "wandb_entity", "progress", "checkpoint_every", "keep_checkpoints",
@@ -40,15 +41,17 @@ RESUMABLE = ("epochs", "device", "precision", "compile", "telemetry_level", "pro
 CHECKPOINT_EVERY = 5  # epochs between periodic checkpoints when --checkpoint-every is not given
 
 
-def build_trainer(cfg: RunConfig, data: TaskData, device: torch.device, ranks: Ranks | None = None) -> Trainer:
+def build_trainer(cfg: RunConfig, data: TaskData, device: torch.device, ranks: Ranks | None = None,
+                  user: UserParts | None = None) -> Trainer:
     """The run's trainer, data-parallel over `ranks` (esper.shell.data_parallel); `--controller ppo
-    --policy RUN_DIR` decides with the trained policy (on every rank, from the same measurements)."""
+    --policy RUN_DIR` decides with the trained policy (on every rank, from the same measurements);
+    `user`: a script's own host factory and catalogue."""
     if cfg.controller != "ppo":
-        return Trainer(cfg, data, device, ranks=ranks)
+        return Trainer(cfg, data, device, ranks=ranks, **(user.trainer_kwargs() if user else {}))
     from esper.shell.rl.policy_run import PolicyDecider, load_policy
 
     saved = load_policy(cfg.policy)
-    trainer = Trainer(cfg, data, device, measure_fossils=True, ranks=ranks)
+    trainer = Trainer(cfg, data, device, measure_fossils=True, ranks=ranks, **(user.trainer_kwargs() if user else {}))
     trainer.decider = PolicyDecider(saved, trainer)
     return trainer
 
@@ -79,9 +82,10 @@ class EpochRun:
 
     @classmethod
     def open(cls, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
-             record: dict[str, Any], stop_after: int | None, ranks: Ranks | None = None) -> "EpochRun":
+             record: dict[str, Any], stop_after: int | None, ranks: Ranks | None = None,
+             user: UserParts | None = None) -> "EpochRun":
         ranks = ranks or Ranks()
-        return cls(cfg, build_trainer(cfg, data[0], devices[0], ranks), run_dir, record, stop_after, ranks)
+        return cls(cfg, build_trainer(cfg, data[0], devices[0], ranks, user), run_dir, record, stop_after, ranks)
 
     @staticmethod
     def read_summary(run_dir: Path) -> RunSummary | None:

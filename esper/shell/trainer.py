@@ -24,6 +24,7 @@ import torch
 
 from esper.core import codec, governor, heuristic, lifecycle, lr_schedule, signals
 from esper.core.actions import ActionMasks, FactoredAction
+from esper.core.catalogue import Catalogue
 from esper.core.config import LifecycleConfig, Rules
 from esper.core.errors import ConfigError
 from esper.core.events import EpochMetrics, Event, GovernorAbort, GovernorRollback, SeedMetrics, SlotStatus
@@ -47,6 +48,7 @@ from esper.shell.model import MorphogeneticModel
 from esper.shell.nets.hosts import host_for
 from esper.shell.optim_groups import param_groups, set_lrs, sync_optimizer
 from esper.shell.run_config import RunConfig
+from esper.shell.user_code import HostFactory, probe_sample, user_blueprints
 
 # Generator streams (docs/runtime.md §2.5): SeedSequence([seed, 0, k]).
 STREAM_DATA, STREAM_AUGMENT, STREAM_HOST = 2_000_001, 2_000_002, 2_000_005
@@ -114,12 +116,13 @@ class Trainer:
     def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device, *,
                  controller: Controller | None = None, lifecycle_config: LifecycleConfig | None = None,
                  decider: "Decider | None" = None, measure_fossils: bool = False, diagnostics: bool = True,
-                 ranks: Ranks | None = None) -> None:
+                 ranks: Ranks | None = None, host_factory: HostFactory | None = None,
+                 catalogue: Catalogue | None = None) -> None:
         """`controller` and `lifecycle_config` replace the configured controller and the horizon's
         lifecycle defaults (scripted controllers in tests and experiments). A `decider` sees the
         whole pending epoch (a trained policy needs the numbers the heuristic's view leaves out);
         `measure_fossils` measures each fossil's contribution too (RL reward); `diagnostics=False`: no
-        profile's; W `ranks`: data-parallel."""
+        profile's; W `ranks`: data-parallel; the user's `host_factory` and `catalogue` (docs/lifecycle.md §7.4)."""
         self.decider, self.measure_fossils = decider, measure_fossils
         preset = data.preset
         self.cfg, self.data, self.preset, self.device = cfg, data, preset, device
@@ -136,7 +139,7 @@ class Trainer:
         self.lifecycle_cfg = lifecycle_config or preset.lifecycle_config(self.epochs, max_seeds=cfg.max_seeds)
         self._controller = controller
         enabled = set(cfg.slots) if cfg.slots else None
-        self.model = self._new_model(enabled)
+        self.model = self._new_model(enabled, host_factory, catalogue)
         self.rules: Rules = self.model.rules(self.lifecycle_cfg)
         self.state: LifecycleState = lifecycle.initial_state(self.model.topology, self.model.host.slot_specs, enabled)
         for entry in cfg.static_seeds:  # fixed seeds of a static baseline: fossils from epoch 0
@@ -148,7 +151,7 @@ class Trainer:
         self.schedule = cfg.lr_schedule or preset.lr_schedule  # esper.core.lr_schedule
         self.tracker_cfg = signals.TrackerConfig(plateau_min_gain=preset.plateau_gain)
         self.tracker = signals.TrackerState()
-        self.heuristic_cfg = heuristic_config(cfg, preset)
+        self.heuristic_cfg = heuristic_config(cfg, preset, user_blueprints(self.model.catalogue))
         self.heuristic = heuristic.HeuristicState(topology=self.model.topology)
         self.governor_cfg = governor.GovernorConfig(random_guess_loss=data.random_guess_loss,
                                                     max_rollbacks=cfg.max_rollbacks)
@@ -161,16 +164,17 @@ class Trainer:
 
     # -- set-up helpers ------------------------------------------------------------------------
 
-    def _new_model(self, enabled: set[str] | None) -> MorphogeneticModel:
-        """The host (its own init stream; dropout from the run's generator) in an empty model."""
+    def _new_model(self, enabled: set[str] | None, factory: HostFactory | None,
+                   catalogue: Catalogue | None) -> MorphogeneticModel:
+        """The host (own init stream; dropout from the run's; a user's from its factory) in an empty model."""
         cfg, preset = self.cfg, self.preset
-        host = host_for(cfg.host or preset.host, _generator(cfg.seed, STREAM_HOST, torch.device("cpu")),
-                        dropout_generator=self.dropout_gen,
-                        **host_overrides(self.data, cfg.host_width, host_given=cfg.host is not None))
-        if preset.topology != host.config.KIND:
-            raise ConfigError(f"host {cfg.host} is a {host.config.KIND} host; task {preset.name} needs a "
-                              f"{preset.topology} host")
-        return MorphogeneticModel(host, run_seed=cfg.seed, lifecycle=self.lifecycle_cfg,
+        host_gen = _generator(cfg.seed, STREAM_HOST, torch.device("cpu"))
+        host = factory.build(host_gen, probe_sample(self.data), self.dropout_gen) if factory else host_for(
+            cfg.host or preset.host, host_gen, dropout_generator=self.dropout_gen,
+            **host_overrides(self.data, cfg.host_width, host_given=cfg.host is not None))
+        if factory is None and preset.topology != host.config.KIND:
+            raise ConfigError(f"host {cfg.host} is {host.config.KIND}; task {preset.name} needs {preset.topology}")
+        return MorphogeneticModel(host, run_seed=cfg.seed, lifecycle=self.lifecycle_cfg, catalogue=catalogue,
                                   enabled=enabled).to(self.device)
 
     def _diagnostics(self, enabled: bool) -> Diagnostics | None:
@@ -438,10 +442,9 @@ def samples_per_epoch(n_train: int, batch_size: int, max_batches: int | None) ->
     return batch_size * (batches if max_batches is None else min(batches, max_batches))
 
 
-def heuristic_config(cfg: RunConfig, preset: TaskPreset) -> heuristic.HeuristicConfig:
-    """The heuristic's knobs: the run's, falling back to the task preset's."""
+def heuristic_config(cfg: RunConfig, preset: TaskPreset, user: tuple[str, ...] = ()) -> heuristic.HeuristicConfig:
+    """The heuristic's knobs: the run's, falling back to the task preset's; `user` blueprints lead the rotation."""
     return heuristic.HeuristicConfig(
-        max_seeds=cfg.max_seeds, plateau_epochs=cfg.plateau_epochs,
-        min_germinate_epoch=preset.min_germinate_epoch if cfg.min_germinate_epoch is None
-        else cfg.min_germinate_epoch,
+        max_seeds=cfg.max_seeds, plateau_epochs=cfg.plateau_epochs, user_blueprints=user,
+        min_germinate_epoch=preset.min_germinate_epoch if cfg.min_germinate_epoch is None else cfg.min_germinate_epoch,
         germination=cfg.germination or preset.germination)

@@ -49,6 +49,7 @@ from esper.shell.rl.update_numerics import update_compile_mode
 from esper.shell.run_checkpoint import ResumePoint, Save, versions
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, TelemetryHub
+from esper.shell.user_code import UserParts
 
 FORMAT = "esper.rl_run"
 POLICY_FILE = "policy.pt"
@@ -138,7 +139,10 @@ class PPORun:
 
     @classmethod
     def open(cls, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
-             record: dict[str, Any], stop_after: int | None, ranks: Ranks | None = None) -> "PPORun":
+             record: dict[str, Any], stop_after: int | None, ranks: Ranks | None = None,
+             user: UserParts | None = None) -> "PPORun":
+        if user is not None and (user.host_factory is not None or user.catalogue is not None):
+            raise ConfigError("a PPO learning run on a user's host or catalogue is not supported yet")
         return cls(cfg, data, devices, run_dir, record, stop_after, ranks)
 
     @staticmethod
