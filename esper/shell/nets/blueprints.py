@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esper.core.catalogue import Catalogue, catalogue_for, reduced_width
+from esper.core.catalogue import BlueprintSpec, Catalogue, catalogue_for, reduced_width
 from esper.core.errors import HostCatalogueMismatch
 from esper.shell.nets.host_base import default_init_
 
@@ -282,13 +282,23 @@ def build_blueprint(topology: str, name: str, dim: int, generator: torch.Generat
     count differs from the catalogue formula. Parameters live on `generator.device`.
     """
     spec = catalogue_for(topology).spec(name)
-    dim = operator.index(dim)
-    if not spec.fits(dim):
-        raise ValueError(f"{topology} blueprint {name!r} does not fit dim {dim}")
+    dim = _fitting(spec, topology, name, dim)
     builder = _BUILDERS[topology].get(name)
     if builder is None:
         raise HostCatalogueMismatch(f"{topology} catalogue entry {name!r} has no module")
-    module = _materialise(builder(dim), generator)
+    return _counted(_materialise(builder(dim), generator), spec, topology, name, dim)
+
+
+def _fitting(spec: BlueprintSpec, topology: str, name: str, dim: int) -> int:
+    """`dim` as an int, if the blueprint's constraint accepts it; else `ValueError`."""
+    dim = operator.index(dim)
+    if not spec.fits(dim):
+        raise ValueError(f"{topology} blueprint {name!r} does not fit dim {dim}")
+    return dim
+
+
+def _counted(module: nn.Module, spec: BlueprintSpec, topology: str, name: str, dim: int) -> nn.Module:
+    """`module`, if its parameter count equals the catalogue formula; else `HostCatalogueMismatch`."""
     count = sum(p.numel() for p in module.parameters())
     if count != spec.params(dim):
         raise HostCatalogueMismatch(
@@ -301,16 +311,8 @@ def build_extension(catalogue: Catalogue, name: str, dim: int, generator: torch.
     """Build a user blueprint of `catalogue` from its builder (`construct_extension`), its parameter
     count checked against the formula like `build_blueprint`."""
     spec = catalogue.spec(name)
-    dim = operator.index(dim)
-    if not spec.fits(dim):
-        raise ValueError(f"{catalogue.topology} blueprint {name!r} does not fit dim {dim}")
-    module = construct_extension(catalogue, name, dim, generator)
-    count = sum(p.numel() for p in module.parameters())
-    if count != spec.params(dim):
-        raise HostCatalogueMismatch(
-            f"{catalogue.topology} blueprint {name!r} at dim {dim}: {count} parameters, formula {spec.params(dim)}"
-        )
-    return module
+    dim = _fitting(spec, catalogue.topology, name, dim)
+    return _counted(construct_extension(catalogue, name, dim, generator), spec, catalogue.topology, name, dim)
 
 
 def construct_extension(catalogue: Catalogue, name: str, dim: int, generator: torch.Generator) -> nn.Module:
