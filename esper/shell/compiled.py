@@ -177,13 +177,13 @@ class CompiledSteps:
             model._check_override(variant)
         tree = model.variant_tree(variants)
         trees = self.functions(model, ())["trees"]
-        shape = (tree_shape(tree), x.device)
+        shape, values = (tree_shape(tree), x.device), overrides(tree)
         if shape not in trees:
-            values = torch.zeros(len(overrides(tree)), device=x.device)
-            template = with_overrides(tree, values.unbind(0))
-            trees[shape] = _TreePass(self._compile(lambda m, xs, cast: _tree_logits(m, xs, template, cast)), values)
+            buffer = torch.zeros(len(values), device=x.device)
+            template = with_overrides(tree, buffer.unbind(0))
+            trees[shape] = _TreePass(self._compile(lambda m, xs, cast: _tree_logits(m, xs, template, cast)), buffer)
         entry = trees[shape]
-        entry.values.copy_(self._override_values(overrides(tree), x.device))
+        entry.values.copy_(self._override_values(values, x.device))
         torch._dynamo.maybe_mark_dynamic(x, 0)  # a short last chunk does not recompile
         self.begin_step()
         return entry.fn(model, x, autocast)
