@@ -6,14 +6,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import torch
 
 from esper.shell.cli import main
 from tests.e2e.test_interrupt import ENV, _cli, _rows, _started, assert_closed_as_interrupted
-from tests.e2e.test_train_cli import SMALL, _final_tensors, _metrics, _run
+from tests.e2e.test_train_cli import (
+    SMALL,
+    _final_tensors,
+    _metrics,
+    _run,
+    resume_to_the_uninterrupted_run,
+    sigkill_after_checkpoint,
+)
 
 
 def test_data_budget_0_streams_to_the_resident_run_s_numbers_and_says_so(tmp_path, capsys):
@@ -38,26 +44,10 @@ def test_sigkill_then_resume_on_the_streamed_path_equals_the_uninterrupted_run(t
             "--min-germinate-epoch", "1", "--plateau-epochs", "0", "--data-budget", "0", "--data-workers", "1"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert _run("train", "--out", str(whole), *args).returncode == 0
-    child = subprocess.Popen([sys.executable, "-m", "esper.shell.cli", "train", "--out", str(killed), *args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while not (killed / "checkpoints" / "epoch-0004.pt").exists():
-        assert child.poll() is None and time.monotonic() < deadline, "child ended before its checkpoint"
-        time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)  # its DataLoader worker is orphaned mid-prefetch
-    child.wait()
+    sigkill_after_checkpoint(killed, args, "epoch-0004.pt", wait_s=120)  # its DataLoader worker is orphaned
     assert not (killed / "summary.json").exists(), "the kill came too late to interrupt the run"
-    resumed = _run("train", "--resume", str(killed))
-    assert resumed.returncode == 0, resumed.stderr
+    resumed, _ = resume_to_the_uninterrupted_run(killed, whole)
     assert "data: streamed" in resumed.stdout
-    a, b = _final_tensors(whole), _final_tensors(killed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert _metrics(whole) == _metrics(killed)
-    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (whole, killed))
-    for s in (sa, sb):
-        s.pop("wall_s"), s.pop("run_id")
-    assert sa == sb
 
 
 def test_ctrl_c_reaching_the_loader_s_workers_too_closes_the_run_as_interrupted(tmp_path):

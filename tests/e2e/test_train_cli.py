@@ -92,21 +92,22 @@ def _metrics(run: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k != "epoch_s"} for r in rows]
 
 
-def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path):
-    # Long enough for the heuristic to germinate before the kill (C5 needs 11 epochs left).
-    args = ["--epochs", "16", *SMALL, "--checkpoint-every", "4", "--telemetry-level", "minimal",
-            "--min-germinate-epoch", "1", "--plateau-epochs", "0"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert _run("train", "--out", str(whole), *args).returncode == 0
-    child = subprocess.Popen([sys.executable, "-m", "esper.shell.cli", "train", "--out", str(killed), *args],
+def sigkill_after_checkpoint(out: Path, args: list[str], checkpoint: str, *, wait_s: float) -> None:
+    """`esper-run train --out OUT ARGS` in a child (one thread), SIGKILLed once checkpoints/CHECKPOINT exists."""
+    child = subprocess.Popen([sys.executable, "-m", "esper.shell.cli", "train", "--out", str(out), *args],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 300
-    while not (killed / "checkpoints" / "epoch-0008.pt").exists():
+    deadline = time.monotonic() + wait_s
+    while not (out / "checkpoints" / checkpoint).exists():
         assert child.poll() is None and time.monotonic() < deadline, "child ended before its checkpoint"
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
     child.wait()
+
+
+def resume_to_the_uninterrupted_run(killed: Path, whole: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """`--resume KILLED` ends with WHOLE's final weights, metrics and summary (wall time and run id aside);
+    (the resume's process, the summary)."""
     resumed = _run("train", "--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     a, b = _final_tensors(whole), _final_tensors(killed)
@@ -116,6 +117,17 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path):
     for s in (sa, sb):
         s.pop("wall_s"), s.pop("run_id")
     assert sa == sb
+    return resumed, sa
+
+
+def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path):
+    # Long enough for the heuristic to germinate before the kill (C5 needs 11 epochs left).
+    args = ["--epochs", "16", *SMALL, "--checkpoint-every", "4", "--telemetry-level", "minimal",
+            "--min-germinate-epoch", "1", "--plateau-epochs", "0"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert _run("train", "--out", str(whole), *args).returncode == 0
+    sigkill_after_checkpoint(killed, args, "epoch-0008.pt", wait_s=300)
+    _, sa = resume_to_the_uninterrupted_run(killed, whole)
     assert sa["seeds"] and sa["seeds"][0]["germinated_epoch"] < 8, "the kill must come after a germination"
 
 

@@ -32,6 +32,7 @@ from esper.shell.nets.stack_host import host_from_stack
 from esper.shell.run_config import RunConfig
 from esper.shell.trainer import Trainer
 from esper.shell.user_code import HostFactory, ImportPathError, resolve
+from tests.shell.test_blueprint_check import Scale  # the user blueprint: δ(h) = h ⊙ w, w = 0 at birth
 
 D_IN, EPOCHS = 6, 8
 FACTORY = HostFactory(path=f"{__name__}:mlp_stack", kwargs={"width": 16}, slots={"hidden": 1})
@@ -42,16 +43,6 @@ def mlp_stack(generator: torch.Generator, width: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(D_IN, width), nn.ReLU(), nn.Dropout(0.1), nn.Linear(width, width), nn.ReLU(),
                          nn.Linear(width, 2))
 
-
-class Scale(nn.Module):
-    """The user's blueprint: δ(h) = h ⊙ w, w = 0 at birth (D parameters)."""
-
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(d))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h * self.w
 
 
 def build_scale(d: int) -> nn.Module:
