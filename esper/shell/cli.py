@@ -18,7 +18,7 @@ from esper.core.errors import ConfigError, HostConfigError, LifecycleError, Unkn
 from esper.shell import rl_settings
 from esper.shell.checkpoint import CheckpointError
 from esper.shell.data.errors import DataError
-from esper.shell.dist import PeerFailed
+from esper.shell.dist import PeerFailed, end_rank, launched
 from esper.shell.run_config import FLAGS, RunConfig, csv_list, load_config_file, resolve
 from esper.shell.telemetry import RunDirectoryError
 
@@ -155,6 +155,13 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _run(argv)
+    if launched():  # a rank of `--nproc`/torchrun ends here, files flushed (esper.shell.dist.end_rank)
+        end_rank(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     args.argv = argv  # what `--nproc` ranks run again

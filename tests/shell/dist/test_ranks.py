@@ -1,6 +1,10 @@
 """esper.shell.dist: the ranks of a run, their few collectives and the agreement check (docs/runtime.md §9).
 Multi-rank cases run as gloo ranks on this CPU (esper.testing.ranks), each group under a timeout."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -99,3 +103,16 @@ def _hangs() -> None:
 def test_a_group_that_runs_past_its_timeout_fails_and_does_not_hang():
     with pytest.raises(RankFailed, match="gave no result within 3"):
         run_ranks(_hangs, world=2, timeout_s=3)
+
+
+@pytest.mark.parametrize(("command", "code"), [("tasks", 0), ("train --epochs 0", 2)])
+def test_a_launched_rank_exits_with_main_s_code_after_its_exit_work(command, code):
+    """A rank ends by os._exit (dist.end_rank): its atexit handlers and buffered output still happen."""
+    script = ("import atexit, sys; atexit.register(lambda: print('atexit ran', flush=True)); "
+              "from esper.shell.cli import main; main(sys.argv[1:]); print('not reached')")
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+    done = subprocess.run([sys.executable, "-c", script, *command.split()], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == code, done.stderr
+    assert done.stdout.rstrip().endswith("atexit ran") and "not reached" not in done.stdout
+    assert ("fashion-mnist" in done.stdout) == (code == 0)  # `tasks`' buffered table was flushed
