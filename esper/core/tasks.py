@@ -20,11 +20,13 @@ from esper.core.lr_schedule import SCHEDULES
 __all__ = [
     "DATA_TASKS",
     "DEFAULT_TASK",
+    "FLAT_HOST",
     "IMAGES_TASK",
     "TASKS",
     "TaskPreset",
     "UnknownTaskError",
     "cnn_blocks",
+    "derive_flat_preset",
     "derive_image_preset",
     "random_guess_loss",
     "task_preset",
@@ -220,6 +222,21 @@ def derive_image_preset(*, input_shape: tuple[int, int, int], n_classes: int, tr
                         train_size=train_size, heldout_size=heldout_size, mean=mean, std=std,
                         augment_padding=min(input_shape[1:]) // 8,
                         host_blocks=cnn_blocks(input_shape[1], input_shape[2]))
+
+
+# Flat (N, D) features have no built-in host: a flat task's `host` names the user's (the name a user host's
+# checkpoint records), so a run on it without a host factory fails on an unknown host preset.
+FLAT_HOST = "user"
+
+
+def derive_flat_preset(*, n_features: int, n_classes: int, train_size: int, heldout_size: int) -> TaskPreset:
+    """A classification task on flat (N, D) features (a script's tensors): the image optimizer row of §5.1
+    (SGD 0.01, batch 128, 30 epochs) with topology "mlp", no normalisation and no augmentation."""
+    if n_classes < 2:
+        raise ConfigError(f"a classification task needs at least 2 classes, got {n_classes}")
+    return attrs.evolve(DATA_TASKS[IMAGES_TASK], host=FLAT_HOST, topology="mlp", input_shape=(n_features,),
+                        n_classes=n_classes, train_size=train_size, heldout_size=heldout_size, augment_padding=0,
+                        hflip=False, host_blocks=None)
 
 
 def task_preset(name: str) -> TaskPreset:

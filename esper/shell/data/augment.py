@@ -1,4 +1,4 @@
-"""On-device augmentation and normalisation of uint8 image batches (docs/runtime.md §5.4).
+"""On-device augmentation and normalisation of image batches, uint8 or float (docs/runtime.md §5.4, §5.8).
 
 Random crop with zero padding p (offsets in [0, 2p] per sample) and a horizontal flip with
 probability 0.5, both drawn from the run's `augment` generator; the same distribution as
@@ -35,8 +35,11 @@ def crop_flip(x: Tensor, padding: int, offsets: Tensor, flips: Tensor) -> Tensor
 
 
 def normalise(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """uint8 (B, C, H, W) → float32 (x/255 − mean) / std per channel; mean/std are (C,) tensors."""
-    return (x.float().div_(255.0) - mean[:, None, None]) / std[:, None, None]
+    """uint8 (B, C, H, W) → float32 (x/255 − mean) / std per channel; mean/std are (C,) tensors. Float
+    inputs (a script's tensors, esper.shell.data.tensors) are taken as they are: (x − mean) / std."""
+    # Never in place on a float batch: a held-out batch is a view of the split, not a copy.
+    scaled = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return (scaled - mean[:, None, None]) / std[:, None, None]
 
 
 class ImageTransform:

@@ -21,13 +21,13 @@ import torch
 from esper.core import codec
 from esper.shell.data.errors import DataError
 
-SOURCE_KINDS = ("hf", "local", "debian", "procedural")
+SOURCE_KINDS = ("hf", "local", "debian", "procedural", "tensors")  # tensors: a script's own (data/tensors.py)
 _HASH_CHUNK = 1 << 24  # bytes hashed per update, so memmaps are never read whole into memory
 
 
 @attrs.frozen(kw_only=True)
 class Normalisation:
-    """Per-channel mean and std of pixel values in [0, 1]."""
+    """Per-channel mean and std of pixel values in [0, 1] (a script's float tensors: of the values as given)."""
 
     mean: tuple[float, ...] = attrs.field(converter=lambda v: tuple(float(x) for x in v))
     std: tuple[float, ...] = attrs.field(converter=lambda v: tuple(float(x) for x in v))

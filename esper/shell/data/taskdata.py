@@ -1,9 +1,9 @@
 """`TaskData`: a run's splits on its device, its data source record, and batching by index.
 
-Images are uint8 NCHW with int64 labels; text splits are (N, block) window views of a token stream
-(`inputs = stream[:-1]`, `labels = stream[1:]`, stride = block, so no window is copied until a
-batch gathers it). Batches are index tensors into the split (train: slices of a fresh permutation)
-or slices (held-out), so an epoch moves no data but the permutation.
+Images are uint8 NCHW with int64 labels (a script's tensors: float32 NCHW or (N, D), esper.shell.data.tensors);
+text splits are (N, block) window views of a token stream (`inputs = stream[:-1]`, `labels = stream[1:]`,
+stride = block, so no window is copied until a batch gathers it). Batches are index tensors into the split
+(train: slices of a fresh permutation) or slices (held-out), so an epoch moves no data but the permutation.
 
 Two paths, one semantics (docs/runtime.md §5.7): a resident task holds its splits on the device; a
 streamed one (`streamed` set: image data over the data budget) holds only labels (CPU) and
@@ -51,8 +51,12 @@ class TaskData:
         """The one line a run prints at its start: which data path it took, and why."""
         if self.preset.modality == "text":
             return f"data: device-resident on {self.device} (text tasks always are)"
-        per_image = math.prod(self.train_inputs.shape[1:]) + 8  # uint8 pixels + an int64 label
-        size = f"{(self.n_train + self.n_heldout) * per_image / 2**20:.1f} MiB decoded"
+        # inputs (uint8 pixels; a script's float32 tensors) + an int64 label
+        per_sample = math.prod(self.train_inputs.shape[1:]) * self.train_inputs.element_size() + 8
+        mib = f"{(self.n_train + self.n_heldout) * per_sample / 2**20:.1f} MiB"
+        if self.source.kind == "tensors":
+            return f"data: device-resident on {self.device}: {mib} of a script's tensors ({self.source.id_or_path})"
+        size = f"{mib} decoded"
         if self.streamed is None:
             return f"data: device-resident on {self.device}: {size}, within the data budget (--data-budget)"
         workers = self.streamed.settings.workers
