@@ -69,7 +69,7 @@ def dataset_data(train: Dataset, heldout: Dataset, *, name: str = "tensors", dev
 def _stacked(split: str, dataset: Dataset) -> tuple[Tensor, Tensor]:
     """Every item of a map-style Dataset, collated into (inputs, labels); a ConfigError naming the split."""
     try:
-        n = len(dataset)  # type: ignore[arg-type]  # map-style Datasets define it; Dataset's stub does not
+        n = len(dataset)  # type: ignore[arg-type]  # map-style Datasets define it; the base class does not
     except TypeError:
         raise ConfigError(f"{split} split: {type(dataset).__name__} has no len(); give a map-style Dataset of "
                           "(input, label) items, or stack an iterable one into tensors for tensor_data") from None
@@ -113,7 +113,7 @@ def _input_hint(x: Tensor) -> str:
     if x.is_floating_point() or x.dtype == torch.bool:
         return ""
     if x.ndim == 2:
-        return " (integer (N, T) inputs are token data: use --task text)"
+        return " (integer (N, T) inputs look like token data: use --task text)"
     if x.ndim == 4:
         return " (integer images: convert them, e.g. x.float() / 255)"
     return ""

@@ -131,7 +131,7 @@ def test_one_class_is_not_a_classification_task():
     with pytest.raises(ConfigError) as caught:
         tensor_data((x, zeros), (x, zeros))
     assert "at least 2 classes, got 1 (the largest label + 1)" in str(caught.value)
-    with pytest.raises(ConfigError, match="got 1$"):
+    with pytest.raises(ConfigError, match=r"got 1$"):
         tensor_data(images(8), images(4), n_classes=1)
 
 
