@@ -1,6 +1,7 @@
 """Your own blueprint (docs/lifecycle.md §6.6): a catalogue extension checked against the built-in contract.
 
-`register(catalogue, name, build, params, fits, host=, sample=)` returns
+`register(catalogue, name, build, params, fits, host=, sample=)` (the probe: the user's host and a
+batch like its inputs, or by default the topology's small stack, `probe_host`) returns
 `catalogue.with_blueprint(...)` once the blueprint meets, at every slot of the probe `host` whose
 dim it fits, with h the host's features at that slot on `sample` and δ the built module:
 
@@ -33,6 +34,7 @@ from esper.shell.model import MorphogeneticModel, SeedSlot, seed_generator
 from esper.shell.nets.blueprints import construct_extension
 from esper.shell.nets.dropout import dropout_generators
 from esper.shell.nets.host_base import Host
+from esper.shell.nets.stack_host import host_from_stack
 
 CHECKS = ("build", "parameter formula", "identity at birth", "alpha zero", "gradient isolation")
 PASS_SEED = 0  # global RNG and dropout generators start every compared pass from this seed
@@ -48,11 +50,39 @@ class BlueprintRefused(ConfigError):
 
 
 def register(catalogue: Catalogue, name: str, build: Callable[[int], nn.Module], params: Callable[[int], int],
-             fits: Callable[[int], bool] | None = None, *, host: Host, sample: Tensor) -> Catalogue:
-    """`catalogue` plus blueprint `name`, once `check_blueprint` passes on `host` and `sample`."""
+             fits: Callable[[int], bool] | None = None, *, host: Host | None = None,
+             sample: Tensor | None = None) -> Catalogue:
+    """`catalogue` plus blueprint `name`, once `check_blueprint` passes on `host` and `sample` (without them,
+    on the topology's small probe stack, `probe_host`: check on your own host when its dims differ)."""
     extended = catalogue.with_blueprint(name, build, params, fits)
+    if host is None or sample is None:
+        if host is not None or sample is not None:
+            raise ConfigError("register takes a probe host and its sample together, or neither")
+        host, sample = probe_host(catalogue.topology)
     check_blueprint(extended, name, host, sample)
     return extended
+
+
+def probe_host(topology: str) -> tuple[Host, Tensor]:
+    """A small seeded stack of `topology` with slots of dims 16 and 64 (transformer: 32 and 64), and a sample."""
+    gen = torch.Generator().manual_seed(PASS_SEED)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(PASS_SEED)
+        if topology == "cnn":
+            head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 4))
+            blocks: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 64, 3, padding=1),
+                                       nn.ReLU(), head]
+            sample = torch.randn(4, 3, 8, 8, generator=gen)
+        elif topology == "mlp":
+            blocks = [nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4)]
+            sample = torch.randn(4, 8, generator=gen)
+        elif topology == "transformer":
+            blocks = [nn.Embedding(50, 32), nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 50)]
+            sample = torch.randint(0, 50, (2, 8), generator=gen)
+            return host_from_stack(blocks, {"embedded": 0, "widened": 2}, sample=sample), sample
+        else:
+            raise ConfigError(f"no probe host for topology {topology!r}: pass host= and sample=")
+        return host_from_stack(blocks, {"narrow": 1, "wide": 3}, sample=sample), sample
 
 
 def check_blueprint(catalogue: Catalogue, name: str, host: Host, sample: Tensor) -> None:

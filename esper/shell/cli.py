@@ -104,9 +104,9 @@ def _train(args: argparse.Namespace) -> int:
         from esper.shell.launch import launch
 
         return launch(args.argv, cfg.nproc)
-    from esper.shell.driver import train  # heavy imports only for the command that needs them; PPO too
+    from esper.shell.entry import train  # heavy imports only for the command that needs them; PPO too
 
-    train(cfg, out=args.out, resume=args.resume)
+    train(cfg, out=args.out, resume=args.resume)  # the Python entry a script calls (esper.train)
     return 0
 
 

@@ -61,7 +61,7 @@ from esper.shell.telemetry.rundir import (
     tag_failed_run,
 )
 from esper.shell.trainer import TrainingDiverged
-from esper.shell.user_code import UserParts
+from esper.shell.user_code import UserParts, resumed_parts, user_record
 
 
 class Program(Protocol):
@@ -141,6 +141,8 @@ def train(cfg: RunConfig, *, out: str | None = None, resume: str | None = None,
     with contextlib.ExitStack() as held:
         ranks = held.enter_context(process_group(cfg.dist_timeout))
         cfg, point, run_id, path, restart = locate(with_world(cfg, ranks), out, resume, held, ranks)
+        if resume is not None:  # the script's parts again, or those the run recorded (by import path)
+            user = resumed_parts(recorded(path, point).get("user"), user)
         run_dir = RunDirectory(path, resume=point is not None or restart, create=False)  # checked, not created
         kind = program_kind(cfg)
         device = bind_device(resolve_device(cfg.device), ranks)
@@ -209,7 +211,7 @@ def open_program(kind: "ProgramKind", cfg: RunConfig, device: torch.device, run_
         data = [user.task_data(d) if user and user.data else load_data(cfg, d) for d in devices]
         if ranks.main:
             print(data[0].path_line())
-        record = run_record(cfg, data[0], point, run_id)
+        record = run_record(cfg, data[0], point, run_id, user)
         opened = kind.open(cfg, data, devices, run_dir, record, stop_after, ranks, user), record
     except Exception as exc:
         failed = exc
@@ -278,17 +280,24 @@ def require_config(run_dir: Path) -> None:
                                 "directory; restore the file or start a new run with another --out")
 
 
-def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id: str) -> dict[str, Any]:
-    """The run's record (run id, config, data source, this session's data path, versions) that config.json
-    and checkpoints carry."""
+def recorded(path: Path, point: ResumePoint | None) -> dict[str, Any]:
+    """The record of a run being resumed: its checkpoint's, else (never checkpointed) its config.json."""
+    return point.data["run"] if point is not None else RunDirectory(path, resume=True, create=False).read_config()
+
+
+def run_record(cfg: RunConfig, data: TaskData, point: ResumePoint | None, run_id: str,
+               user: UserParts | None = None) -> dict[str, Any]:
+    """The run's record (run id, config, data source, this session's data path, versions; a script's parts
+    by import path, when it has any) that config.json and checkpoints carry."""
     if point is None:
         data_source = codec.encode(data.source)
     else:
         data_source = point.data["run"]["data_source"]
         check_unchanged(data_source, data.source)  # an images run re-derives its task: its own message
         require_same_data(data_source, data.source, f"cannot resume {point.run_dir}")
+    parts = user_record(user)
     return {"run_id": run_id, "config": cfg.to_sections(), "data_source": data_source, "data_path": data.path,
-            "versions": versions()}
+            "versions": versions(), **({"user": parts} if parts else {})}
 
 
 def start_directory(run_dir: RunDirectory, record: dict[str, Any], held: contextlib.ExitStack, *,

@@ -135,7 +135,7 @@ class EpochRun:
 
     def payload(self, seq: int) -> dict[str, Any]:
         return run_payload(self.trainer, run_id=self.record["run_id"], config=self.record["config"],
-                           data_source=self.record["data_source"], seq=seq)
+                           data_source=self.record["data_source"], seq=seq, user=self.record.get("user"))
 
     def closing(self, status: str, error: BaseException | None) -> list[Save]:
         """A crash mid-epoch leaves the model half-stepped: no checkpoint of an aborted run (its last

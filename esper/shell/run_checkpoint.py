@@ -80,11 +80,12 @@ def versions() -> dict[str, str]:
 
 
 def run_payload(trainer: Trainer, *, run_id: str, config: dict[str, Any], data_source: dict[str, Any],
-                seq: int) -> dict[str, Any]:
+                seq: int, user: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run checkpoint's payload; `user`: the record's script parts (a resume rebuilds them from it)."""
     return {
         "format": FORMAT, "schema_version": SCHEMA_VERSION, "versions": versions(),
         "run": {"run_id": run_id, "controller": trainer.cfg.controller, "config": config,
-                "data_source": data_source},
+                "data_source": data_source, **({"user": user} if user else {})},
         "progress": {"epoch": trainer.epoch, "seq": seq},
         "model": model_checkpoint(trainer.model, trainer.state, trainer.optimizer),
         "controller": {"tracker": codec.encode(trainer.tracker), "heuristic": codec.encode(trainer.heuristic),

@@ -306,7 +306,7 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in attrs.fields(RunConfig))
 
 
-def _closest(key: str, known: Iterable[str]) -> str:
+def closest(key: str, known: Iterable[str]) -> str:
     match = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {match[0]}?)" if match else ""
 
@@ -320,7 +320,7 @@ def section_fields() -> dict[str, dict[str, Any]]:
 
 
 # A run's config.json: its config by section (`config`), and what the run records beside it.
-RECORD_KEYS = ("run_id", "config", "data_source", "data_path", "versions")
+RECORD_KEYS = ("run_id", "config", "data_source", "data_path", "versions", "user")  # user: a script's parts
 
 
 def _accepted_types(hint: Any) -> tuple[Any, ...]:
@@ -380,7 +380,7 @@ def _tables(data: Any, path: Path) -> dict[str, Any]:
         return data
     extra = sorted(set(data) - set(RECORD_KEYS))
     if extra:
-        raise ConfigError(f"{path}: unknown key {extra[0]} in a run's config.json{_closest(extra[0], RECORD_KEYS)}")
+        raise ConfigError(f"{path}: unknown key {extra[0]} in a run's config.json{closest(extra[0], RECORD_KEYS)}")
     if not isinstance(data["config"], dict):
         raise ConfigError(f"{path}: config must be an object of tables, got {reprlib.repr(data['config'])}")
     return data["config"]
@@ -389,7 +389,7 @@ def _tables(data: Any, path: Path) -> dict[str, Any]:
 def _hint(key: str, known: Mapping[str, Mapping[str, Any]]) -> str:
     """Where a misplaced key belongs, or the closest known key."""
     home = [section for section, keys in known.items() if key in keys]
-    return f" (it belongs in [{home[0]}])" if home else _closest(key, [k for keys in known.values() for k in keys])
+    return f" (it belongs in [{home[0]}])" if home else closest(key, [k for keys in known.values() for k in keys])
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -400,7 +400,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for section, table in tables.items():
         if section not in known:
-            raise ConfigError(f"{path}: unknown table [{section}]{_closest(section, known)}")
+            raise ConfigError(f"{path}: unknown table [{section}]{closest(section, known)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{section}] must be a table of keys, got {reprlib.repr(table)}")
         if section == "rl":

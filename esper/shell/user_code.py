@@ -177,3 +177,39 @@ def catalogue_from_records(topology: str, records: Sequence[Mapping[str, Any]]) 
         catalogue = catalogue.with_blueprint(record["name"], resolve(record["build"]), resolve(record["params"]),
                                              resolve(record["fits"]))
     return catalogue
+
+
+def user_record(user: UserParts | None) -> dict[str, Any] | None:
+    """What a run's record (config.json, checkpoints) says of the script's parts, by import path: a resume
+    rebuilds them from it (`resumed_parts`). None for a run without user parts (its record is unchanged)."""
+    if user is None:
+        return None
+    record: dict[str, Any] = {}
+    if user.host_factory is not None:
+        factory = user.host_factory
+        record["host_factory"] = {"path": factory.path, "kwargs": factory.kwargs,
+                                  "slots": None if factory.slots is None else [list(s) for s in factory.slots]}
+    if user.catalogue is not None:
+        record["catalogue"] = {"topology": user.catalogue.topology, "blueprints": blueprint_records(user.catalogue)}
+    if user.data is not None:
+        record["data"] = user.data.source.preset  # its tensors are the script's: a resume is handed them again
+    return record or None
+
+
+def resumed_parts(record: Mapping[str, Any] | None, given: UserParts | None) -> UserParts | None:
+    """The parts a resumed run uses: those `given` again, else the recorded ones rebuilt from their import
+    paths. A run on a script's data needs that data again (one line saying how to give it)."""
+    if not record:
+        return given
+    given = given or UserParts()
+    if "data" in record and given.data is None:
+        raise ConfigError(f"this run trained on data its script handed in ({record['data']}): resume it from "
+                          "Python, esper.train(resume=RUN_DIR, data=<the same data>)")
+    factory = given.host_factory
+    if factory is None and "host_factory" in record:
+        factory = HostFactory(**record["host_factory"])
+    catalogue = given.catalogue
+    if catalogue is None and "catalogue" in record:
+        recorded = record["catalogue"]
+        catalogue = catalogue_from_records(recorded["topology"], recorded["blueprints"])
+    return UserParts(data=given.data, host_factory=factory, catalogue=catalogue)

@@ -166,3 +166,28 @@ def test_a_blueprint_registers_and_grows_on_a_cuda_host_with_the_cpu_init():
     model.train()
     model(x).sum().backward()
     assert module.w.grad is not None and module.w.grad.device.type == "cuda"
+
+
+class ChannelScale(nn.Module):
+    """δ(h) = h ⊙ w over the channels of (N, C, H, W) features, w = 0 at birth."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(d, 1, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h * self.w
+
+
+@pytest.mark.parametrize(("topology", "good"), [("mlp", Scale), ("transformer", Scale), ("cnn", ChannelScale)])
+def test_without_a_host_the_topology_s_probe_stack_checks_the_blueprint(topology, good):
+    extended = register(catalogue_for(topology), "scale", good, lambda d: d)
+    assert extended.names[-1] == "scale"
+    with pytest.raises(BlueprintRefused, match="parameter formula failed at slot"):
+        register(catalogue_for(topology), "scale", good, lambda d: d + 1)
+
+
+def test_a_probe_host_without_its_sample_is_refused():
+    host, _ = _probe_host()
+    with pytest.raises(ConfigError, match="together"):
+        register(catalogue_for("mlp"), "scale", Scale, lambda d: d, host=host)

@@ -12,7 +12,8 @@ saved generator state.
 """
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -57,10 +58,11 @@ class Env:
     """One episode: a Trainer plus the per-step bookkeeping the observation and reward need."""
 
     def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device, index: int,
-                 lifecycle_cfg: LifecycleConfig) -> None:
+                 lifecycle_cfg: LifecycleConfig, user: Mapping[str, Any] | None = None) -> None:
         self.index, self.device = index, device
         self.trainer = Trainer(cfg, data, device, lifecycle_config=lifecycle_cfg, measure_fossils=True,
-                               diagnostics=False)  # the profile's diagnostics are for Trainer runs
+                               diagnostics=False,  # the profile's diagnostics are for Trainer runs
+                               **(user or {}))  # a script's host factory and catalogue (UserParts)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.cut_reason: str | None = None
         self.prev: tuple[float, float] | None = None  # (val_loss, val_acc) of the previous step
@@ -140,14 +142,15 @@ class VecEnv:
     together and running exactly E steps. Env i is the same episode whichever process runs it."""
 
     def __init__(self, cfg: RunConfig, data: Sequence[TaskData], devices: Sequence[torch.device], *,
-                 n_envs: int, batch: int, epochs: int, indices: Sequence[int] | None = None) -> None:
+                 n_envs: int, batch: int, epochs: int, indices: Sequence[int] | None = None,
+                 user: Mapping[str, Any] | None = None) -> None:
         self.epochs, self.n_envs = epochs, n_envs
         lifecycle_cfg = data[0].preset.lifecycle_config(epochs, max_seeds=cfg.max_seeds)
         self.envs = []
         for i in range(n_envs) if indices is None else indices:
             env_cfg = attrs.evolve(cfg, seed=batch_seed(cfg.seed, batch, i), epochs=epochs)
             where = i % len(devices)
-            self.envs.append(Env(env_cfg, data[where], devices[where], i, lifecycle_cfg))
+            self.envs.append(Env(env_cfg, data[where], devices[where], i, lifecycle_cfg, user))
         self.random_guess_loss = data[0].random_guess_loss
 
     def __iter__(self) -> Iterator[Env]:

@@ -115,8 +115,10 @@ class PPORun:
     unit, periodic = "updates", "update-*.pt"
 
     def __init__(self, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
-                 record: dict[str, Any], stop_after: int | None = None, ranks: Ranks | None = None) -> None:
+                 record: dict[str, Any], stop_after: int | None = None, ranks: Ranks | None = None,
+                 user: UserParts | None = None) -> None:
         self.cfg, self.rl, self.ranks = cfg, rl_config(cfg), ranks or Ranks()
+        self.user = user.trainer_kwargs() if user is not None else {}  # every env's Trainer grows the user's host
         self.data, self.devices, self.run_dir, self.record = data, devices, run_dir, record
         self.run_id = record["run_id"]
         self.keep_checkpoints = self.rl.keep_checkpoints
@@ -127,7 +129,8 @@ class PPORun:
         # --compile (RunConfig.compile, issue 17); absent from a config that predates it: eager.
         self.compile_mode = update_compile_mode(cfg.compile, self.policy_device)
         check_world(self.rl.n_envs, self.rl.minibatch_envs, self.ranks)
-        self.dims = policy_dims(VecEnv(cfg, data, devices, n_envs=1, batch=0, epochs=self.epochs))  # (D, S, K)
+        # (D, S, K): the observation and action sizes follow the host's slots and the catalogue, the user's too
+        self.dims = policy_dims(VecEnv(cfg, data, devices, n_envs=1, batch=0, epochs=self.epochs, user=self.user))
         self.learner = build_learner(self.dims, self.rl, cfg.seed, self.policy_device)
 
     @staticmethod
@@ -141,9 +144,7 @@ class PPORun:
     def open(cls, cfg: RunConfig, data: list[TaskData], devices: list[torch.device], run_dir: RunDirectory,
              record: dict[str, Any], stop_after: int | None, ranks: Ranks | None = None,
              user: UserParts | None = None) -> "PPORun":
-        if user is not None and (user.host_factory is not None or user.catalogue is not None):
-            raise ConfigError("a PPO learning run on a user's host or catalogue is not supported yet")
-        return cls(cfg, data, devices, run_dir, record, stop_after, ranks)
+        return cls(cfg, data, devices, run_dir, record, stop_after, ranks, user)
 
     @staticmethod
     def read_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -158,7 +159,7 @@ class PPORun:
     def _vec(self, batch: int) -> VecEnv:
         """This rank's envs of batch `batch` (all of them on one rank)."""
         return VecEnv(self.cfg, self.data, self.devices, n_envs=self.rl.n_envs, batch=batch, epochs=self.epochs,
-                      indices=self.ranks.shard(range(self.rl.n_envs)))
+                      indices=self.ranks.shard(range(self.rl.n_envs)), user=self.user)
 
     def started(self, resumed: ResumePoint | None) -> RLRunStarted:
         d, s, k = self.dims
@@ -264,7 +265,8 @@ class PPORun:
         return copy.deepcopy({
             "format": FORMAT, "schema_version": 1, "versions": versions(),
             "run": {"run_id": self.run_id, "controller": "ppo", "config": self.record["config"],
-                    "data_source": self.record["data_source"]},
+                    "data_source": self.record["data_source"],
+                    **({"user": self.record["user"]} if "user" in self.record else {})},
             "progress": {"epoch": learner.batch, "update": learner.batch, "seq": seq},
             "controller": {
                 "policy": learner.policy.state_dict(), "optimizer": learner.optimizer.state_dict(),
