@@ -1,8 +1,9 @@
 """Task data (docs/runtime.md §5): loaders, procedural generators, device-resident splits, augmentation.
 
 `load_task(name, device=...)` returns a `TaskData` whose `source` record says exactly what was
-loaded (`tensor_data` / `dataset_data`: one from a script's own tensors or Dataset, §5.8). Missing data raises `DatasetNotFound` and unusable data `DataError` (both exit 2 in the
-CLI); nothing ever falls back to other data silently.
+loaded (`tensor_data` / `dataset_data`: one from a script's own tensors or Dataset, §5.8). Missing
+data raises `DatasetNotFound` and unusable data `DataError` (both exit 2 in the CLI); nothing ever
+falls back to other data silently.
 """
 
 from esper.shell.data.augment import ImageTransform, crop_flip, draw_augment, normalise, prepare_batch
