@@ -52,10 +52,12 @@ class TaskData:
         if self.preset.modality == "text":
             return f"data: device-resident on {self.device} (text tasks always are)"
         # inputs (uint8 pixels; a script's float32 tensors) + an int64 label
-        per_sample = math.prod(self.train_inputs.shape[1:]) * self.train_inputs.element_size() + 8
-        mib = f"{(self.n_train + self.n_heldout) * per_sample / 2**20:.1f} MiB"
+        total = (self.n_train + self.n_heldout) * (math.prod(self.train_inputs.shape[1:])
+                                                   * self.train_inputs.element_size() + 8)
+        mib = f"{total / 2**20:.1f} MiB"
         if self.source.kind == "tensors":
-            return f"data: device-resident on {self.device}: {mib} of a script's tensors ({self.source.id_or_path})"
+            held = f"{total / 2**10:.1f} KiB" if total < 2**20 else mib  # a script's data is often small
+            return f"data: device-resident on {self.device}: {held} of a script's tensors ({self.source.id_or_path})"
         size = f"{mib} decoded"
         if self.streamed is None:
             return f"data: device-resident on {self.device}: {size}, within the data budget (--data-budget)"

@@ -83,8 +83,10 @@ def test_the_source_is_a_tensors_record_that_round_trips_and_reads_well():
         "tensors", "bright", "bright", 12, 6, False)
     encoded = json.loads(json.dumps(codec.encode(source)))
     assert codec.decode(DataSource, encoded) == source
-    size = (12 + 6) * (3 * 8 * 8 * 4 + 8) / 2**20
-    assert data.path_line() == f"data: device-resident on cpu: {size:.1f} MiB of a script's tensors (bright)"
+    kib = (12 + 6) * (3 * 8 * 8 * 4 + 8) / 2**10  # float32 inputs and int64 labels
+    assert data.path_line() == f"data: device-resident on cpu: {kib:.1f} KiB of a script's tensors (bright)"
+    large = tensor_data((torch.rand(1100, 256), torch.arange(1100) % 2), features(10, d=256))
+    assert large.path_line() == "data: device-resident on cpu: 1.1 MiB of a script's tensors (tensors)"
 
 
 def _bad_inputs():
