@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from esper.core.catalogue import Catalogue
 from esper.core.errors import ConfigError
+from esper.core.tasks import FLAT_HOST
 from esper.shell.data.taskdata import TaskData
 from esper.shell.data.tensors import dataset_data, tensor_data
 from esper.shell.driver import train as drive_run
@@ -56,6 +57,9 @@ def train(config: RunConfig | str | Path | Mapping[str, Any] | None = None, *, h
         if "task" in options:
             raise ConfigError(f"data= replaces the task's data: drop task={options['task']!r}")
         cfg = attrs.evolve(cfg, task=parts.data.preset.name)
+        if parts.data.preset.host == FLAT_HOST and parts.host_factory is None and resume is None:
+            raise ConfigError("flat (N, D) data has no built-in host: pass host= (the function that builds your "
+                              "network)")
     return drive_run(cfg, out=None if out is None else str(out), resume=None if resume is None else str(resume),
                      stop_after=stop_after, user=None if parts == UserParts() else parts)
 

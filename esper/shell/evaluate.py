@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from esper.core.errors import ConfigError
 from esper.core.tasks import DATA_TASKS, TASKS
 from esper.shell.checkpoint import load_model_checkpoint, read_checkpoint
 from esper.shell.data.budget import data_budget_bytes, data_path
@@ -28,6 +29,9 @@ def evaluate(target: str, *, data_dir: str | None, device: str, as_json: bool) -
     if read_checkpoint(path).get("format") == RL_FORMAT:
         return _report_learning(path, as_json)
     path, data = load_run_checkpoint(path)
+    if "data" in data["run"].get("user", {}):  # not a task the CLI can load (docs/runtime.md §6.7)
+        raise ConfigError(f"cannot evaluate {path}: it trained on data its script handed in "
+                          f"({data['run']['user']['data']}), which only that script has")
     cfg = resolve(ResumePoint(path, data).config_values(), {"data_dir": data_dir} if data_dir else {})
     dev = resolve_device(device)
     task = load_data(cfg, dev)  # the run's own data: its seed, subset, tokenizer and block size

@@ -15,7 +15,9 @@ An import path that does not resolve is an `ImportPathError`: one line naming th
 
 import importlib
 import json
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -24,12 +26,14 @@ from torch import Tensor, nn
 
 from esper.core.catalogue import Catalogue, catalogue_for
 from esper.core.errors import ConfigError
+from esper.shell.data.augment import ImageTransform
 from esper.shell.data.taskdata import TaskData
 from esper.shell.nets.dropout import replace_dropouts
 from esper.shell.nets.host_base import Host, to_layout
 from esper.shell.nets.stack_host import host_from_stack
 
 BLUEPRINT_ROLES = ("build", "params", "fits")
+TENSORS = ("train_inputs", "train_labels", "heldout_inputs", "heldout_labels")  # a resident task's splits
 
 
 class ImportPathError(ConfigError):
@@ -42,7 +46,7 @@ def resolve(path: str) -> Any:
     if not sep or not module_name or not attr:
         raise ImportPathError(f"import path {path!r} is not of the form module:function")
     try:
-        target: Any = importlib.import_module(module_name)
+        target: Any = main_module() if module_name == main_name() else importlib.import_module(module_name)
     except Exception as exc:  # a missing module, or one that fails while importing: one line either way
         raise ImportPathError(f"cannot import {path!r}: {_one_line(exc)}") from None
     for part in attr.split("."):
@@ -58,10 +62,30 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
+def main_module() -> Any:
+    return sys.modules["__main__"]
+
+
+def main_name() -> str | None:
+    """The name the running script imports under elsewhere: `python -m pkg.mod`'s pkg.mod, `python path/mod.py`'s
+    mod (its folder on sys.path, as Python puts it there); None for an interactive session."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name != "__main__":
+        return str(spec.name)
+    file = getattr(main, "__file__", None)
+    return Path(file).stem if file else None
+
+
 def import_path_of(fn: Any, what: str) -> str:
-    """`module:qualname` of a module-level callable that imports back to itself (no lambda, no closure)."""
+    """`module:qualname` of a module-level callable that imports back to itself (no lambda, no closure). A
+    function of the running script is recorded under the script's module name (`main_name`): in the script it
+    resolves to itself, elsewhere (`esper-run train --resume`, `evaluate`) by importing the script, whose run
+    must then sit under `if __name__ == "__main__":`."""
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
-    if not module or not qualname or "<" in qualname or module == "__main__":
+    if module == "__main__":
+        module = main_name()
+    if not module or not qualname or "<" in qualname:
         raise ImportPathError(f"{what} {fn!r} has no import path: define it at module level of an "
                               "importable module (a checkpoint records module:function, never the code)")
     path = f"{module}:{qualname}"
@@ -136,11 +160,22 @@ class UserParts:
     catalogue: Catalogue | None = None
 
     def task_data(self, device: torch.device) -> TaskData:
-        """The script's data, which must already be on the run's device (one line otherwise)."""
-        assert self.data is not None
-        if self.data.device != device:
-            raise ConfigError(f"the data is on {self.data.device}, the run on {device}: build it on the run's device")
-        return self.data
+        """The script's data on the run's device (a device-resident task is copied there; a streamed one
+        must have been built for it)."""
+        data = self.data
+        assert data is not None
+        if data.device == device:
+            return data
+        if data.streamed is not None:
+            raise ConfigError(f"the streamed data is built for {data.device}, the run is on {device}: build it for "
+                              "the run's device")
+        transform = data.transform
+        if transform is not None:
+            transform = ImageTransform(padding=transform.padding, hflip=transform.hflip,
+                                       mean=tuple(transform.mean.tolist()), std=tuple(transform.std.tolist()),
+                                       device=device)
+        return attrs.evolve(data, device=device, transform=transform,
+                            **{name: getattr(data, name).to(device) for name in TENSORS})
 
     def trainer_kwargs(self) -> dict[str, Any]:
         return {"host_factory": self.host_factory, "catalogue": self.catalogue}

@@ -3,8 +3,9 @@ tensors with the heuristic (a seed germinates and fossilizes), writes the whole 
 and resumed through the entry ends as the uninterrupted run; PPO learns on the user's host; the CLI is a caller of
 the entry; every misuse is one line.
 
-The MLP is narrow (3 hidden units) on an XOR of two of its six inputs, so a seed's extra nonlinearity pays; the
-task's G2 improvement threshold is relaxed (a TaskPreset field a script may set) so growth fits in 24 tiny epochs.
+The MLP is narrow (3 hidden units) on an XOR of two of its six inputs, the residual CNN narrow (4 channels) on
+noisy waves, so a seed's extra capacity pays; each task's G2 improvement threshold is relaxed (a TaskPreset field a
+script may set) so growth fits in 24 tiny epochs.
 """
 
 import csv
@@ -25,7 +26,7 @@ from esper.shell.user_code import HostFactory, UserParts, resumed_parts, user_re
 
 EPOCHS, D_IN = 24, 6
 OPTIONS = {"epochs": EPOCHS, "batch_size": 32, "germination": "early", "min_germinate_epoch": 1, "host_lr": 0.05,
-           "telemetry_level": "minimal", "progress": False, "report": False, "device": "cpu"}
+           "telemetry_level": "minimal", "progress": False, "device": "cpu"}
 WALL = ("epoch_s", "samples_per_s")  # wall-clock columns: the only ones equal runs may differ in
 
 
@@ -41,8 +42,44 @@ def xor_tensors(seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple
 
 
 def xor_data(seed: int = 0) -> TaskData:
-    data = esper.tensor_data(*xor_tensors(seed), name="xor")
+    return _growing(esper.tensor_data(*xor_tensors(seed), name="xor"))
+
+
+def _growing(data: TaskData) -> TaskData:
     return attrs.evolve(data, preset=attrs.evolve(data.preset, min_training_improvement=-1.0))
+
+
+class Residual(nn.Module):
+    """x ↦ relu(x + conv(relu(conv(x)))): the user's residual block."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = (nn.Conv2d(channels, channels, 3, padding=1) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+
+
+def residual_cnn(generator: torch.Generator, channels: int = 4) -> nn.Sequential:
+    """The user's small residual CNN over (1, 8, 8) images, four classes."""
+    return nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), Residual(channels), Residual(channels),
+                         nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 4)))
+
+
+def stripes_data() -> TaskData:
+    """Noisy 8×8 waves of four orientations at random phases: the class is the orientation."""
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 4, (768,), generator=gen)
+    i, j = torch.arange(8.0)[:, None], torch.arange(8.0)[None, :]
+    along = torch.stack([i + 0 * j, j + 0 * i, (i + j) * 0.7, (i - j) * 0.7])[labels]
+    waves = torch.sin(along * 1.6 + torch.rand(768, 1, 1, generator=gen) * 6.28)
+    x = (0.7 * waves + torch.randn(768, 8, 8, generator=torch.Generator().manual_seed(0))).unsqueeze(1)
+    return _growing(esper.tensor_data((x[:512], labels[:512]), (x[512:], labels[512:]), name="stripes",
+                                      augment=False))
+
+
+# (host, slots, data): a user's nn.Sequential MLP on flat inputs, a user's residual CNN on images
+GROWN = {"mlp": (xor_mlp, {"hidden": 1}, xor_data), "residual-cnn": (residual_cnn, {"mid": 2}, stripes_data)}
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
@@ -63,21 +100,24 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_a_script_grows_its_mlp_and_a_resumed_run_equals_the_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("case", GROWN)
+def test_a_script_grows_its_network_and_a_resumed_run_equals_the_uninterrupted_one(tmp_path, case):
+    host, slots, data = GROWN[case]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    summary = esper.train(host=xor_mlp, slots={"hidden": 1}, data=xor_data(), out=whole, **OPTIONS)
-    assert summary.status == "ok" and summary.epochs == EPOCHS and summary.task == "xor"
+    summary = esper.train(host=host, slots=slots, data=data(), out=whole, **OPTIONS)
+    assert summary.status == "ok" and summary.epochs == EPOCHS and summary.task == data().preset.name
     kinds = [e["event"] for e in _events(whole)]
     assert "seed.germinated" in kinds and "seed.fossilized" in kinds
-    for name in ("config.json", "metrics.csv", "events.jsonl", "summary.json", "checkpoints/final.pt"):
+    for name in ("config.json", "metrics.csv", "events.jsonl", "summary.json", "checkpoints/final.pt",
+                 "report/report.png"):
         assert (whole / name).is_file(), name
     record = json.loads((whole / "config.json").read_text())
-    assert record["user"]["host_factory"]["path"] == "test_entry:xor_mlp" and record["user"]["data"] == "xor"
-    assert record["data_source"]["kind"] == "tensors"
+    assert record["user"]["host_factory"]["path"] == f"test_entry:{host.__name__}"
+    assert record["user"]["data"] == data().preset.name and record["data_source"]["kind"] == "tensors"
 
-    esper.train(host=xor_mlp, slots={"hidden": 1}, data=xor_data(), out=cut, stop_after=9, **OPTIONS)
+    esper.train(host=host, slots=slots, data=data(), out=cut, stop_after=9, **OPTIONS)
     assert len(_rows(cut)) == 9
-    resumed = esper.train(resume=cut, host=xor_mlp, slots={"hidden": 1}, data=xor_data())
+    resumed = esper.train(resume=cut, host=host, slots=slots, data=data())
     assert resumed.epochs == EPOCHS and _rows(cut) == _rows(whole)
     final, other = (read_checkpoint(d / "checkpoints" / "final.pt")["model"]["tensors"] for d in (whole, cut))
     assert all(torch.equal(other[k], v) for k, v in final.items())
@@ -94,6 +134,8 @@ def test_a_resume_rebuilds_the_recorded_parts_and_refuses_without_the_script_s_d
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["esper-run: error: this run trained on data its script handed in (xor): resume it from Python, "
                    "esper.train(resume=RUN_DIR, data=<the same data>)"]
+    assert main(["evaluate", str(run)]) == 2
+    assert "trained on data its script handed in (xor)" in capsys.readouterr().err
     with pytest.raises(Exception, match="data changed"):
         esper.train(resume=run, data=attrs.evolve(xor_data(seed=1)))
 
@@ -142,3 +184,25 @@ def test_a_preset_host_name_is_the_host_option_and_a_config_is_a_base_under_the_
     assert (seen["cfg"].epochs, seen["cfg"].seed, seen["cfg"].host, seen["user"]) == (7, 3, "tiny", None)
     esper.train({"epochs": 4}, host="test_entry:xor_mlp", slots={"hidden": 1})
     assert seen["cfg"].epochs == 4 and seen["user"].host_factory.path == "test_entry:xor_mlp"
+
+
+def test_flat_data_without_a_host_is_one_line():
+    with pytest.raises(ConfigError, match=r"^flat \(N, D\) data has no built-in host: pass host="):
+        esper.train(data=xor_tensors())
+
+
+def test_a_script_s_data_moves_to_the_run_s_device():
+    data = stripes_data()
+    moved = UserParts(data=data).task_data(torch.device("meta"))
+    assert moved.device == torch.device("meta") and moved.transform.mean.device == torch.device("meta")
+    assert all(getattr(moved, name).is_meta for name in ("train_inputs", "train_labels", "heldout_inputs",
+                                                          "heldout_labels"))
+    assert data.train_inputs.device.type == "cpu" and moved.preset == data.preset
+    assert UserParts(data=data).task_data(torch.device("cpu")) is data
+
+
+@pytest.mark.gpu
+def test_a_script_run_on_cuda_takes_its_cpu_tensors_there(tmp_path):
+    summary = esper.train(host=residual_cnn, slots={"mid": 2}, data=stripes_data(), out=tmp_path / "run",
+                          **{**OPTIONS, "epochs": 2, "device": "cuda"})
+    assert summary.status == "ok" and summary.epochs == 2
