@@ -1,5 +1,5 @@
 """The README's script example runs as written and steps a seed to FOSSILIZED; its "Grow your own model"
-excerpt is examples/grow_your_own.py's code, line for line (tests/e2e/test_grow_your_own_example.py runs it)."""
+excerpt is examples/grow_your_own.py's code, line for line (tests/examples/test_grow_your_own_example.py runs it)."""
 
 import re
 from pathlib import Path
