@@ -1,40 +1,91 @@
-"""docs/runtime.md §9: every results figure in the README comes from a committed compare.md (made by
-`esper-run compare` from its committed run.sh), so a number typed by hand fails here."""
+"""docs/runtime.md §9: every figure of the README's tables is its named source's (a committed compare.md, or
+the summary.json of the compare runs), row by row; every committed compare.md is what its runs'
+summary.json files give; and an edit of any one digit of a table on a copy of the README is caught."""
 
 import re
-from pathlib import Path
+import shutil
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+from readme_evidence import ROOT, check_readme, readme_tables, recompute_compare_md
+
 README = ROOT / "README.md"
+COMPARES = sorted(ROOT.glob("results/*/compare/compare.md"))
 
 
-def _compare_rows() -> list[list[str]]:
-    """Rows of the README's compare tables (those whose last column is the test against static)."""
-    rows, in_table = [], False
-    for line in README.read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells[-1] == "vs static":
-            in_table = True
-            continue
-        if in_table and line.startswith("|") and not set(line) <= set("|- "):
-            rows.append(cells)
-        elif in_table and not line.startswith("|"):
-            in_table = False
-    return rows
+def _figure_tables() -> list:
+    return [t for t in readme_tables(README.read_text(encoding="utf-8"))
+            if any(re.search(r"\d", c) for row in t.rows for c in row)]
 
 
-def test_the_readme_has_a_compare_table():
-    assert len(_compare_rows()) >= 4
+def test_the_readme_quotes_both_compares_and_the_growth_table():
+    sources = [t.source for t in _figure_tables()]
+    assert sources == ["results/<task>/compare/<controller>-s<seed>/summary.json",
+                       "results/synth-images/compare/compare.md", "results/fashion-mnist/compare/compare.md"]
+    assert [len(t.rows) for t in _figure_tables()] == [2, 4, 4]
 
 
-def test_every_readme_results_figure_is_in_a_committed_compare_md():
-    committed = "\n".join(p.read_text(encoding="utf-8") for p in ROOT.glob("results/*/compare/compare.md"))
-    assert committed, "no committed results/<experiment>/compare/compare.md"
-    for row in _compare_rows():
-        for figure in re.findall(r"\d[\d,]*\.\d+ ± \d[\d,]*\.\d+|\d+\.\d+e\d+|p = \d\.\d+|[+-]\d+\.\d+", " ".join(row)):
-            assert figure in committed, f"README figure {figure!r} ({row[0]}) is not in any committed compare.md"
+def test_every_readme_table_row_is_its_source_row():
+    assert check_readme(README) == []
 
 
 def test_each_experiment_has_its_run_script():
-    for compare in ROOT.glob("results/*/compare/compare.md"):
+    assert COMPARES, "no committed results/<experiment>/compare/compare.md"
+    for compare in COMPARES:
         assert (compare.parent.parent / "run.sh").exists(), f"{compare} has no run.sh beside it"
+
+
+@pytest.mark.parametrize("compare", COMPARES, ids=lambda p: p.parent.parent.name)
+def test_each_committed_compare_md_is_what_its_runs_give(compare):
+    assert recompute_compare_md(compare.parent) == compare.read_text(encoding="utf-8")
+
+
+def test_a_changed_summary_changes_the_recomputed_compare_md(tmp_path):
+    """The recomputation reads the runs (not compare.md): one run's accuracy moved moves the table."""
+    folder = shutil.copytree(COMPARES[0].parent, tmp_path / "compare", ignore=shutil.ignore_patterns("*.png", "*.csv"))
+    summary = folder / "heuristic-s0" / "summary.json"
+    text = summary.read_text(encoding="utf-8")
+    summary.write_text(re.sub(r'"final_val_acc": 0\.(\d)', lambda m: f'"final_val_acc": 0.{(int(m[1]) + 1) % 10}',
+                              text, count=1), encoding="utf-8")
+    assert recompute_compare_md(folder) != (folder / "compare.md").read_text(encoding="utf-8")
+
+
+def _table_digits(text: str) -> list[int]:
+    """Offsets of every digit in the body rows of the README's tables that quote figures."""
+    lines = text.splitlines(keepends=True)
+    starts = [sum(len(ln) for ln in lines[:i]) for i in range(len(lines))]
+    offsets = []
+    for table in _figure_tables():
+        for i in range(table.line + 1, table.line + 1 + len(table.rows)):  # 0-based: the rows after the ---
+            offsets += [starts[i] + m.start() for m in re.finditer(r"\d", lines[i])]
+    return offsets
+
+
+def test_editing_any_digit_of_a_readme_table_is_caught(tmp_path):
+    text = README.read_text(encoding="utf-8")
+    offsets = _table_digits(text)
+    body_rows = [ln for ln in text.splitlines() if ln.startswith("| ") and re.search(r"\d", ln)]
+    assert len(offsets) == sum(len(re.findall(r"\d", ln)) for ln in body_rows) > 200  # integers, widths included
+    copy = tmp_path / "README.md"
+    missed = []
+    for at in offsets:
+        edited = text[:at] + str((int(text[at]) + 1) % 10) + text[at + 1:]
+        copy.write_text(edited, encoding="utf-8")
+        if not check_readme(copy):
+            missed.append(edited.splitlines()[edited.count("\n", 0, at)])
+    assert missed == []
+
+
+def test_swapped_rows_a_missing_row_and_a_missing_source_are_caught(tmp_path):
+    """Two groups' figures exchanged (each label kept), a row left out, a table with no source line."""
+    text = README.read_text(encoding="utf-8")
+    heuristic = next(ln for ln in text.splitlines() if ln.startswith("| heuristic | 3 | 75.95"))
+    param = next(ln for ln in text.splitlines() if ln.startswith("| static, param-matched (width 11)"))
+    (h_label, *h_figures), (p_label, *p_figures) = heuristic.split(" | "), param.split(" | ")
+    swapped = (text.replace(heuristic, " | ".join([h_label, *p_figures]))
+               .replace(param, " | ".join([p_label, *h_figures])))
+    copy = tmp_path / "README.md"
+    for edited in (swapped, text.replace(heuristic + "\n", ""),
+                   text.replace("source: `results/fashion-mnist/compare/compare.md`", "")):
+        assert edited != text
+        copy.write_text(edited, encoding="utf-8")
+        assert check_readme(copy)

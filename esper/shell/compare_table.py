@@ -105,6 +105,13 @@ def markdown_table(stats: list[GroupStats], *, task: str, epochs: int, device: s
     return "\n".join(lines)
 
 
+def match_note(name: str, width: int, value: float, target: float, within: bool) -> str:
+    """compare.md's line under the table for one matched static group: its width, the matched quantity
+    (params or training FLOPs) against the grown runs' mean, and whether it came within 5 %."""
+    verdict = "within" if within else "outside"
+    return f"{name}: host width {width} ({value:.4g} vs grown mean {target:.4g}, {verdict} 5 %)"
+
+
 def console_table(stats: list[GroupStats]) -> Table:
     table = Table(title="compare")
     for i, header in enumerate(HEADERS):
