@@ -13,7 +13,10 @@ learning run's checkpoint ("esper.rl_run", esper.shell.rl.runner) shares the env
 the file handling here, and the run driver's `Save` requests and `ResumePoint`.
 """
 
+import functools
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,8 +78,40 @@ class ResumePoint:
         return flat | ({"rl": dict(sections["rl"])} if "rl" in sections else {})
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the esper package this process imported
+GIT_TIMEOUT_S = 2.0
+UNKNOWN_COMMIT = "unknown"
+
+
+def git_commit(package_dir: Path) -> str:
+    """The commit checked out in the git checkout whose top folder holds `package_dir` (esper's package
+    folder), else "unknown": no git binary, not in a repository, no commit yet, git slower than 2 s, or a
+    copy not at a checkout's top (a pip-installed esper in a project's virtual environment, whose
+    enclosing repository is someone else's). GIT_* variables are dropped, so a git hook's GIT_DIR
+    cannot name another repository."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        out = subprocess.run(["git", "-C", str(package_dir), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=True, env=env).stdout
+    except (OSError, subprocess.SubprocessError):
+        return UNKNOWN_COMMIT
+    lines = out.splitlines()
+    if len(lines) != 2 or Path(lines[0]).resolve() / package_dir.name != package_dir.resolve():
+        return UNKNOWN_COMMIT
+    return lines[1]
+
+
+@functools.cache
+def checkout_commit() -> str:
+    """`git_commit` of the esper this process runs, read once per process."""
+    return git_commit(PACKAGE_DIR)
+
+
 def versions() -> dict[str, str]:
-    return {"esper": __version__, "torch": str(torch.__version__), "python": sys.version.split()[0]}
+    """What a run's record says it ran with: esper, torch and python versions, and the git commit of
+    esper's checkout ("unknown" outside one). Runs recorded before the commit was have no `git_commit`."""
+    return {"esper": __version__, "torch": str(torch.__version__), "python": sys.version.split()[0],
+            "git_commit": checkout_commit()}
 
 
 def run_payload(trainer: Trainer, *, run_id: str, config: dict[str, Any], data_source: dict[str, Any],

@@ -15,7 +15,7 @@ from esper.core.errors import ConfigError
 from esper.core.events import Event, RunResumed
 from esper.shell.driver import Run, drive, merge_resume, train
 from esper.shell.interrupt import Terminated, exit_code, signals_interrupt
-from esper.shell.run_checkpoint import ResumePoint, Save
+from esper.shell.run_checkpoint import ResumePoint, Save, checkout_commit
 from esper.shell.run_config import RunConfig
 from esper.shell.telemetry import RunDirectory, open_hub
 from esper.shell.telemetry.rundir import cut_back, cut_csv, failed_run_dir
@@ -210,6 +210,7 @@ SMALL = RunConfig(epochs=2, train_size=128, val_size=64, batch_size=64, telemetr
 def test_resume_extends_a_run_twice_and_then_has_nothing_to_do(tmp_path, capsys):
     out = tmp_path / "run"
     assert train(SMALL, out=str(out)).epochs == 2
+    assert json.loads((out / "config.json").read_text())["versions"]["git_commit"] == checkout_commit()
     assert train(RunConfig(epochs=3), resume=str(out)).epochs == 3
     capsys.readouterr()
     # The checkpoint carries the config the run continued with (epochs 3), so a plain resume is done.
