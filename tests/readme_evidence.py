@@ -107,7 +107,7 @@ def _check_compare_table(table: Table, root: Path) -> Iterator[str]:
 
 
 @functools.cache
-def _growth_runs(root: Path, task: str, controller: str) -> tuple[dict[str, Any], ...]:
+def group_summaries(root: Path, task: str, controller: str) -> tuple[dict[str, Any], ...]:
     """The summaries of `<controller>-s<seed>` under results/<task>/compare, in seed order."""
     folder = root / "results" / task / "compare"
     found = [(int(m.group("seed")), d) for d in folder.glob(f"{controller}-s*")
@@ -137,7 +137,7 @@ def _check_growth_table(table: Table, root: Path) -> Iterator[str]:
         return
     for row in table.rows:
         task = row[0].split(" (")[0]
-        static, grown = (_growth_runs(root, task, c) for c in controllers)
+        static, grown = (group_summaries(root, task, c) for c in controllers)
         if not static or len(static) != len(grown):
             yield f"README table at line {table.line}: no runs of {task!r} match {GROWTH_PATTERN}"
             continue

@@ -4,9 +4,11 @@ summary.json files give; and an edit of any one digit of a table on a copy of th
 
 import re
 import shutil
+import statistics
+import subprocess
 
 import pytest
-from readme_evidence import ROOT, check_readme, readme_tables, recompute_compare_md
+from readme_evidence import ROOT, check_readme, group_summaries, readme_tables, recompute_compare_md
 
 README = ROOT / "README.md"
 COMPARES = sorted(ROOT.glob("results/*/compare/compare.md"))
@@ -89,3 +91,38 @@ def test_swapped_rows_a_missing_row_and_a_missing_source_are_caught(tmp_path):
         assert edited != text
         copy.write_text(edited, encoding="utf-8")
         assert check_readme(copy)
+
+
+def _mean(runs: tuple, key: str) -> float:
+    return statistics.mean(r[key] for r in runs)
+
+
+def test_the_fashion_mnist_prose_figures_are_its_runs():
+    """The sentences under the Fashion-MNIST table quote its runs: the gap to the FLOP-matched host, the
+    FLOP ratio of the param-matched one, and how every heuristic run grew (epochs, parameters)."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    heuristic, flop, param = (group_summaries(ROOT, "fashion-mnist", g) for g in ("heuristic", "static-flop",
+                                                                                  "static-param"))
+    gap = 100.0 * (_mean(heuristic, "final_val_acc") - _mean(flop, "final_val_acc"))
+    assert f"wider static host by {gap:.1f} points" in text
+    assert f"costs {_mean(param, 'train_flops') / _mean(heuristic, 'train_flops'):.1f}× the FLOPs" in text
+    grown = {(s["slot"], s["blueprint"], s["fate"], s["end_epoch"], s["n_params"])
+             for run in heuristic for s in run["seeds"] if s["slot"] != "early"}  # one growth for every run
+    late, mid = sorted(grown)
+    assert late[:3] == ("late", "conv_light", "fossilized") and mid[:3] == ("mid", "conv_heavy", "culled")
+    late_epoch, late_params, mid_epoch = late[3], late[4], mid[3]
+    assert (f"`late:conv_light` is fossilized at epoch {late_epoch} ({late_params:,} parameters), "
+            f"`mid:conv_heavy` is culled in TRAINING at epoch {mid_epoch}") in text
+    assert f"Every heuristic run above fossilizes `late:conv_light` at epoch {late_epoch};" in text
+
+
+def test_the_plateau_rules_tie_is_the_compare_of_the_commit_the_readme_names():
+    cited = re.search(r"ties static \((\d+\.\d+) % both: the compare committed in (\w+),", README.read_text())
+    assert cited
+    figure, commit = cited.groups()
+    shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:results/fashion-mnist/compare/compare.md"],
+                           capture_output=True, text=True)
+    if shown.returncode != 0:
+        pytest.skip(f"commit {commit} is not in this checkout (a copy without its history)")
+    for group in ("static", "heuristic"):
+        assert f"| {group} | 3 | {figure} ± " in shown.stdout
