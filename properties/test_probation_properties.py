@@ -9,38 +9,20 @@ contributions are drawn mostly at the threshold: ±0.0, the smallest subnormals 
 
 import math
 
-import attrs
 from hypothesis import example, given
 from hypothesis import strategies as st
+from seed_cases import SPECS, one_seed_state
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction
-from esper.core.alpha import Curve
 from esper.core.config import LifecycleConfig, Rules
 from esper.core.measurements import EpochMeasurements, SlotMeasurement
-from esper.core.seed import LifecycleState, SeedState, SlotSpec
 from esper.core.stages import Stage
 from esper.testing import strategies as es
 
 AT_ZERO = (0.0, -0.0, math.ulp(0.0), -math.ulp(0.0), 1e-3, -1e-3)
 contributions = st.one_of(st.sampled_from(AT_ZERO), st.sampled_from(AT_ZERO), st.none(),
                           st.floats(-0.2, 0.3, allow_nan=False))
-SPECS = (SlotSpec("s0", 0, 0, 8, (8, 4, 4)),)
-PATH = ((Stage.GERMINATED, 0), (Stage.TRAINING, 1), (Stage.BLENDING, 4), (Stage.PROBATIONARY, 7))
-
-
-def _probationary(rules: Rules, epochs_in_stage: int) -> LifecycleState:
-    """One cnn slot of dim 8 whose seed entered PROBATIONARY `epochs_in_stage` epochs ago."""
-    state = lifecycle.initial_state("cnn", SPECS, {"s0"})
-    slot = state.slots[0]
-    spec = rules.catalogue.spec("norm")
-    seed = SeedState(seed_id="s0#0", slot_id="s0", blueprint="norm", blueprint_index=spec.index, dim=slot.dim,
-                     n_params=spec.params(slot.dim), tempo=3, ramp_step=3, curve=Curve.LINEAR,
-                     stage=Stage.PROBATIONARY, previous_stage=Stage.BLENDING, epochs_in_stage=epochs_in_stage,
-                     age=7 + epochs_in_stage, germinated_epoch=0, acc_at_germination=0.5, acc_at_stage_start=0.5,
-                     alpha=1.0, contribution=0.05, history=PATH)
-    slot = attrs.evolve(slot, seed=seed, germinations=1)
-    return attrs.evolve(state, slots=(slot,), epoch=7 + epochs_in_stage)
 
 
 def _expected(contribution: float | None, finite: bool, eis_after: int, cfg: LifecycleConfig) -> str | None:
@@ -59,7 +41,7 @@ def _expected(contribution: float | None, finite: bool, eis_after: int, cfg: Lif
 def test_probation_culls_exactly_at_a_contribution_of_zero(config, eis, contribution, finite):
     rules = Rules.for_layout("cnn", SPECS, config=config)
     eis %= config.max_probation_epochs  # a PROBATIONARY seed has epochs_in_stage < max_probation_epochs
-    state = _probationary(rules, eis)
+    state = one_seed_state(rules, Stage.PROBATIONARY, eis, contribution=0.05)
     m = EpochMeasurements(epoch=state.epoch + 1, val_acc=0.6, slots=(
         SlotMeasurement(slot_id="s0", contribution=contribution, shadow_gain=0.01, grad_ratio=1.0,
                         seed_finite=finite),))
