@@ -90,3 +90,29 @@ def test_spec_table(tempo, curve, table):
     got = [ramp_alpha(curve, tempo, k) for k in range(1, tempo + 1)]
     assert got == pytest.approx(table, abs=5e-5)
     assert got[-1] == 1.0
+
+
+# u outside [0, 1]: every other property here draws u inside it, so a ramp that stopped saturating
+# at 1 for u > 1 (or at 0 for u < 0) went unseen. The boundaries and their neighbours are drawn often.
+EDGES = (0.0, -0.0, 1.0, math.nextafter(1.0, 2.0), math.nextafter(0.0, -1.0), 1.5, 2.0, -0.5)
+outside = st.one_of(st.sampled_from(EDGES), st.floats(1.0, 1e6), st.floats(-1e6, 0.0))
+
+
+@given(curves, outside, steepness)
+@example(Curve.LINEAR, 2.0, 12.0)  # an unclamped linear ramp gives 2.0
+@example(Curve.LINEAR, math.nextafter(1.0, 2.0), 1.0)  # shrunk: the first float past 1
+@example(Curve.COSINE, -0.5, 12.0)  # below the ramp: an unclamped cosine gives 0.5
+def test_alpha_saturates_outside_the_unit_interval(curve, u, s):
+    want = 1.0 if u >= 1.0 else 0.0
+    assert curve_value(curve, u, s) == want
+    for dtype in (torch.float32, torch.float64):
+        assert alpha_curve(torch.tensor(int(curve)), torch.tensor(u, dtype=dtype), s).item() == want
+
+
+@given(curves, st.integers(1, 8), st.integers(0, 8), st.floats(0.0, 1.0), steepness)
+def test_ramp_past_its_last_step_stays_at_one(curve, tempo, extra, frac, s):
+    """ramp_step beyond tempo (u > 1) keeps alpha at exactly 1, in the float and the tensor form."""
+    ramp_step = tempo + 1 + extra
+    assert ramp_alpha(curve, tempo, ramp_step, frac, s) == 1.0
+    got = alpha_at(torch.tensor(int(curve)), torch.tensor(float(tempo)), torch.tensor(ramp_step), frac, s)
+    assert got.item() == 1.0

@@ -6,7 +6,7 @@ through gives ∂L/∂h == ∂L/∂d == g. Value: blend == lerp(h, h + δ, α) f
 """
 
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from esper.core.blend import blend, knobs_for, seed_input
@@ -106,3 +106,19 @@ def test_value_is_lerp_towards_the_seed(
     alpha = _per_sample(values, len(shape)) if per_sample else torch.tensor(values[0])
     y = blend(h, d, alpha, ste)
     torch.testing.assert_close(y, torch.lerp(h, h + d, alpha), rtol=1e-5, atol=1e-5)
+
+
+@given(shape=shapes, seed=seeds, alpha=st.one_of(st.just(0.0), unit_alphas), release=release_stages)
+@example(shape=(1,), seed=0, alpha=0.0, release=Stage.BLENDING)  # shrunk: TRAINING knobs with input_grad
+def test_training_seed_input_is_detached_for_any_alpha(
+    shape: tuple[int, ...], seed: int, alpha: float, release: Stage
+) -> None:
+    """The slot forward with TRAINING's knobs: ∂L/∂h == g exactly, whatever α and `input_grad_from`, for a δ
+    with a nonzero Jacobian (the straight-through seed learns, the host does not see it)."""
+    h, w, g = _randn(shape, seed)
+    knobs = knobs_for(Stage.TRAINING, release)
+    h, w = h.requires_grad_(), w.requires_grad_()
+    y = blend(h, _delta(seed_input(h, knobs.input_grad), w), torch.tensor(alpha), knobs.ste)
+    gh, gw = torch.autograd.grad(y, (h, w), grad_outputs=g)
+    assert torch.equal(gh, g)
+    assert bool(gw.ne(0).any())  # the seed does receive a gradient

@@ -11,17 +11,19 @@ never exceeds its size.
 import copy
 
 import attrs
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
+from seed_cases import SPECS, one_seed_state
 
 from esper.core import lifecycle
-from esper.core.actions import Op
+from esper.core.actions import FactoredAction, Op
+from esper.core.config import LifecycleConfig, Rules
 from esper.core.events import ActionRejected
 from esper.core.governor import GovernorConfig, GovernorState, check
 from esper.core.heuristic import HeuristicConfig, HeuristicState, decide, decision_view, germination_blocker, observe
 from esper.core.legality import masks
 from esper.core.signals import TrackerState
-from esper.core.stages import LIVE
+from esper.core.stages import LIVE, Stage
 from esper.testing.strategies import epoch_measurements, reachable_views, rules_and_state
 
 DEFAULT = HeuristicConfig()
@@ -171,3 +173,24 @@ def test_decide_stays_sensible_with_user_names_the_catalogue_lacks(case, users):
     cfg = attrs.evolve(cfg, user_blueprints=users)
     _, action, reason = decide(state, hview, cfg)
     assert_sensible(rules, view, hview, cfg, action, reason)
+
+
+@given(st.integers(0, 4), st.one_of(st.sampled_from([-1, 0, 1]), st.just(0), st.integers(-4, 4)),
+       st.sampled_from([-0.02, 0.0, -0.1]), st.one_of(st.sampled_from([-1e-3, 0.0, 1e-3]), st.floats(-0.3, 0.3)),
+       st.sampled_from([0, 0, 6]))
+@example(2, 0, -0.02, -1e-3, 0)  # the defaults' first hurting epoch: a rule one epoch late waited here
+@example(0, -1, -0.02, -1e-3, 0)  # shrunk: blend_hurts_epochs = 0 fires at epochs_in_stage 0
+def test_blend_hurts_fires_at_exactly_its_epoch(after, offset, threshold, below, min_cull_age):
+    """M3 (module docstring): a BLENDING seed whose contribution is below `blend_hurts` is culled at the
+    first boundary with `epochs_in_stage >= blend_hurts_epochs` (when CULL is allowed), not one later;
+    epochs and contributions are drawn at the thresholds and either side."""
+    eis = max(0, after + offset)
+    contribution = threshold + below
+    rules = Rules.for_layout("cnn", SPECS, config=LifecycleConfig(min_cull_age=min_cull_age))
+    view = one_seed_state(rules, Stage.BLENDING, eis, contribution=contribution)
+    hview = decision_view(view, TrackerState(), masks(view, rules), view.epoch + 20, rules)
+    cfg = attrs.evolve(DEFAULT, blend_hurts=threshold, blend_hurts_epochs=after)
+    _, action, reason = decide(HeuristicState(topology="cnn"), hview, cfg)
+    fires = eis >= after and contribution < threshold and hview.masks.slot[Op.CULL][0]
+    assert (action == FactoredAction.cull(0)) == fires, (eis, contribution, action, reason)
+    assert (reason == "blend_hurts") == fires

@@ -9,7 +9,7 @@ import math
 
 import attrs
 import torch
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from esper.core import lifecycle
@@ -263,3 +263,27 @@ def test_normalisation_by_the_return_scale_keeps_signs_and_ratios(xs: list[Rewar
     recomputed = pbrs_sum(stacked.stage_before, stacked.stage_after, torch.ones(len(xs)), stacked.terminal,
                           POTENTIALS, GAMMA)
     assert torch.allclose((discounts * pbrs * scale).sum(), recomputed * scale, rtol=1e-12, atol=1e-12)
+
+
+def _quiet_inputs() -> RewardInputs:
+    """One DORMANT slot, nothing measured, no terminal and no rollback: only early_cull can pay."""
+    zero, ints = torch.zeros(1, dtype=F64), torch.zeros(1, dtype=torch.int64)
+    return RewardInputs(stage_before=ints, stage_after=ints, contribution=zero, measured=zero,
+                        acc_at_germination=zero, last_contribution=zero, seed_params_before=zero,
+                        host_params=torch.tensor(1000.0, dtype=F64), acc=torch.tensor(0.5, dtype=F64),
+                        op=torch.tensor(0), slot=torch.tensor(0), culled_age=torch.tensor(0.0, dtype=F64),
+                        terminal=torch.tensor(0.0, dtype=F64), rolled_back=torch.tensor(0.0, dtype=F64))
+
+
+@given(random_inputs(), st.sampled_from([Op.CULL, Op.CULL, *Op]), st.integers(0, 8),
+       st.one_of(st.sampled_from([-1, 0, 1]), st.just(0), st.integers(-8, 8)))
+@example(_quiet_inputs(), Op.CULL, 0, -1)  # shrunk: `<=` penalised a cull at age 0 with a_cull = 0
+@example(_quiet_inputs(), Op.CULL, RLConfig().early_cull_age, 0)  # the default a_cull = 5, at age 5
+def test_early_cull_penalty_stops_exactly_at_the_age_limit(x: RewardInputs, op: Op, limit: int, offset: int):
+    """Minimal mode's early_cull = −p_cull · [op = CULL ∧ culled_age < a_cull] (docs/rl.md §7), with the age
+    drawn mostly at the limit and one either side: at age = a_cull the cull is no longer early."""
+    cfg = attrs.evolve(CONFIGS["minimal"], early_cull_age=limit)
+    age = max(0, limit + offset)
+    x = attrs.evolve(x, op=torch.tensor(int(op)), culled_age=torch.tensor(float(age), dtype=F64))
+    young = op == Op.CULL and age < limit
+    assert float(reward(x, cfg, 0.01).early_cull) == (-cfg.early_cull_penalty if young else 0.0), (op, age, limit)
