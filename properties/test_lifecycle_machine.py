@@ -12,6 +12,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from lifecycle_reference import RefModel
+from profiles import scaled
 
 from esper.core import codec, lifecycle
 from esper.core.actions import FactoredAction, Op
@@ -205,9 +206,9 @@ TestLifecycleMachine = LifecycleMachine.TestCase
 
 def test_masked_controller_never_raises_over_long_episodes():
     """P6: a controller that only picks masked actions runs 200 boundaries in strict mode."""
-    from hypothesis import given, settings
+    from hypothesis import given
 
-    @settings(max_examples=10)
+    @scaled(0.25)
     @given(es.rules_and_state(), st.data())
     def run(setup, data):
         rules, state = setup
