@@ -1,16 +1,18 @@
 """docs/lifecycle.md §11 P1–P3, P5, P6, P15, P16: a Hypothesis state machine drives random
-measurements, masked and unmasked actions, governor rollbacks and direct `transition` calls
-through the pure lifecycle, and checks it against `lifecycle_reference.RefModel` and the
-invariants after every step."""
+measurements, actions from the whole action space (legal and illegal), governor rollbacks and
+direct `transition` calls through the pure lifecycle, and checks it against
+`lifecycle_reference.RefModel` and the invariants after every step. The run must reach every
+edge E1–E12 (`test_the_machine_reached_every_edge`)."""
 
 import copy
 import json
 
 import attrs
 import pytest
-from hypothesis import event
+from hypothesis import event, find
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.errors import NoSuchExample
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 from lifecycle_reference import RefModel
 from profiles import scaled
 
@@ -25,6 +27,33 @@ from esper.core.seed import LifecycleState
 from esper.core.stages import EDGES, Stage
 from esper.testing import strategies as es
 
+EDGES_REACHED: set[str] = set()  # edge names (E1…E12) of every StageChanged the machine's run saw
+
+
+def every_action(rules, n_slots: int) -> list[FactoredAction]:
+    """The whole action space the heads can name, plus one past the end of each head: WAIT,
+    CULL and FOSSILIZE per slot, GERMINATE per slot × blueprint × tempo."""
+    n_bp, n_tempo = len(rules.catalogue.germinable), len(rules.config.tempo_choices)
+    slots = range(n_slots + 1)
+    return [FactoredAction.wait(), *(FactoredAction(op, s) for op in (Op.CULL, Op.FOSSILIZE) for s in slots),
+            *(FactoredAction.germinate(s, b, t) for s in slots for b in range(n_bp + 1) for t in range(n_tempo + 1))]
+
+
+def drawn_actions(everything: list[FactoredAction], ref: RefModel, guided: bool) -> st.SearchStrategy:
+    """An action from `everything`: unguided, uniformly (mostly illegal); guided, a FOSSILIZE the
+    *reference* accepts if there is one, else WAIT or a GERMINATE it accepts.
+    Never the production masks: the machine checks those against the reference."""
+    if not guided:
+        return st.sampled_from(everything)
+    accepted = [a for a in everything if a.op != Op.WAIT and ref.accepts(a)]
+    fossilize = [a for a in accepted if a.op == Op.FOSSILIZE]
+    if fossilize:  # probation is short: a guided controller finishes what it grew (E8)
+        return st.sampled_from(fossilize)
+    # No CULL: seeds must live to blend and finish (E4, E6, E8); culls come from the unguided
+    # draws, the gates, timeouts and rollbacks.
+    germinate = [a for a in accepted if a.op == Op.GERMINATE]
+    return st.one_of(st.just(FactoredAction.wait()), *([st.sampled_from(germinate)] if germinate else []))
+
 
 class LifecycleMachine(RuleBasedStateMachine):
     @initialize(setup=es.rules_and_state())
@@ -37,24 +66,24 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     # -- rules ----------------------------------------------------------------
     # Rules are picked uniformly; a rollback culls every live seed, so it shares a rule with
-    # the ordinary boundary at 1 in 8, or seeds would rarely live long enough to fossilize.
-    @rule(data=st.data(), masked=st.sampled_from([True, True, True, False]),
-          rollback=st.sampled_from([False] * 7 + [True]))
-    def boundary(self, data, masked, rollback):
+    # the ordinary boundary at 1 in 16, or seeds would rarely live long enough to fossilize.
+    @rule(data=st.data(), guided=st.sampled_from([True, True, True, False]),
+          rollback=st.sampled_from([False] * 15 + [True]))
+    def boundary(self, data, guided, rollback):
         if rollback and self.snapshot is not None:
-            self._governor_rollback(data, masked)
+            self._governor_rollback(data, guided)
             return
         m = data.draw(es.epoch_measurements(self.state))
         view = lifecycle.record(self.state, m)
         self._check_record(self.state, view)
         self.ref.record(m)
-        self._respond(view, data, masked)
+        self._respond(view, data, guided)
 
     @rule()
     def take_snapshot(self):
         self.snapshot = (self.state, copy.deepcopy(self.ref))
 
-    def _governor_rollback(self, data, masked):
+    def _governor_rollback(self, data, guided):
         snap_state, snap_ref = self.snapshot
         m = data.draw(es.epoch_measurements(self.state))
         view, events = lifecycle.rollback(snap_state, self.state, m, self.rules)
@@ -65,7 +94,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             if isinstance(e, StageChanged):
                 assert e.to_stage == Stage.CULLED and e.reason == "governor_rollback"
         self._check_events(events, recorded)
-        self._respond(view, data, masked)
+        self._respond(view, data, guided)
 
     @rule(data=st.data())
     def direct_transition(self, data):
@@ -89,18 +118,18 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert seed == before  # never mutated
 
     # -- one boundary's response ------------------------------------------------
-    def _respond(self, view: LifecycleState, data, masked: bool) -> None:
-        n = len(view.slots)
-        action = data.draw(es.legal_actions(view, self.rules) if masked
-                           else es.any_actions(self.rules, n))
+    def _respond(self, view: LifecycleState, data, guided: bool) -> None:
+        action = data.draw(drawn_actions(every_action(self.rules, len(view.slots)), self.ref, guided))
         frozen_view = json.dumps(codec.encode(view), sort_keys=True)
+        refusal = self.ref.refusal(action)
         allowed = masks(view, self.rules).allows(action)
-        assert allowed == self.ref.accepts(action), f"masks and reference disagree on {action}"
-        if masked:
-            assert allowed, f"legal_actions drew a masked-out action {action}"
+        assert allowed == (refusal is None), f"masks and reference disagree on {action}"
+        event("action refused" if refusal else "action accepted")
 
         new, events = lifecycle.apply_action(view, action, self.lenient)
-        assert any(isinstance(e, ActionRejected) for e in events) == (not allowed)
+        rejected = [e for e in events if isinstance(e, ActionRejected)]  # then advance runs as on WAIT
+        expected = [] if refusal is None else [ActionRejected(action=action.canonical(), reason=refusal)]
+        assert rejected == expected, f"{action}: refused as {rejected}, the reference says {refusal}"
         if self.rules.config.strict and not allowed:
             with pytest.raises(IllegalActionError):
                 lifecycle.act(view, action, self.rules)
@@ -130,7 +159,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         for e in events:
             if isinstance(e, StageChanged):
                 assert (e.from_stage, e.to_stage) in EDGES, f"illegal edge {e}"
-                event(f"edge {EDGES[(e.from_stage, e.to_stage)]}")  # coverage, in the statistics
+                edge = EDGES[(e.from_stage, e.to_stage)]
+                EDGES_REACHED.add(edge)
+                event(f"edge {edge}")  # coverage, in the statistics; asserted below
                 if e.from_stage != Stage.GERMINATED and e.from_stage != Stage.DORMANT:
                     old = next(s.seed for s in view.slots if s.slot_id == e.slot)
                     dwell_seen.setdefault(e.seed_id, old.epochs_in_stage)
@@ -222,6 +253,31 @@ def test_masked_controller_never_raises_over_long_episodes():
     run()
 
 
+def test_the_machine_reached_every_edge():
+    """The `ci` run (pinned examples) reaches every edge E1–E12 of docs/lifecycle.md §1.2; the
+    machine above fills EDGES_REACHED. Run alone (e.g. `-k`), this runs the machine first."""
+    if not EDGES_REACHED:
+        run_state_machine_as_test(LifecycleMachine)
+    every_edge = {f"E{i}" for i in range(1, 13)}  # docs/lifecycle.md §1.2
+    assert every_edge == EDGES_REACHED, f"not reached: {sorted(every_edge - EDGES_REACHED)}"
+
+
 def test_action_strategy_covers_every_op():
-    ops = {FactoredAction(op).op for op in range(4)}
-    assert len(ops) == 4
+    """`drawn_actions` (what the machine acts with) reaches every op with every head one past
+    its end, and actions the reference refuses as well as ones it accepts; guided, only accepted."""
+    rules, state = find(es.rules_and_state(), lambda setup: any(
+        RefModel.from_state(*setup).accepts(a) for a in every_action(setup[0], len(setup[1].slots))
+        if a.op == Op.GERMINATE))
+    ref, n = RefModel.from_state(rules, state), len(state.slots)
+    everything = every_action(rules, n)
+    unguided, guided = drawn_actions(everything, ref, guided=False), drawn_actions(everything, ref, guided=True)
+    for op in Op:
+        assert find(unguided, lambda a, op=op: a.op == op and (op == Op.WAIT or a.slot == n)).op == op
+    find(unguided, lambda a: a.blueprint == len(rules.catalogue.germinable))
+    find(unguided, lambda a: a.tempo == len(rules.config.tempo_choices))
+    find(unguided, lambda a: a.op == Op.GERMINATE and ref.accepts(a))
+    find(unguided, lambda a: a.op == Op.GERMINATE and not ref.accepts(a))
+    find(guided, lambda a: a.op == Op.GERMINATE)
+    find(guided, lambda a: a.op == Op.WAIT)
+    with pytest.raises(NoSuchExample):
+        find(guided, lambda a: not ref.accepts(a))
