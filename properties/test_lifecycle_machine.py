@@ -40,11 +40,13 @@ def every_action(rules, n_slots: int) -> list[FactoredAction]:
 
 
 def drawn_actions(everything: list[FactoredAction], ref: RefModel, guided: bool) -> st.SearchStrategy:
-    """An action from `everything`: unguided, uniformly (mostly illegal); guided, a FOSSILIZE the
-    *reference* accepts if there is one, else WAIT or a GERMINATE it accepts.
+    """An action from `everything`: unguided, any (mostly illegal); guided, a FOSSILIZE the
+    *reference* accepts if there is one, else WAIT or a GERMINATE it accepts (one whose probe
+    failed in the validation table as often as any other, for E3).
     Never the production masks: the machine checks those against the reference."""
-    if not guided:
-        return st.sampled_from(everything)
+    if not guided:  # op first, so CULL and FOSSILIZE are not drowned by GERMINATE's many heads
+        by_op = {op: [a for a in everything if a.op == op] for op in Op}
+        return st.sampled_from(list(Op)).flatmap(lambda op: st.sampled_from(by_op[op]))
     accepted = [a for a in everything if a.op != Op.WAIT and ref.accepts(a)]
     fossilize = [a for a in accepted if a.op == Op.FOSSILIZE]
     if fossilize:  # probation is short: a guided controller finishes what it grew (E8)
@@ -52,7 +54,10 @@ def drawn_actions(everything: list[FactoredAction], ref: RefModel, guided: bool)
     # No CULL: seeds must live to blend and finish (E4, E6, E8); culls come from the unguided
     # draws, the gates, timeouts and rollbacks.
     germinate = [a for a in accepted if a.op == Op.GERMINATE]
-    return st.one_of(st.just(FactoredAction.wait()), *([st.sampled_from(germinate)] if germinate else []))
+    table, germinable = ref.rules.validation.entries, ref.rules.catalogue.germinable
+    probe_fails = [a for a in germinate if table[a.slot][germinable[a.blueprint].index] is False]  # E3
+    return st.one_of(st.just(FactoredAction.wait()),
+                     *(st.sampled_from(acts) for acts in (germinate, probe_fails) if acts))
 
 
 class LifecycleMachine(RuleBasedStateMachine):
@@ -61,7 +66,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.rules, self.state = setup
         self.lenient = attrs.evolve(self.rules, config=attrs.evolve(self.rules.config, strict=False))
         self.ref = RefModel.from_state(self.rules, self.state)
-        self.snapshot: tuple[LifecycleState, RefModel] | None = None
+        self.snapshot: tuple[LifecycleState, RefModel, dict[str, str]] | None = None
         self.fossils: dict[str, str] = {}  # slot -> seed id, once fossilized
 
     # -- rules ----------------------------------------------------------------
@@ -81,10 +86,11 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def take_snapshot(self):
-        self.snapshot = (self.state, copy.deepcopy(self.ref))
+        self.snapshot = (self.state, copy.deepcopy(self.ref), dict(self.fossils))
 
     def _governor_rollback(self, data, guided):
-        snap_state, snap_ref = self.snapshot
+        snap_state, snap_ref, snap_fossils = self.snapshot
+        self.fossils = dict(snap_fossils)  # a rollback restores the snapshot: later fossils are gone (§1.3)
         m = data.draw(es.epoch_measurements(self.state))
         view, events = lifecycle.rollback(snap_state, self.state, m, self.rules)
         recorded = lifecycle.record(attrs.evolve(snap_state, epoch=m.epoch - 1),
