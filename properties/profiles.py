@@ -8,6 +8,9 @@ profile's budget instead, so `HYPOTHESIS_PROFILE=thorough` lifts it too:
     @scaled(0.25)        # a quarter of ci's examples under ci, 10× that under thorough
     @given(...)
     def test_costly(...): ...
+
+A cheap property that must explore more in `ci` (the lifecycle machine, whose `ci` run must reach
+every edge) may ask for more than one share.
 """
 
 import math
@@ -44,9 +47,9 @@ def load_from_env() -> str:
 
 
 def ci_examples(weight: float) -> int:
-    """Examples a property of this relative weight (0 < weight ≤ 1) runs under `ci`."""
-    if not 0.0 < weight <= 1.0:
-        raise ValueError(f"a property's weight is in (0, 1], got {weight}")
+    """Examples a property of this relative weight (> 0; 1 = the profile's own count) runs under `ci`."""
+    if not weight > 0.0:
+        raise ValueError(f"a property's weight is positive, got {weight}")
     return max(1, round(weight * settings.get_profile("ci").max_examples))
 
 
@@ -61,8 +64,8 @@ def scaled_examples(weight: float, profile: settings | None = None) -> int:
 def scaled_steps(weight: float, profile: settings | None = None) -> int:
     """The stateful step budget of a state machine of this weight under `profile` (default:
     the active one), scaled as `scaled_examples` scales examples."""
-    if not 0.0 < weight <= 1.0:
-        raise ValueError(f"a machine's step weight is in (0, 1], got {weight}")
+    if not weight > 0.0:
+        raise ValueError(f"a machine's step weight is positive, got {weight}")
     active = profile if profile is not None else settings.default
     return max(1, math.ceil(weight * active.stateful_step_count))
 

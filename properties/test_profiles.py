@@ -62,6 +62,8 @@ def test_no_property_caps_its_own_budget():
 def test_scaled_refuses_counts_and_bad_weights():
     with pytest.raises(ValueError, match="weights, not counts"):
         scaled(0.5, max_examples=3)
-    with pytest.raises(ValueError):
-        scaled(1.5)
+    with pytest.raises(ValueError, match="positive"):
+        scaled(0.0)
+    with pytest.raises(ValueError, match="positive"):
+        scaled(1.0, steps=-1.0)
     assert scaled(1.0).max_examples == settings.default.max_examples
