@@ -6,13 +6,33 @@ that a bug in the real step function shows up as a disagreement instead of being
 """
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 from esper.core.actions import FactoredAction
-from esper.core.alpha import curve_value
 from esper.core.config import Rules
 
 CULLABLE = ("TRAINING", "BLENDING", "PROBATIONARY")
+
+
+def ref_curve(curve: str, u: float, steepness: float = 12.0) -> float:
+    """a(u) as the spec's §4 table writes it (LINEAR u; COSINE (1 − cos πu)/2; SIGMOID the
+    normalised logistic), pinned to 0 for u ≤ 0 and 1 for u ≥ 1. Written from the equations,
+    not from esper.core.alpha (which evaluates other, algebraically equal forms)."""
+    if u <= 0.0:
+        return 0.0
+    if u >= 1.0:
+        return 1.0
+    if curve == "LINEAR":
+        return u
+    if curve == "COSINE":
+        return (1.0 - math.cos(math.pi * u)) / 2.0
+
+    def sigma(z: float) -> float:
+        return 1.0 / (1.0 + math.exp(-z))
+
+    s = steepness
+    return (sigma(s * (u - 0.5)) - sigma(-s / 2)) / (sigma(s / 2) - sigma(-s / 2))
 
 
 @dataclass
@@ -92,26 +112,44 @@ class RefModel:
         return spec.constraint(slot.dim) and (cap == 0 or spec.params(slot.dim) <= cap) and entry is not None
 
     def accepts(self, a: FactoredAction) -> bool:
+        return self.refusal(a) is None
+
+    def refusal(self, a: FactoredAction) -> str | None:
+        """Why `act` must refuse this action (the first failing check's code, in the order of the
+        spec's G0 / CULL / G5 rows), or None when it must accept it."""
         cfg = self.rules.config
         name = a.op.name
         if name == "WAIT":
-            return True
+            return None
         if not 0 <= a.slot < len(self.slots):
-            return False
+            return "slot_unknown"
         slot = self.slots[a.slot]
-        if not slot.enabled:
-            return False
         if name == "GERMINATE":
-            budget = cfg.max_seeds == 0 or sum(s.germinations for s in self.slots) < cfg.max_seeds
             n_bp = len(self.rules.catalogue.germinable)
-            return (slot.seed is None and budget and 0 <= a.blueprint < n_bp
-                    and self.fits(slot, a.blueprint) and 0 <= a.tempo < len(cfg.tempo_choices))
-        if name == "CULL":
-            return slot.stage in CULLABLE and slot.seed.age >= cfg.min_cull_age
-        seed = slot.seed
-        return (slot.stage == "PROBATIONARY" and seed.eis >= cfg.min_probation_epochs
-                and seed.contribution is not None
-                and seed.contribution >= cfg.min_fossilize_contribution and seed.finite)
+            failures = [
+                (not slot.enabled, "slot_disabled"),
+                (slot.seed is not None, "slot_occupied"),
+                (cfg.max_seeds != 0 and sum(s.germinations for s in self.slots) >= cfg.max_seeds,
+                 "seed_budget_spent"),
+                (not 0 <= a.blueprint < n_bp, "not_germinable"),
+                (not (0 <= a.blueprint < n_bp and self.fits(slot, a.blueprint)), "blueprint_unfit"),
+                (not 0 <= a.tempo < len(cfg.tempo_choices), "tempo_unknown"),
+            ]
+        elif name == "CULL":
+            failures = [(not slot.enabled, "slot_disabled"), (slot.stage not in CULLABLE, "wrong_stage"),
+                        (slot.seed is None or slot.seed.age < cfg.min_cull_age, "too_young")]
+        else:  # FOSSILIZE: G5 has no enabled check (a disabled slot never holds a seed)
+            seed = slot.seed
+            contribution = seed.contribution if seed else None
+            failures = [
+                (slot.stage != "PROBATIONARY", "wrong_stage"),
+                (seed is None or seed.eis < cfg.min_probation_epochs, "too_young"),
+                (contribution is None, "missing:contribution"),
+                (contribution is not None and contribution < cfg.min_fossilize_contribution,
+                 "contribution_low"),
+                (seed is None or not seed.finite, "nonfinite"),
+            ]
+        return next((code for failed, code in failures if failed), None)
 
     def act(self, a: FactoredAction) -> None:
         if not self.accepts(a) or a.op.name == "WAIT":
@@ -183,4 +221,4 @@ class RefModel:
         if seed is None or seed.stage not in ("BLENDING", "PROBATIONARY", "FOSSILIZED"):
             return 0.0
         cfg = self.rules.config
-        return curve_value(cfg.blend_curve, seed.ramp / seed.tempo, cfg.sigmoid_steepness)
+        return ref_curve(cfg.blend_curve.name, seed.ramp / seed.tempo, cfg.sigmoid_steepness)

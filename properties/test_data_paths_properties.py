@@ -30,7 +30,7 @@ def _paths(n_train: int, n_heldout: int) -> tuple[TaskData, TaskData]:
     return resident, image_task_data(PRESET, source, splits, torch.device("cpu"), budget=0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(st.integers(1, 60), st.integers(1, 30), st.integers(1, 16), st.integers(0, 2**32 - 1), st.integers(1, 3))
 def test_the_streamed_path_reads_the_resident_batches(n_train, n_heldout, batch, seed, world):
     if n_train < batch:

@@ -7,9 +7,9 @@ Governor rollbacks restore the model from a `model_checkpoint` snapshot, as the 
 """
 
 import torch
-from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from profiles import scaled
 
 from esper.core import lifecycle
 from esper.core.blend import knobs_for
@@ -128,5 +128,5 @@ class ModelMachine(RuleBasedStateMachine):
         assert model.param_counts().host == sum(p.numel() for p in model.host.parameters())
 
 
-ModelMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=80)
+ModelMachine.TestCase.settings = scaled(0.75, steps=0.8)
 TestModelMachine = ModelMachine.TestCase

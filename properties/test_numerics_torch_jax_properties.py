@@ -22,8 +22,9 @@ jax = pytest.importorskip("jax")  # installed in CI through the `jax` extra
 
 import torch  # noqa: E402
 import torch.utils._pytree as torch_pytree  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from profiles import scaled  # noqa: E402
 from rl_cases import (  # noqa: E402
     COEFS,
     COMPILED_TOL,
@@ -138,7 +139,7 @@ def test_ppo_loss_vmapped_over_minibatches_agrees_across_frameworks(case: tuple)
 # --- float32: jax.jit(graph) == torch.compile(graph, fullgraph=True) -----------------------------------------
 
 
-@settings(max_examples=10)
+@scaled(0.25)
 @given(gae_batches(n=N_ENVS, t=STEPS, dtype=F32), episode_rows(n=N_ENVS, e=STEPS, dtype=F32))
 def test_jitted_gae_equals_compiled_gae(tr: dict, rows: dict):
     args = (tr["rewards"], tr["discounts"], tr["values"], tr["bootstrap"], tr["lam_steps"],
@@ -147,7 +148,7 @@ def test_jitted_gae_equals_compiled_gae(tr: dict, rows: dict):
     assert_close_trees(to_torch(got), compiled_call(torch_gae_graph, *args), **COMPILED_TOL)
 
 
-@settings(max_examples=10)
+@scaled(0.25)
 @given(reward_batches(n=N_ENVS, s=SLOTS, dtype=F32), episode_rows(n=N_ENVS, e=STEPS, dtype=F32))
 def test_jitted_rewards_equal_compiled_rewards(x, rows: dict):
     args = (x, rows["rewards"], rows["valid"])
@@ -156,14 +157,14 @@ def test_jitted_rewards_equal_compiled_rewards(x, rows: dict):
     assert_close_trees(got, compiled_call(torch_reward_graph, *args), **COMPILED_TOL)
 
 
-@settings(max_examples=10)
+@scaled(0.25)
 @given(stats_cases())
 def test_jitted_running_stats_equal_compiled_running_stats(case: tuple):
     got = _jitted("stats_graph", lambda: jax.jit(partial(stats_graph, jax.vmap)))(*to_jax(case))
     assert_close_trees(to_torch(got), compiled_call(torch_stats_graph, *case), **COMPILED_TOL)
 
 
-@settings(max_examples=10)
+@scaled(0.25)
 @given(ppo_cases((N_ENVS,), STEPS, dtype=F32))
 def test_jitted_ppo_loss_equals_compiled_ppo_loss(case: tuple):
     got = to_torch(_jitted("ppo_graph", lambda: jax.jit(partial(_jax_loss_and_grads, ppo_graph)))(*to_jax(case)))

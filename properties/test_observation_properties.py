@@ -5,8 +5,9 @@ for NaN/Inf/huge inputs, one-hots consistent with real lifecycle views, binary e
 import math
 
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from profiles import scaled
 
 from esper.core.observation import (
     RUN_DIM,
@@ -83,7 +84,7 @@ def contexts(draw: st.DrawFn) -> ObsContext:
     )
 
 
-@settings(max_examples=25)
+@scaled(0.625)
 @given(rules_view=reachable_views(max_steps=20), ctx=contexts(),
        best=MAYBE, plateau=st.integers(0, 40))
 def test_packed_lifecycle_views_encode_inside_the_contract(rules_view, ctx, best, plateau) -> None:
@@ -107,7 +108,7 @@ def test_packed_lifecycle_views_encode_inside_the_contract(rules_view, ctx, best
             assert abs(block[8] - slot.seed.alpha) < 1e-6
 
 
-@settings(max_examples=25)
+@scaled(0.625)
 @given(data=st.data(), n_envs=st.integers(1, 4), n_slots=st.integers(1, 3), n_bp=st.integers(1, 6))
 def test_vmap_equals_loop(data: st.DataObject, n_envs: int, n_slots: int, n_bp: int) -> None:
     envs = [data.draw(obs_inputs(n_slots, n_bp)) for _ in range(n_envs)]
@@ -120,7 +121,7 @@ def test_vmap_equals_loop(data: st.DataObject, n_envs: int, n_slots: int, n_bp: 
 FINITE = st.floats(-1e6, 1e6, allow_nan=False)
 
 
-@settings(max_examples=25)
+@scaled(0.625)
 @given(data=st.data(), n_slots=st.integers(1, 3), n_bp=st.integers(1, 6),
        floor=st.floats(1e-3, 1.0), clip=st.floats(0.5, 10.0))
 def test_normalize_leaves_binary_entries_untouched(data: st.DataObject, n_slots: int, n_bp: int,

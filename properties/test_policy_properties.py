@@ -10,8 +10,9 @@ import math
 
 import attrs
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from profiles import scaled
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction, Op
@@ -57,7 +58,7 @@ def _accepted(view: LifecycleState, action: FactoredAction, rules: Rules) -> boo
     return not any(isinstance(e, ActionRejected) for e in events)
 
 
-@settings(max_examples=15)
+@scaled(0.375)
 @given(reachable_views(max_steps=30), st.integers(0, 2**31 - 1))
 def test_sampled_actions_are_exactly_the_allowed_ones(rules_view: tuple[Rules, LifecycleState], seed: int):
     rules, view = rules_view

@@ -9,8 +9,9 @@ import math
 
 import attrs
 import torch
-from hypothesis import event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
+from profiles import scaled
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction, Op
@@ -137,7 +138,7 @@ def test_pbrs_telescopes_on_the_runtime_reward(ep: Episode):
     assert math.isclose(float(from_snapshots), expected, rel_tol=1e-12, abs_tol=1e-12)
 
 
-@settings(max_examples=20)
+@scaled(0.5)
 @given(episodes())
 def test_runtime_rewards_are_bounded_and_sum_their_components(ep: Episode):
     n_slots = ep.steps[0].stage_before.shape[0]

@@ -22,8 +22,9 @@ import attrs
 import pytest
 import torch
 import torch.utils._pytree as torch_pytree
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from profiles import scaled
 from rl_cases import (
     COMPILED_TOL,
     CONFIGS,
@@ -128,7 +129,7 @@ def test_vmap_over_stacked_minibatches_equals_loop_for_ppo_loss(case: tuple, coe
     assert_close_trees((loss, diag), want, rtol=1e-12, atol=1e-12)
 
 
-@settings(max_examples=20)
+@scaled(0.5)
 @given(gae_batches(n=N_ENVS, t=STEPS, dtype=F32), episode_rows(n=N_ENVS, e=STEPS, dtype=F32))
 def test_compiled_gae_equals_eager(tr: dict, rows: dict):
     args = (tr["rewards"], tr["discounts"], tr["values"], tr["bootstrap"], tr["lam_steps"],
@@ -136,7 +137,7 @@ def test_compiled_gae_equals_eager(tr: dict, rows: dict):
     assert_close_trees(compiled_call(torch_gae_graph, *args), torch_gae_graph(*args), **COMPILED_TOL)
 
 
-@settings(max_examples=20)
+@scaled(0.5)
 @given(reward_batches(n=N_ENVS, s=SLOTS, dtype=F32), episode_rows(n=N_ENVS, e=STEPS, dtype=F32))
 def test_compiled_rewards_equal_eager(x: RewardInputs, rows: dict):
     args = (x, rows["rewards"], rows["valid"])
@@ -145,7 +146,7 @@ def test_compiled_rewards_equal_eager(x: RewardInputs, rows: dict):
     assert_close_trees(got, torch_reward_graph(*args), **COMPILED_TOL)
 
 
-@settings(max_examples=20)
+@scaled(0.5)
 @given(ppo_cases((N_ENVS,), STEPS, dtype=F32))
 def test_compiled_ppo_loss_equals_eager(case: tuple):
     got = loss_and_grads(lambda *a: compiled_call(ppo_graph, *a), *case)
@@ -153,7 +154,7 @@ def test_compiled_ppo_loss_equals_eager(case: tuple):
     assert_close_trees(got, loss_and_grads(ppo_graph, *case), **COMPILED_TOL)
 
 
-@settings(max_examples=20)
+@scaled(0.5)
 @given(stats_cases())
 def test_compiled_running_stats_equal_eager(case: tuple):
     got = compiled_call(torch_stats_graph, *case)

@@ -8,8 +8,9 @@ from functools import partial
 import pytest
 import torch
 import torch.utils._pytree as torch_pytree
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from profiles import scaled
 
 from esper.core.pytree import tree_index, tree_stack
 from esper.core.running_stats import RunningStats, merge, normalize
@@ -93,7 +94,7 @@ def test_empty_stats_take_the_batch_statistics(data: st.DataObject, dim: int) ->
     assert merged.count.item() == len(kept)
 
 
-@settings(max_examples=25)
+@scaled(0.625)
 @given(data=st.data(), dim=DIMS, n_envs=st.integers(1, 4))
 def test_vmap_equals_loop(data: st.DataObject, dim: int, n_envs: int) -> None:
     rows = data.draw(st.integers(0, 8))

@@ -13,8 +13,9 @@ import functools
 import itertools
 
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from profiles import scaled
 
 from esper.core.blend import knobs_for
 from esper.core.catalogue import catalogue_for
@@ -84,7 +85,7 @@ def tiled_reference(model: MorphogeneticModel, x: torch.Tensor, variants: list[d
     return model(tiled, override).unflatten(0, (n, len(x)))
 
 
-@settings(max_examples=25)
+@scaled(0.625)
 @given(data=st.data())
 def test_shared_prefix_equals_the_tiled_batch(data: st.DataObject) -> None:
     model = data.draw(live_models())
