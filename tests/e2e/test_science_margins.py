@@ -1,10 +1,12 @@
 """The slow science tests' margins (tests/e2e/science_margins.py) on fabricated numbers, in the default suite:
-each check passes where the README's words hold and fails where they do not."""
+each check passes where the README's words hold and fails where they do not; and the thread fixture leaks nothing."""
 
 import statistics
 
 import pytest
+import torch
 
+from tests.e2e.conftest import held_torch_threads
 from tests.e2e.science_margins import NOISE_K, assert_growth_claim, assert_learns
 
 # The README's "Does growth pay?" table (final val acc, seeds 0/1/2) and its verdicts.
@@ -64,3 +66,14 @@ def test_a_rise_exactly_at_the_margin_does_not_learn():
 def test_windows_that_overlap_or_have_no_spread_are_an_error(returns, window):
     with pytest.raises(ValueError, match="need window"):
         assert_learns(returns, window)
+
+
+def test_the_thread_fixture_puts_threads_and_rng_back_even_after_a_failure():
+    before, rng = torch.get_num_threads(), torch.get_rng_state()
+    inside = 1 if before != 1 else 2
+    with pytest.raises(RuntimeError, match="boom"), held_torch_threads(inside):
+        assert torch.get_num_threads() == inside
+        torch.rand(3)  # moves the global generator
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    assert torch.equal(torch.get_rng_state(), rng)
