@@ -40,7 +40,7 @@ def test_an_unknown_claim_is_an_error():
 
 
 QUIET_START = [0.000, 0.010, -0.010, 0.000, 0.005, -0.005]  # std 0.0071
-NOISY_START = [-0.100, 0.100, -0.080, 0.090, -0.050, 0.028]  # std 0.088, same mean -0.002
+NOISY_START = [-0.150, 0.150, -0.120, 0.130, -0.080, 0.058]  # std 0.131, same mean -0.002
 RISEN_END = [0.09, 0.10, 0.08, 0.095, 0.09, 0.103]  # mean 0.093, as the README's last 6 updates
 
 
@@ -77,3 +77,15 @@ def test_the_thread_fixture_puts_threads_and_rng_back_even_after_a_failure():
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+# The first 6 updates of test_ppo_learns.py's run, measured (CPU, 2 threads), and the README's last-6 mean.
+MEASURED_START = [0.0531, -0.0964, -0.0520, 0.0724, 0.0353, -0.0229]  # mean -0.0017, std 0.066
+
+
+def test_the_readme_rise_clears_one_std_of_the_measured_first_window_and_not_two():
+    returns = [*MEASURED_START, *[0.05] * 18, *[0.093] * 6]
+    margin = assert_learns(returns, window=6)
+    assert margin.gain / margin.noise == pytest.approx(1.44, abs=0.01)
+    with pytest.raises(AssertionError, match="within the noise"):
+        assert_learns(returns, window=6, k=2.0)
