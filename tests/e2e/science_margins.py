@@ -8,7 +8,8 @@
   the spread of the return before learning has done much, so a gain inside it is not evidence of learning.
   NOISE_K = 1 is the issue's wording ("a gain larger than the measured noise"). Measured for
   tests/e2e/test_ppo_learns.py's config (its first 6 updates, CPU, 2 threads): mean −0.0017, std 0.066; the
-  README's rise to +0.093 is 1.44 of those stds, so it clears k = 1 and would not clear k = 2.
+  rise to +0.093 an earlier full run printed (no curve of it is committed, so the README quotes none) is 1.44
+  of those stds, so it clears k = 1 and would not clear k = 2.
 
 Each check raises AssertionError with the measured numbers and the threshold, and returns them to print.
 """
