@@ -65,10 +65,11 @@ def module_row(exit_codes: dict[str, int | None]) -> dict[str, Any]:
     }
 
 
-def read_results(mutants: Path) -> dict[str, dict[str, Any]]:
-    """Every mutated module's row, keyed by module name, from the `.meta` files under `mutants`."""
+def read_results(mutants: Path, package: str = "esper") -> dict[str, dict[str, Any]]:
+    """Every mutated module's row, keyed by module name, from the `.meta` files of `mutants/<package>/`
+    (mutmut's copy of tests/ holds test fixtures, this script's among them, that are no results)."""
     rows = {}
-    for meta_path in sorted(mutants.rglob("*.py.meta")):
+    for meta_path in sorted((mutants / package).rglob("*.py.meta")):
         exit_codes = json.loads(meta_path.read_text(encoding="utf-8"))["exit_code_by_key"]
         if exit_codes:
             rows[module_of(meta_path, mutants)] = module_row(exit_codes)
