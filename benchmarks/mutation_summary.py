@@ -101,7 +101,7 @@ def markdown(record: dict[str, Any]) -> str:
     head = "| module | mutants | killed | survived | timeout | no tests | other | not run | kill rate |"
     lines = [f"# Mutation testing of esper/core — {record['time_utc']}", "",
              f"`{record['command']}` at commit `{record['git_commit']}`; wall time {record['wall_s']} s.", "",
-             head, "|" + "---|" * 9]
+             *([record["note"], ""] if record["note"] else []), head, "|" + "---|" * 9]
     for module, row in [*record["modules"].items(), ("**total**", record["total"])]:
         cells = [row[key] for key in ("mutants", "killed", "survived", "timeout", "no_tests", "other", "not_checked")]
         lines.append(f"| {module} | " + " | ".join(map(str, cells)) + f" | {_rate(row['kill_rate'])} |")
@@ -115,7 +115,7 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_record(mutants: Path, wall_s: float | None, diffs: bool, judgements: Path) -> dict[str, Any]:
+def build_record(mutants: Path, wall_s: float | None, diffs: bool, judgements: Path, note: str = "") -> dict[str, Any]:
     """The JSON record: when, where, the per-module rows, the total, survivors' diffs and judgements."""
     rows = read_results(mutants)
     mutmut = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
@@ -127,6 +127,7 @@ def build_record(mutants: Path, wall_s: float | None, diffs: bool, judgements: P
         "command": "make mutate",
         "git_commit": _git_commit(),
         "wall_s": None if wall_s is None else round(wall_s),
+        "note": note,
         "modules": rows,
         "total": total_row(rows),
         "diffs": {name: survivor_diff(name, mutmut) for name in survivors} if diffs else {},
@@ -145,9 +146,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--wall-s", type=float, default=None, help="the run's wall time, recorded as given")
     parser.add_argument("--diffs", action="store_true", help="ask `mutmut show` for each survivor's changed lines")
     parser.add_argument("--judgements", type=Path, default=JUDGEMENTS, help="{mutant name: judgement} JSON")
+    parser.add_argument("--note", default="", help="a paragraph on how this run was made (a sample, a cut-short run)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of mutation-<date>.json and .md")
     args = parser.parse_args(argv)
-    record = build_record(args.mutants, args.wall_s, args.diffs, args.judgements)
+    record = build_record(args.mutants, args.wall_s, args.diffs, args.judgements, args.note)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"mutation-{record['time_utc'][:10].replace('-', '')}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -34,7 +34,7 @@ def test_the_record_and_summary_are_written_with_judgements(tmp_path, capsys):
     judgements.write_text(json.dumps({"esper.core.gates.x_check_gate__mutmut_3": "equivalent: a dead branch",
                                       "esper.core.gates.x_gone__mutmut_1": "a stale entry, not printed"}))
     record = mutation_summary.main(["--mutants", str(FIXTURE), "--wall-s", "61.6", "--judgements", str(judgements),
-                                    "--out", str(tmp_path)])
+                                    "--note", "A sampled run.", "--out", str(tmp_path)])
     json_path, = tmp_path.glob("mutation-*.json")
     assert re.fullmatch(r"mutation-\d{8}\.json", json_path.name)
     assert json.loads(json_path.read_text()) == record
@@ -45,5 +45,5 @@ def test_the_record_and_summary_are_written_with_judgements(tmp_path, capsys):
     assert "| esper.core.alpha | 2 | 0 | 0 | 0 | 0 | 0 | 2 | — |" in summary
     assert "| **total** | 10 | 3 | 1 | 1 | 1 | 1 | 3 | 57.1 % |" in summary
     assert "- `esper.core.gates.x_check_gate__mutmut_3`: equivalent: a dead branch" in summary
-    assert "stale" not in summary
+    assert "stale" not in summary and "\nA sampled run.\n" in summary
     assert summary in capsys.readouterr().out
