@@ -1,13 +1,14 @@
-"""plant_fossil (a static baseline's fixed seed), rollback's refusals and cooldown_left outside cooling: the
-examples that pin what `make mutate` found unchecked in esper/core/lifecycle.py."""
+"""plant_fossil (a static baseline's fixed seed), rollback's refusals, cooldown_left outside cooling and the reason
+of every stage change: the examples that pin what `make mutate` found unchecked in esper/core/lifecycle.py."""
 
 import attrs
 import pytest
-from lifecycle_helpers import fresh, make_rules, seed_state, wait_until
+from lifecycle_helpers import boundary, fresh, germinate_at, make_rules, seed_state, wait_until
 
+from esper.core.actions import FactoredAction
 from esper.core.catalogue import ValidationTable, catalogue_for
 from esper.core.errors import LifecycleError
-from esper.core.events import SeedGerminated
+from esper.core.events import SeedGerminated, StageChanged
 from esper.core.lifecycle import cooldown_left, plant_fossil, rollback
 from esper.core.measurements import EpochMeasurements
 from esper.core.stages import COOLING, Stage
@@ -58,3 +59,19 @@ def test_no_cooldown_is_left_outside_the_cooling_stages(stage: Stage) -> None:
     rules = make_rules()
     assert cooldown_left(seed_state(stage), rules.config) == 0
     assert cooldown_left(None, rules.config) == 0
+
+
+def test_every_stage_change_of_a_life_names_its_reason() -> None:
+    """A seed germinated at 1 (tempo 3), driven healthily, culled by the controller in PROBATIONARY, then cooled."""
+    rules = make_rules()
+    state, events = germinate_at(rules, 1, tempo=3)
+    changes = [(e.to_stage, e.reason, e.epoch) for e in events if isinstance(e, StageChanged)]
+    while state.slots[0].stage != Stage.DORMANT and state.epoch < 40:
+        action = FactoredAction.cull(0) if state.slots[0].stage == Stage.PROBATIONARY else FactoredAction.wait()
+        state, events = boundary(state, rules, action)
+        changes += [(e.to_stage, e.reason, e.epoch) for e in events if isinstance(e, StageChanged)]
+    assert changes == [
+        (Stage.GERMINATED, "germinate", 1), (Stage.TRAINING, "G1", 1), (Stage.BLENDING, "G2", 4),
+        (Stage.PROBATIONARY, "G3", 7), (Stage.CULLED, "action", 8), (Stage.EMBARGOED, "dwell", 9),
+        (Stage.RESETTING, "dwell", 14), (Stage.DORMANT, "dwell", 15),
+    ]
