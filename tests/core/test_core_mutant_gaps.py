@@ -5,13 +5,14 @@ import math
 
 import pytest
 import torch
-from lifecycle_helpers import fresh, make_rules
+from lifecycle_helpers import fresh, make_rules, seed_state, slot_with, state_with
 
-from esper.core.actions import Op
+from esper.core.actions import FactoredAction, Op
 from esper.core.alpha import Curve, alpha_curve
 from esper.core.blend import knobs_for
 from esper.core.errors import LifecycleError
-from esper.core.legality import masks
+from esper.core.gates import g2
+from esper.core.legality import can_apply, masks
 from esper.core.ppo import PPOBatch, PPOCoefs, ppo_loss
 from esper.core.stages import Stage
 
@@ -51,3 +52,22 @@ def test_germinate_is_allowed_with_a_single_tempo_choice() -> None:
     m = masks(fresh(), rules)
     assert len(m.tempo) == 1 and any(any(row) for row in m.blueprint)
     assert m.op[Op.GERMINATE]  # G0 is asked with tempo index 0, the only one there is
+
+
+def test_g2_reports_its_slot_seed_and_thresholds() -> None:
+    rules = make_rules()
+    young = slot_with(seed_state(Stage.TRAINING, epochs_in_stage=0, grad_ratio=1.0, shadow_gain=1.0))
+    result = g2(young, rules.config)
+    assert (result.slot_id, result.seed_id, result.passed, result.reason) == ("early", "early#0", False, "too_young")
+    assert [(c.name, c.threshold) for c in result.checks] == [
+        ("epochs_in_stage", rules.config.min_training_epochs), ("grad_ratio", rules.config.min_grad_ratio),
+        ("shadow_gain", rules.config.min_training_improvement)]
+
+
+def test_a_refused_cull_names_the_seed_and_why() -> None:
+    rules = make_rules()
+    blending = state_with(seed_state(Stage.BLENDING, age=10))
+    assert can_apply(blending, FactoredAction.cull(0), rules).seed_id == "early#0"
+    culled = state_with(seed_state(Stage.CULLED))
+    assert can_apply(culled, FactoredAction.cull(0), rules).reason == "wrong_stage"
+    assert can_apply(fresh({"mid", "late"}), FactoredAction.cull(0), rules).reason == "slot_disabled"
