@@ -54,14 +54,15 @@ def test_germinate_is_allowed_with_a_single_tempo_choice() -> None:
     assert m.op[Op.GERMINATE]  # G0 is asked with tempo index 0, the only one there is
 
 
-def test_g2_reports_its_slot_seed_and_thresholds() -> None:
+def test_g2_reports_its_slot_seed_values_and_thresholds() -> None:
     rules = make_rules()
     young = slot_with(seed_state(Stage.TRAINING, epochs_in_stage=0, grad_ratio=1.0, shadow_gain=1.0))
     result = g2(young, rules.config)
     assert (result.slot_id, result.seed_id, result.passed, result.reason) == ("early", "early#0", False, "too_young")
-    assert [(c.name, c.threshold) for c in result.checks] == [
-        ("epochs_in_stage", rules.config.min_training_epochs), ("grad_ratio", rules.config.min_grad_ratio),
-        ("shadow_gain", rules.config.min_training_improvement)]
+    cfg = rules.config
+    assert [(c.name, c.value, c.threshold) for c in result.checks] == [
+        ("epochs_in_stage", 0, cfg.min_training_epochs), ("grad_ratio", 1.0, cfg.min_grad_ratio),
+        ("shadow_gain", 1.0, cfg.min_training_improvement)]
 
 
 def test_a_refused_cull_names_the_seed_and_why() -> None:
