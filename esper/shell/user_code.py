@@ -138,9 +138,14 @@ class HostFactory:
         host.esper_sample_dtype = str(sample.dtype).removeprefix("torch.")
         return host
 
-    def record(self, sample_dtype: str) -> dict[str, Any]:
+    def spec(self) -> dict[str, Any]:
+        """The factory by import path, as JSON: `HostFactory(**spec)` builds it again."""
         return {"path": self.path, "kwargs": self.kwargs,
-                "slots": None if self.slots is None else [list(s) for s in self.slots], "sample_dtype": sample_dtype}
+                "slots": None if self.slots is None else [list(s) for s in self.slots]}
+
+    def record(self, sample_dtype: str) -> dict[str, Any]:
+        """`spec()` and the sample's dtype: what a checkpoint needs to rebuild the host before its weights."""
+        return {**self.spec(), "sample_dtype": sample_dtype}
 
     @classmethod
     def rebuild(cls, record: Mapping[str, Any], input_shape: Sequence[int],
@@ -221,9 +226,7 @@ def user_record(user: UserParts | None) -> dict[str, Any] | None:
         return None
     record: dict[str, Any] = {}
     if user.host_factory is not None:
-        factory = user.host_factory
-        record["host_factory"] = {"path": factory.path, "kwargs": factory.kwargs,
-                                  "slots": None if factory.slots is None else [list(s) for s in factory.slots]}
+        record["host_factory"] = user.host_factory.spec()
     if user.catalogue is not None:
         record["catalogue"] = {"topology": user.catalogue.topology, "blueprints": blueprint_records(user.catalogue)}
     if user.data is not None:

@@ -47,7 +47,8 @@ def test_knobs_refuse_stages_without_a_module(stage: Stage) -> None:
 
 @pytest.mark.parametrize("release", [Stage.DORMANT, Stage.TRAINING, Stage.CULLED])
 def test_knobs_refuse_a_bad_release_stage(release: Stage) -> None:
-    with pytest.raises(ConfigError):
+    # The message is the one line a user sees for a bad `input_grad_from`: what is allowed and what was given.
+    with pytest.raises(ConfigError, match=rf"one of \['BLENDING', 'PROBATIONARY', 'FOSSILIZED'\], got {release.name}$"):
         knobs_for(Stage.BLENDING, release)
 
 
