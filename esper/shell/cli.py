@@ -78,7 +78,8 @@ def _add_run_flags(command: argparse.ArgumentParser, skip: tuple[str, ...] = (),
     for flag in FLAGS:
         if flag.key in skip or (only is not None and flag.key not in only):
             continue
-        kwargs: dict[str, Any] = {"dest": flag.key, "default": argparse.SUPPRESS, "help": flag.help}
+        # argparse %-formats help text: a literal "10 %" in a flag's help would crash `--help`.
+        kwargs: dict[str, Any] = {"dest": flag.key, "default": argparse.SUPPRESS, "help": flag.help.replace("%", "%%")}
         if flag.parse is None:
             command.add_argument(*flag.options, action="store_const", const=flag.value, **kwargs)
         else:

@@ -219,3 +219,20 @@ def test_heuristic_germination_and_g2_threshold_come_from_the_preset_unless_flag
     assert trainer.lifecycle_cfg.min_training_improvement == -0.005
     flagged = Trainer(RunConfig(epochs=1, germination="plateau", min_germinate_epoch=0), early, torch.device("cpu"))
     assert (flagged.heuristic_cfg.germination, flagged.heuristic_cfg.min_germinate_epoch) == ("plateau", 0)
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "evaluate", "report", "tasks"])
+def test_every_command_s_help_prints_every_one_of_its_flags(command, capsys):
+    """`esper-run COMMAND --help` exits 0 and lists its flags, their help text verbatim ("10 %" once crashed
+    argparse's %-formatting of `train --help` and `compare --help` with a traceback)."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    options = [a for a in parser()._subparsers._group_actions[0].choices[command]._actions if a.option_strings]
+    assert options
+    for action in options:
+        assert action.option_strings[0] in shown
+    if command == "train":
+        split = next(f for f in FLAGS if f.key == "split")
+        assert " ".join(split.help.split()) in shown
