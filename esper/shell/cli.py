@@ -47,7 +47,9 @@ def parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="every controller over K seeds beside fair static baselines")
     compare.add_argument("--controllers", type=csv_list, default=("heuristic",),
                          help="comma-separated controllers compared with static (heuristic, ppo)")
-    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per group")
+    compare.add_argument("--seeds", type=int, default=3, help="K run seeds per group: FIRST..FIRST+K-1")
+    compare.add_argument("--first-seed", type=int, default=0, metavar="FIRST",
+                         help="the first run seed (default 0); judge a policy on seeds it was never designed on")
     compare.add_argument("--config", help="TOML file, or a run's config.json")
     compare.add_argument("--out", help="compare directory (default runs/compare-<task>-<time>)")
     compare.add_argument("--jobs", type=int, default=1,
@@ -116,7 +118,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     command = "esper-run " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "esper-run compare"
     compare(config_from_args(args), controllers=args.controllers, seeds=args.seeds, out=args.out, command=command,
-            jobs=args.jobs)
+            jobs=args.jobs, first_seed=args.first_seed)
     return 0
 
 

@@ -109,13 +109,17 @@ class StaticFlops:
 
 
 def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str | None,
-            command: str, jobs: int = 1) -> dict[str, Any]:
+            command: str, jobs: int = 1, first_seed: int = 0) -> dict[str, Any]:
+    """Every group over the run seeds first_seed .. first_seed + seeds − 1 (a policy is judged on seeds kept
+    apart from those its rules were designed on: `--first-seed`)."""
     if not controllers:
         raise ConfigError("compare needs at least one controller (--controllers static,heuristic)")
     if seeds < 2:
         raise ConfigError(f"--seeds must be >= 2 for a significance test, got {seeds}")
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if first_seed < 0:
+        raise ConfigError(f"--first-seed must be >= 0, got {first_seed}")
     if base.nproc != 1:  # its runs are single-process (this one, or --jobs workers); ranks are for train
         raise ConfigError(f"compare runs each run in one process (use --jobs N for several at once), "
                           f"not --nproc {base.nproc}")
@@ -126,14 +130,16 @@ def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str
     folder = Path(out or f"runs/compare-{base.task}-{time.strftime('%Y%m%dT%H%M%S')}")
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"{folder} exists and is not empty; choose another --out")
-    records = run_jobs([job for group in groups for job in group_jobs(base, group, seeds, folder, jobs)], jobs)
+    run_seeds = range(first_seed, first_seed + seeds)
+    records = run_jobs([job for group in groups for job in group_jobs(base, group, run_seeds, folder, jobs)], jobs)
     matches = _matches(base, records)
     matched = [job for name, m in matches.items()
-               for job in group_jobs(attrs.evolve(base, host_width=m.width), name, seeds, folder, jobs)]
+               for job in group_jobs(attrs.evolve(base, host_width=m.width), name, run_seeds, folder, jobs)]
     records += run_jobs(matched, jobs)
     stats = compare_groups(records, reference="static")
     draw_report(folder)
     meta = {"task": base.task, "epochs": base.epochs or task_preset(base.task).epochs, "seeds": seeds,
+            "first_seed": first_seed,
             "device": str(resolve_device(base.device)), "command": command,
             "data_source": _data_source(folder, records), "matches": codec.encode(matches)}
     (folder / "compare.json").write_text(json.dumps(compare_json(stats, records, meta), indent=2), encoding="utf-8")
@@ -161,13 +167,13 @@ def _matches(base: RunConfig, records: Sequence[RunRecord]) -> dict[str, WidthMa
             "static-flop": match_width(flops, mean_flops, widths)}
 
 
-def group_jobs(base: RunConfig, group: str, seeds: int, folder: Path, jobs: int) -> list[RunJob]:
+def group_jobs(base: RunConfig, group: str, seeds: Sequence[int], folder: Path, jobs: int) -> list[RunJob]:
     """One run per seed of a group; parallel runs show no live progress (N displays on one terminal)."""
     controller = "static" if group.startswith("static") else group
     progress = base.progress if jobs == 1 else False
     return [RunJob(group, attrs.evolve(base, controller=controller, seed=seed, report=False,  # one report
                                        policy=base.policy if controller == "ppo" else None, progress=progress),
-                   str(folder / f"{group}-s{seed}")) for seed in range(seeds)]
+                   str(folder / f"{group}-s{seed}")) for seed in seeds]
 
 
 def _data_source(folder: Path, records: Sequence[RunRecord]) -> str:

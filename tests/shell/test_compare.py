@@ -14,7 +14,7 @@ import pytest
 
 from esper.shell.cli import main
 from esper.shell.compare import match_width, static_params
-from esper.shell.run_config import RunConfig
+from esper.shell.run_config import RunConfig, load_config_file
 
 TINY = ["--task", "synth-images", "--epochs", "2", "--train-size", "128", "--val-size", "64", "--batch-size", "32",
         "--device", "cpu", "--telemetry-level", "off", "--no-progress"]
@@ -34,8 +34,10 @@ def test_param_count_grows_with_the_host_width():
 
 
 def test_compare_runs_every_group_and_writes_the_table(tmp_path, capsys):
+    """Seeds 3 and 4 (`--first-seed 3`): a policy is judged on run seeds apart from those it was designed on."""
     out = tmp_path / "cmp"
-    assert main(["compare", "--controllers", "heuristic", "--seeds", "2", "--out", str(out), *TINY]) == 0
+    assert main(["compare", "--controllers", "heuristic", "--seeds", "2", "--first-seed", "3", "--out", str(out),
+                 *TINY]) == 0
     data = json.loads((out / "compare.json").read_text())
     groups = [g["group"] for g in data["groups"]]
     assert groups == ["static", "heuristic", "static-param", "static-flop"]
@@ -50,11 +52,14 @@ def test_compare_runs_every_group_and_writes_the_table(tmp_path, capsys):
     md = (out / "compare.md").read_text()
     assert "esper-run compare" in md and "| heuristic |" in md and "static-flop" in md
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "report") == sorted(
-        f"{g}-s{s}" for g in groups for s in (0, 1))
+        f"{g}-s{s}" for g in groups for s in (3, 4))
+    assert data["meta"]["first_seed"] == 3
+    assert {load_config_file(out / f"{g}-s{s}" / "config.json")["seed"] == s for g in groups for s in (3, 4)} == {True}
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--seeds", "1"], "--seeds must be >= 2"),
+    (["--first-seed", "-1"], "--first-seed must be >= 0"),
     (["--jobs", "0"], "--jobs must be >= 1"),
     (["--controllers", "ppo"], "needs --policy"),
     (["--nproc", "2"], "compare runs each run in one process (use --jobs N for several at once), not --nproc 2"),
