@@ -14,7 +14,7 @@ import torch
 from esper.core.rewards import pbrs_sum
 from esper.core.rl_config import RLConfig
 from esper.core.stats import pearson
-from esper.shell.checkpoint import read_checkpoint
+from esper.shell.checkpoint import read_checkpoint, write_atomic
 from esper.shell.cli import main
 from esper.shell.driver import load_data, train
 from esper.shell.rl.collect import collect_rollout
@@ -172,6 +172,18 @@ def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
     for key, state in a["optimizer"]["state"].items():
         assert all(torch.equal(state[n], b["optimizer"]["state"][key][n]) for n in state)
+
+
+def test_a_checkpoint_from_before_the_episode_log_resumes_and_correlates_the_later_episodes(tmp_path):
+    run = tmp_path / "run"
+    train(TINY, out=str(run), stop_after=1)
+    path = run / "checkpoints" / "update-00001.pt"
+    data = read_checkpoint(path)
+    del data["controller"]["episode_log"]  # as an esper before episodes.csv wrote it
+    write_atomic(path, data)
+    assert main(["train", "--controller", "ppo", "--resume", str(run)]) == 0
+    assert json.loads((run / "rl_summary.json").read_text())["return_correlation"]["episodes"] == 2  # update 2's
+    assert len((run / "episodes.csv").read_text().splitlines()) == 5  # the file still holds both updates'
 
 
 def test_the_trained_policy_runs_a_network_and_evaluate_reports_it(tmp_path, capsys):
