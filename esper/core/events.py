@@ -371,6 +371,8 @@ class RolloutDone(Event):
     reward_components: dict[str, float]
     seed_param_share: float
     wall_s: float
+    # Each episode's training FLOPs (the env Trainer's FlopMeter total); empty in records that predate it.
+    train_flops: tuple[int, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

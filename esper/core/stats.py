@@ -1,4 +1,5 @@
-r"""Statistics for `esper-run compare` (docs/runtime.md §9): per-group summaries and Welch's t-test.
+r"""Statistics for `esper-run compare` (docs/runtime.md §9): per-group summaries and Welch's t-test; the
+Pearson correlation a PPO run reports between its episodes' return and their outcomes (docs/rl.md §8).
 
 Index convention: a sample x_1 … x_n is one value per run (one seed of one group); nothing here
 looks at epochs. For a sample of size n:
@@ -26,6 +27,13 @@ Degenerate cases (no exception, so a table can still be printed):
   df = NaN (0/0), verdict "within noise".
 - both samples have zero variance and different means: the difference is exact → t = ±inf, p = 0,
   CI = (diff, diff), df = NaN, verdict "real".
+
+Pearson's r of paired samples (x_i, y_i), i = 1 … n (`pearson`):
+
+    r = Σ (x_i − x̄)(y_i − ȳ) / sqrt(Σ (x_i − x̄)² · Σ (y_i − ȳ)²)         in [−1, 1]
+
+r is NaN (undefined, no exception) when n < 3 (two points always lie on a line: r = ±1 says nothing)
+or when either series is constant (a zero denominator).
 
 Inputs must be finite: NaN (a diverged run) or ±inf is an error, never silently dropped.
 
@@ -110,6 +118,19 @@ def welch(a: Sequence[float], b: Sequence[float], alpha: float = DEFAULT_ALPHA) 
     real = p < alpha
     return WelchResult(t=float(res.statistic), df=df, p=p, diff=diff, ci_low=diff - half, ci_high=diff + half,
                        real=real, verdict=VERDICT_REAL if real else VERDICT_NOISE, alpha=alpha)
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's r of the pairs (x_i, y_i) (module docstring: formula; NaN for n < 3 or a constant series).
+    Raises ValueError when the lengths differ or a value is not finite."""
+    ax, ay = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if ax.ndim != 1 or ax.shape != ay.shape:
+        raise ValueError(f"pearson: expected two flat sequences of one length, got shapes {ax.shape}, {ay.shape}")
+    if not (np.all(np.isfinite(ax)) and np.all(np.isfinite(ay))):
+        raise ValueError("pearson: non-finite value (a diverged episode must be left out by the caller)")
+    if ax.size < 3 or np.ptp(ax) == 0.0 or np.ptp(ay) == 0.0:
+        return math.nan
+    return float(np.corrcoef(ax, ay)[0, 1])  # numpy clips r to [−1, 1] against rounding
 
 
 def _zero_variance(diff: float, alpha: float) -> WelchResult:

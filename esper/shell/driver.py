@@ -94,7 +94,7 @@ class ProgramKind(Protocol):
 
     FORMAT: ClassVar[str]  # checkpoint format
     RESUMABLE: ClassVar[tuple[str, ...]]  # config keys a resume may change
-    CSV: ClassVar[tuple[str, str]]  # (file, step column): the result CSV cut back on resume
+    CSVS: ClassVar[tuple[tuple[str, str], ...]]  # (file, step column) of each result CSV cut back on resume
     LIVE_PROGRESS: ClassVar[bool]  # the console's live progress display
 
     @staticmethod
@@ -234,7 +234,7 @@ def prepare_directory(kind: "ProgramKind", program: "Program", run_dir: RunDirec
             if ranks.main and program.steps >= program.total:
                 finished = kind.read_summary(run_dir.path)
             if ranks.main and finished is None:
-                cut_back(run_dir.path, point.steps, point.seq, kind.CSV)
+                cut_back(run_dir.path, point.steps, point.seq, kind.CSVS)
     except Exception as exc:
         failed = exc
     ranks.together(failed)

@@ -7,10 +7,14 @@ registry, so it is safe headless and inside a training process.
 The seed timeline's bar for epoch e spans [e − ½, e + ½) so bars centre on the curves' points. A group of
 runs is drawn as mean ± std, the band only when n > 1.
 
+ppo.png: seven per-update panels (PPO_PANELS, x = update) and one scatter of each episode's return
+against its final accuracy (episodes.csv) with Pearson's r in its title (one group) or legend (several).
+An older run's missing ppo.csv columns or episodes.csv leave their panel empty with a note.
+
 Sizes are fixed (inches; pixels = inches × DPI, DPI = 150):
     accuracy.png, loss.png, params.png   PANEL_SIZE   8 × 4.5   → 1200 × 675 px
     seeds.png                            SEEDS_SIZE  10 × 5.5   → 1500 × 825 px
-    ppo.png                              PPO_SIZE    12 × 6.5   → 1800 × 975 px
+    ppo.png                              PPO_SIZE    16 × 6.5   → 2400 × 975 px   (2 × 4 panels of 4 × 3.25)
     report.png   `report_grid(n)` cells of REPORT_CELL 8 × 5: 2×2 (four panels), 2×3 (five: with PPO),
                  1×1 (a PPO learning run: ppo only)
 """
@@ -23,7 +27,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure, FigureBase
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from esper.shell.report_data import (
     Curves,
@@ -34,13 +38,14 @@ from esper.shell.report_data import (
     load_groups,
     load_run,
     mean_std,
+    return_accuracy_r,
     stage_spans,
 )
 
 DPI = 150
 PANEL_SIZE = (8.0, 4.5)
 SEEDS_SIZE = (10.0, 5.5)
-PPO_SIZE = (12.0, 6.5)
+PPO_SIZE = (16.0, 6.5)
 REPORT_CELL = (8.0, 5.0)
 
 STAGE_COLOURS = {
@@ -192,37 +197,84 @@ def _draw_track(ax: Any, curves: Curves, track: SlotTrack) -> None:
 PPO_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mean episode reward", ("mean_return",)),
     ("mean final accuracy", ("mean_final_acc",)),
+    ("germinations, culls / episode", ("mean_germinations", "mean_culls")),
     ("entropy", ("entropy_op", "entropy_slot", "entropy_blueprint", "entropy_tempo")),
     ("approx KL (x: early stop)", ("approx_kl",)),
     ("clip fraction (op head)", ("clip_frac_op",)),
     ("explained variance", ("explained_variance",)),
 )
+PPO_GRID = (2, 4)  # PPO_PANELS in reading order, the episode scatter in cell SCATTER_CELL
+SCATTER_CELL = 3  # the top row's last: the outcome panels (reward, accuracy, growth, scatter) read as one row
 _STYLES = ("-", "--", ":", "-.")
 
 
 def draw_ppo(fig: FigureBase, groups: Sequence[Group]) -> None:
     ppo_groups = [g for g in groups if any(r.ppo is not None for r in g.runs)]
-    axes = fig.subplots(2, 3, sharex=True).ravel()
-    for ax, (title, columns) in zip(axes, PPO_PANELS, strict=True):
-        for g in ppo_groups:
-            tables = [r.ppo for r in g.runs if r.ppo is not None]
-            for k, col in enumerate(columns):
-                many = len(columns) > 1
-                colour = GROUP_COLOURS[k] if many and len(ppo_groups) == 1 else g.colour
-                label = col.removeprefix("entropy_") if many else g.label
-                _band(ax, [(t["update"], t[col]) for t in tables], colour, label, _STYLES[k] if many else "-")
-            if columns == ("approx_kl",):
-                for t in tables:
-                    stop = t["early_stopped"] > 0
-                    ax.plot(t["update"][stop], t["approx_kl"][stop], "x", color="red", markersize=5)
+    cells = list(fig.subplots(*PPO_GRID).ravel())
+    scatter = cells.pop(SCATTER_CELL)
+    for ax, (title, columns) in zip(cells, PPO_PANELS, strict=True):
+        if ax is not cells[0]:
+            ax.sharex(cells[0])
+        _ppo_panel(ax, ppo_groups, columns)
         ax.set_title(title, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0] and (len(columns) > 1 or len(ppo_groups) > 1):
-            ax.legend(fontsize=6)
-    for ax in axes[3:]:
+    for ax in cells[-PPO_GRID[1]:]:
         ax.set_xlabel("update", fontsize=8)
+    _draw_episode_scatter(scatter, ppo_groups)
     fig.suptitle("PPO")
+
+
+def _ppo_panel(ax: Any, ppo_groups: Sequence[Group], columns: tuple[str, ...]) -> None:
+    """One per-update panel: each column of each group (mean ± std over its runs); a column a run's
+    ppo.csv lacks (an older run) is not drawn for that run."""
+    many = len(columns) > 1
+    for g in ppo_groups:
+        tables = [r.ppo for r in g.runs if r.ppo is not None]
+        for k, col in enumerate(columns):
+            colour = GROUP_COLOURS[k] if many and len(ppo_groups) == 1 else g.colour
+            label = col.removeprefix("entropy_").removeprefix("mean_") if many else g.label
+            _band(ax, [(t["update"], t[col]) for t in tables if col in t], colour, label, _STYLES[k] if many else "-")
+        if columns == ("approx_kl",):
+            for t in tables:
+                stop = t["early_stopped"] > 0
+                ax.plot(t["update"][stop], t["approx_kl"][stop], "x", color="red", markersize=5)
+    if not ax.lines:
+        _note(ax, "not in this ppo.csv")
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0] and (many or len(ppo_groups) > 1):
+        ax.legend(fontsize=6)
+
+
+def _draw_episode_scatter(ax: Any, ppo_groups: Sequence[Group]) -> None:
+    """Each episode's return (y) against its final accuracy (x), one colour per group; Pearson's r of the
+    group's pooled episodes in the title (one group) or the legend (several)."""
+    title = "return vs final accuracy"
+    for g in ppo_groups:
+        tables = [r.episodes for r in g.runs if r.episodes is not None]
+        if not tables:
+            continue
+        r, n = return_accuracy_r(tables)
+        shown = f"r = {r:+.2f}, n = {n}" if np.isfinite(r) else f"r undefined, n = {n}"
+        for t in tables:
+            ax.scatter(t["final_acc"], t["return"], s=10, color=g.colour, alpha=0.6, linewidths=0,
+                       label=f"{g.label}: {shown}" if t is tables[0] else None)
+        if len(ppo_groups) == 1:
+            title += f"\n({shown})"
+    if not ax.collections:
+        _note(ax, "no episodes.csv")
+    ax.set_title(title, fontsize=9)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.set_xlabel("episode final accuracy", fontsize=8)
+    ax.set_ylabel("episode return", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.3)
+    if len(ppo_groups) > 1 and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
+
+
+def _note(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.5", fontsize=8)
 
 
 Drawer = Callable[[FigureBase, Sequence[Group]], None]

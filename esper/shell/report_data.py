@@ -1,11 +1,15 @@
 """The results `esper-run report` draws (docs/runtime.md §8): run and compare directories read into curves.
 
-Reads only `metrics.csv`, `ppo.csv`, `config.json`, `summary.json` and a compare directory's
+Reads only `metrics.csv`, `ppo.csv`, `episodes.csv`, `config.json`, `summary.json` and a compare directory's
 `compare.json`, so it works at telemetry level `off`; every malformed input is a `ReportError`.
 
 Index convention: the metrics.csv row with `epoch` e holds what was measured at the end of epoch e
-(1-based). The ppo.csv row with `update` u holds the statistics of update u. A group of runs is drawn as
-mean(x) ± std(x) (`mean_std`: population std, over the runs that have a value at that x).
+(1-based). The ppo.csv row with `update` u holds the statistics of update u; episodes.csv holds one row
+per episode, `update` u being the update its batch fed. A group of runs is drawn as mean(x) ± std(x)
+(`mean_std`: population std, over the runs that have a value at that x).
+
+Older PPO runs lack what later versions added: ppo.csv's `PPO_OPTIONAL` columns and episodes.csv. What
+is absent is read as absent (not drawn), never as an error.
 """
 
 import csv
@@ -18,11 +22,15 @@ from typing import Any
 import attrs
 import numpy as np
 
+from esper.core.stats import pearson
+
 METRICS_REQUIRED = ("episode", "env", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "params",
                     "seed_params", "rollback")
 PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
                "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance",
                "value_loss", "policy_loss", "early_stopped")
+PPO_OPTIONAL = ("mean_germinations", "mean_culls", "mean_train_flops")  # added later: absent from older runs
+EPISODE_COLUMNS = ("update", "env", "return", "final_acc", "train_flops", "germinations", "fossilizations", "culls")
 LIVE_STAGES = ("GERMINATED", "TRAINING", "BLENDING", "PROBATIONARY", "FOSSILIZED")
 _SPECIAL_CELLS = {"": float("nan"), "true": 1.0, "false": 0.0}
 _RUN_NAME = re.compile(r"^(?P<group>.+)-s\d+$")
@@ -60,6 +68,7 @@ class Run:
     curves: tuple[Curves, ...]  # the last episode's envs; empty for a PPO learning run
     ppo: dict[str, np.ndarray] | None
     task: str | None = None
+    episodes: dict[str, np.ndarray] | None = None  # episodes.csv's columns; None where the run has none
 
 
 @attrs.frozen(eq=False)
@@ -153,8 +162,23 @@ def _curves(header: list[str], rows: list[dict[str, str]], path: Path) -> Curves
 
 
 def read_ppo(path: Path) -> dict[str, np.ndarray]:
-    _, rows = _read_csv(path, PPO_COLUMNS)
-    return {c: _column(rows, c, path) for c in PPO_COLUMNS}
+    """ppo.csv's columns: every PPO_COLUMNS one, and those of PPO_OPTIONAL the file has."""
+    header, rows = _read_csv(path, PPO_COLUMNS)
+    return {c: _column(rows, c, path) for c in (*PPO_COLUMNS, *(c for c in PPO_OPTIONAL if c in header))}
+
+
+def read_episodes(path: Path) -> dict[str, np.ndarray]:
+    _, rows = _read_csv(path, EPISODE_COLUMNS)
+    return {c: _column(rows, c, path) for c in EPISODE_COLUMNS}
+
+
+def return_accuracy_r(episodes: Sequence[dict[str, np.ndarray]]) -> tuple[float, int]:
+    """(Pearson's r of episode return against final accuracy, n) over the episodes of `episodes` whose
+    both values are finite, pooled; r is NaN under 3 episodes or for a constant series."""
+    g = np.concatenate([e["return"] for e in episodes]) if episodes else np.zeros(0)
+    acc = np.concatenate([e["final_acc"] for e in episodes]) if episodes else np.zeros(0)
+    kept = np.isfinite(g) & np.isfinite(acc)
+    return pearson(g[kept].tolist(), acc[kept].tolist()), int(kept.sum())
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -177,7 +201,9 @@ def load_run(path: Path) -> Run:
     title = " · ".join(str(v) if k != "seed" else f"seed {v}" for k, v in info.items() if v is not None)
     curves = read_metrics(path / "metrics.csv") if (path / "metrics.csv").is_file() else ()
     ppo = read_ppo(path / "ppo.csv") if (path / "ppo.csv").is_file() else None
-    return Run(path=path, group=group, title=title or path.name, curves=curves, ppo=ppo, task=info["task"])
+    episodes = read_episodes(path / "episodes.csv") if (path / "episodes.csv").is_file() else None
+    return Run(path=path, group=group, title=title or path.name, curves=curves, ppo=ppo, task=info["task"],
+               episodes=episodes)
 
 
 def load_groups(target: Path) -> tuple[str, dict[str, list[Run]]]:

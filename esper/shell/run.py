@@ -61,7 +61,7 @@ class EpochRun:
 
     FORMAT: ClassVar[str] = FORMAT
     RESUMABLE: ClassVar[tuple[str, ...]] = RESUMABLE
-    CSV: ClassVar[tuple[str, str]] = ("metrics.csv", "epoch")
+    CSVS: ClassVar[tuple[tuple[str, str], ...]] = (("metrics.csv", "epoch"),)
     LIVE_PROGRESS: ClassVar[bool] = True
     unit, periodic = "epochs", "epoch-*.pt"
 

@@ -6,7 +6,7 @@ import warnings
 import pytest
 from scipy import stats as sps
 
-from esper.core.stats import RunRecord, compare_groups, summarize, welch
+from esper.core.stats import RunRecord, compare_groups, pearson, summarize, welch
 
 # ---------------------------------------------------------------- summarize
 
@@ -215,3 +215,33 @@ def test_record_from_summary_flops_source() -> None:
         RunRecord.from_summary("g", SUMMARY)
     with pytest.raises(ValueError, match="validation accuracy"):
         RunRecord.from_summary("g", {**SUMMARY, "final_val_acc": None}, train_flops=1)
+
+
+# ---------------------------------------------------------------- pearson
+
+
+def test_pearson_matches_the_hand_computed_value_and_scipy() -> None:
+    x, y = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 5.0, 9.0]
+    # x̄ = 2.5, ȳ = 5: Σ dx·dy = 4.5 + 0.5 + 0 + 6 = 11, Σ dx² = 5, Σ dy² = 26
+    assert pearson(x, y) == pytest.approx(11 / math.sqrt(5 * 26), rel=1e-12)
+    assert pearson(x, y) == pytest.approx(sps.pearsonr(x, y).statistic, rel=1e-12)
+
+
+def test_pearson_of_exact_lines_is_plus_or_minus_one() -> None:
+    x = [0.1, 0.4, 0.2, 0.9]
+    assert pearson(x, [3 * v + 1 for v in x]) == pytest.approx(1.0)
+    assert pearson(x, [-2 * v for v in x]) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize(("x", "y"), [([], []), ([1.0], [2.0]), ([1.0, 2.0], [2.0, 1.0]),  # n < 3
+                                      ([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]), ([1.0, 2.0, 3.0], [5.0, 5.0, 5.0])])
+def test_pearson_is_nan_for_fewer_than_three_points_or_a_constant_series(x: list[float], y: list[float]) -> None:
+    assert math.isnan(pearson(x, y))
+
+
+@pytest.mark.parametrize(("x", "y", "match"), [([1.0, 2.0, 3.0], [1.0, 2.0], "one length"),
+                                               ([1.0, math.nan, 3.0], [1.0, 2.0, 3.0], "non-finite"),
+                                               ([1.0, 2.0, 3.0], [1.0, math.inf, 3.0], "non-finite")])
+def test_pearson_refuses_unpaired_or_non_finite_input(x: list[float], y: list[float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        pearson(x, y)

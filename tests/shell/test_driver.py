@@ -178,12 +178,16 @@ def test_cut_csv_keeps_the_header_the_earlier_rows_and_the_files_line_ending(tmp
     cut_csv(tmp_path / "absent.csv", "epoch", 1)  # nothing to cut
 
 
-def test_cut_back_sets_later_events_aside(tmp_path):
+def test_cut_back_sets_later_events_aside_and_cuts_every_result_csv(tmp_path):
     lines = [json.dumps({"seq": s, "event": "x"}) + "\n" for s in range(4)] + ['{"seq": 4, "ev']
     (tmp_path / "events.jsonl").write_text("".join(lines))
-    cut_back(tmp_path, 1, 2, ("metrics.csv", "epoch"))
+    (tmp_path / "ppo.csv").write_text("update,loss\n1,0.5\n2,0.25\n")
+    (tmp_path / "episodes.csv").write_text("update,env\n1,0\n1,1\n2,0\n2,1\n")  # a PPO run's second CSV
+    cut_back(tmp_path, 1, 2, [("ppo.csv", "update"), ("episodes.csv", "update"), ("metrics.csv", "epoch")])
     assert (tmp_path / "events.jsonl").read_text() == "".join(lines[:2])
     assert (tmp_path / "events.discarded.jsonl").read_text() == "".join(lines[2:])
+    assert (tmp_path / "ppo.csv").read_text() == "update,loss\n1,0.5\n"
+    assert (tmp_path / "episodes.csv").read_text() == "update,env\n1,0\n1,1\n"
 
 
 def test_merge_resume_takes_the_resumable_flags_and_refuses_the_others():

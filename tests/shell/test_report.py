@@ -29,7 +29,9 @@ from esper.shell.telemetry.rundir import METRICS_COLUMNS, SLOT_COLUMNS
 # The lead's ppo.csv header, spelled out here (not imported) so a drift in either side fails a test.
 PPO_HEADER = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
               "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance",
-              "value_loss", "policy_loss", "early_stopped")
+              "value_loss", "policy_loss", "early_stopped", "mean_germinations", "mean_culls", "mean_train_flops")
+PPO_ADDED = 3  # the last columns of PPO_HEADER, absent from ppo.csv files written before them
+EPISODES_HEADER = ("update", "env", "return", "final_acc", "train_flops", "germinations", "fossilizations", "culls")
 SIZES = {"accuracy": PANEL_SIZE, "loss": PANEL_SIZE, "params": PANEL_SIZE, "seeds": SEEDS_SIZE, "ppo": PPO_SIZE}
 ORANGE, GREEN, CULL_RED = (255, 127, 14), (44, 160, 44), (214, 39, 40)  # BLENDING, FOSSILIZED, CULLED
 BLUE = (31, 119, 180)  # first group colour
@@ -88,7 +90,8 @@ def make_run(run: Path, controller: str = "heuristic", seed: int = 0, **kw: obje
     return run
 
 
-def make_ppo_run(run: Path, *, updates: int = 10, drop: str | None = None, seed: int = 0) -> Path:
+def make_ppo_run(run: Path, *, updates: int = 10, drop: str | None = None, seed: int = 0, old: bool = False) -> Path:
+    """A PPO learning run's files; `old`: as written before episodes.csv and ppo.csv's growth columns."""
     run.mkdir(parents=True, exist_ok=True)
     write_json(run / "config.json", {"config": {"train": {"task": "synth-images", "controller": "ppo",
                                                           "seed": seed}}})
@@ -99,8 +102,16 @@ def make_ppo_run(run: Path, *, updates: int = 10, drop: str | None = None, seed:
              "mean_final_acc": 0.5 + 0.02 * u, "entropy_op": 1.3 - 0.05 * u, "entropy_slot": 1.0 - 0.03 * u,
              "entropy_blueprint": 1.6 - 0.04 * u, "entropy_tempo": 1.1 - 0.02 * u, "approx_kl": 0.01 + 0.002 * u,
              "clip_frac_op": 0.1 + 0.01 * u, "explained_variance": -0.2 + 0.1 * u, "value_loss": 1.0 / u,
-             "policy_loss": -0.01 * u, "early_stopped": int(u % 4 == 0)} for u in range(1, updates + 1)]
-    _write_csv(run / "ppo.csv", [h for h in PPO_HEADER if h != drop], rows)
+             "policy_loss": -0.01 * u, "early_stopped": int(u % 4 == 0), "mean_germinations": 2.0 - 0.1 * u,
+             "mean_culls": 1.0 - 0.08 * u, "mean_train_flops": 1e9 + 1e7 * u} for u in range(1, updates + 1)]
+    header = PPO_HEADER[:-PPO_ADDED] if old else PPO_HEADER
+    _write_csv(run / "ppo.csv", [h for h in header if h != drop], rows)
+    if not old:
+        episodes = [{"update": u, "env": i, "return": 0.1 * u + rng.normal(0, 0.1),
+                     "final_acc": 0.5 + 0.02 * u + 0.01 * i, "train_flops": 10**9 + 10**7 * i,
+                     "germinations": i % 3, "fossilizations": i % 2, "culls": i % 2}
+                    for u in range(1, updates + 1) for i in range(4)]
+        _write_csv(run / "episodes.csv", list(EPISODES_HEADER), episodes)
     return run
 
 
@@ -157,7 +168,7 @@ def test_sizes_are_inches_times_dpi():
     assert DPI == 150
     assert pixel_size(PANEL_SIZE) == (1200, 675)
     assert pixel_size(SEEDS_SIZE) == (1500, 825)
-    assert pixel_size(PPO_SIZE) == (1800, 975)
+    assert pixel_size(PPO_SIZE) == (2400, 975)
     assert [report_grid(n) for n in (1, 4, 5)] == [(1, 1), (2, 2), (2, 3)]
 
 
@@ -363,6 +374,9 @@ def test_mean_std_aligns_series_of_different_length():
 
 
 def test_ppo_columns_are_the_ppo_runners():
+    from esper.shell.report_data import EPISODE_COLUMNS, PPO_COLUMNS, PPO_OPTIONAL
+    from esper.shell.rl.episodes import EPISODE_COLUMNS as episodes_written
     from esper.shell.rl.runner import PPO_COLUMNS as written
 
-    assert tuple(written) == PPO_HEADER
+    assert tuple(written) == PPO_HEADER == (*PPO_COLUMNS, *PPO_OPTIONAL)
+    assert tuple(episodes_written) == EPISODES_HEADER == EPISODE_COLUMNS

@@ -43,6 +43,7 @@ class EnvFacts:
     culls: int
     rollbacks: int
     seed_param_share: float  # fossilized params / host params
+    train_flops: int  # the episode's training FLOPs: its Trainer's FlopMeter total (a fresh Trainer per episode)
 
 
 def check_world(n_envs: int, minibatch_envs: int, ranks: Ranks) -> None:
@@ -65,7 +66,7 @@ def env_facts(vec: VecEnv) -> list[EnvFacts]:
         fates = Counter(r.fate for r in trainer.records)
         share = float(trainer.model.param_counts().fossilized) / max(trainer.model.host_params, 1)
         out.append(EnvFacts(len(trainer.records), fates["fossilized"], fates["culled"], trainer.governor.rollbacks,
-                            share))
+                            share, trainer.flops.total))
     return out
 
 
@@ -119,7 +120,8 @@ def rollout_event(batch: int, facts: Sequence[EnvFacts], buffer: RolloutBuffer, 
         germinations=tuple(f.germinations for f in facts), fossilizations=tuple(f.fossilizations for f in facts),
         culls=tuple(f.culls for f in facts), op_counts=stats.op_counts, blueprint_counts=stats.blueprint_counts,
         reward_components={c: float(comps[:, j].mean()) if len(comps) else 0.0 for j, c in enumerate(COMPONENTS)},
-        seed_param_share=sum(f.seed_param_share for f in facts) / len(facts), wall_s=stats.wall_s)
+        seed_param_share=sum(f.seed_param_share for f in facts) / len(facts), wall_s=stats.wall_s,
+        train_flops=tuple(f.train_flops for f in facts))
 
 
 # -- the update ----------------------------------------------------------------------------------------

@@ -5,13 +5,15 @@ PPO learning run adds to it (one step = one batch):
 
     open     one read-only copy of the data per device → policy, Adam, normalisers
     step b   VecEnv(b) → collect_rollout → ppo_update → telemetry, anomaly checks, a ppo.csv row
-             (DD-PPO, docs/rl.md §12: each rank collects its envs, every rank gathers the whole batch
-             and updates alike; rank 0 alone writes ppo.csv, rollouts/, policy.pt, rl_summary.json)
+             and one episodes.csv row per episode (DD-PPO, docs/rl.md §12: each rank collects its envs,
+             every rank gathers the whole batch and updates alike; rank 0 alone writes ppo.csv,
+             episodes.csv, rollouts/, policy.pt, rl_summary.json)
              → `update-NNNNN` every `--checkpoint-every` updates (default 10) and at the last; `best` (a side copy)
              when the rolling mean final accuracy is the best yet
     close    Ctrl-C, SIGTERM or a diverged policy: `update-NNNNN` of the last finished batch (an
              interrupt inside a batch, mid-update too, is put back to it by the driver first)
-             → ok: policy.pt (the trained policy for `--policy`), rl_summary.json, the summary lines
+             → ok: policy.pt (the trained policy for `--policy`), rl_summary.json (with the return's
+             correlation with final accuracy and training FLOPs over every episode), the summary lines
 
 Resume restores the policy, optimizer, normalisers, counters and telemetry state, and continues at
 the next batch; every generator of a batch derives from (run seed, batch), so the continuation is
@@ -19,7 +21,6 @@ the uninterrupted run's, bit for bit on CPU.
 """
 
 import copy
-import csv
 import hashlib
 import json
 import math
@@ -43,6 +44,17 @@ from esper.shell.rl.anomaly import AnomalyState, PolicyDiverged, check_update
 from esper.shell.rl.collect import collect_rollout
 from esper.shell.rl.ddppo import check_world, env_facts, env_rank, gather_rollout, rollout_event
 from esper.shell.rl.envs import ACTING_STREAM, SHUFFLE_STREAM, VecEnv, batch_generator
+from esper.shell.rl.episodes import (
+    EPISODE_COLUMNS,
+    EPISODES_CSV,
+    LOGGED,
+    append_rows,
+    batch_means,
+    describe_correlation,
+    episode_returns,
+    episode_rows,
+    return_correlation,
+)
 from esper.shell.rl.record import save_rollout_record
 from esper.shell.rl.update import HEAD_NAMES, Normalisers, UpdateResult, ppo_update
 from esper.shell.rl.update_numerics import update_compile_mode
@@ -60,7 +72,7 @@ PPO_RESUMABLE = ("episodes", "device", "compile", "telemetry_level", "profile", 
                  "data_budget", "data_workers")
 PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
                "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
-               "policy_loss", "early_stopped")
+               "policy_loss", "early_stopped", "mean_germinations", "mean_culls", "mean_train_flops")
 
 
 @attrs.define
@@ -75,6 +87,7 @@ class Learner:
     env_steps: int = 0
     anomalies: AnomalyState = attrs.field(factory=AnomalyState)
     history: list[dict[str, Any]] = attrs.field(factory=list)  # per update: mean final acc, return
+    episode_log: list[dict[str, float]] = attrs.field(factory=list)  # per episode: `episodes.LOGGED`
 
 
 def rl_config(cfg: RunConfig) -> RLConfig:
@@ -110,7 +123,7 @@ class PPORun:
 
     FORMAT: ClassVar[str] = FORMAT
     RESUMABLE: ClassVar[tuple[str, ...]] = PPO_RESUMABLE
-    CSV: ClassVar[tuple[str, str]] = (PPO_CSV, "update")
+    CSVS: ClassVar[tuple[tuple[str, str], ...]] = ((PPO_CSV, "update"), (EPISODES_CSV, "update"))
     LIVE_PROGRESS: ClassVar[bool] = False  # a batch runs N episodes at once: no per-epoch progress line
     unit, periodic = "updates", "update-*.pt"
 
@@ -207,26 +220,26 @@ class PPORun:
         learner.history.append({"update": learner.batch, "final_acc": float(buffer.final_acc.mean()),
                                 "return": float((buffer.reward * valid).sum(1).mean()),
                                 "applied": result.applied})
+        rows = episode_rows(learner.batch, facts, episode_returns(buffer.reward, buffer.valid),
+                            buffer.final_acc.tolist())
+        learner.episode_log.extend({k: row[k] for k in LOGGED} for row in rows)
         if self.ranks.main:  # every rank holds the same numbers; one writes them
-            self.append_ppo_row(result)
+            self.append_ppo_row(result, batch_means(facts))
+            append_rows(self.run_dir.path / EPISODES_CSV, EPISODE_COLUMNS, rows)
             save_rollout_record(self.run_dir.path, learner.batch, vec, buffer, result, rl)
 
-    def append_ppo_row(self, r: UpdateResult) -> None:
-        """One `ppo.csv` row per update: what `esper-run report` draws (it reads no events)."""
+    def append_ppo_row(self, r: UpdateResult, means: dict[str, float]) -> None:
+        """One `ppo.csv` row per update: what `esper-run report` draws (it reads no events); `means` are the
+        batch's per-episode means (`episodes.batch_means`)."""
         learner, heads, d = self.learner, r.diagnostics["heads"], r.diagnostics
         row = {"update": learner.batch, "episodes": learner.episodes, "env_steps": learner.env_steps,
                "mean_return": learner.history[-1]["return"], "mean_final_acc": learner.history[-1]["final_acc"],
                **{f"entropy_{h}": heads[h].get("entropy", 0.0) for h in HEAD_NAMES},
                "approx_kl": d.get("joint_approx_kl", 0.0), "clip_frac_op": heads["op"].get("clip_frac", 0.0),
                "explained_variance": r.rollout_explained_variance, "value_loss": d.get("value_loss", 0.0),
-               "policy_loss": d.get("total_policy_loss", 0.0), "early_stopped": int(r.stop_epoch is not None)}
-        path = self.run_dir.path / PPO_CSV
-        new = not path.exists()
-        with path.open("a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=PPO_COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+               "policy_loss": d.get("total_policy_loss", 0.0), "early_stopped": int(r.stop_epoch is not None),
+               **means}
+        append_rows(self.run_dir.path / PPO_CSV, PPO_COLUMNS, [row])
 
     def _update_event(self, r: UpdateResult, rollout_s: float, update_s: float) -> PPOUpdate:
         d = r.diagnostics
@@ -273,6 +286,7 @@ class PPORun:
                 "norms": codec.encode(learner.norms),
                 "counters": {"batch": learner.batch, "episodes": learner.episodes, "env_steps": learner.env_steps},
                 "anomalies": codec.encode(learner.anomalies), "history": learner.history,
+                "episode_log": learner.episode_log,
                 "rng": {"run_seed": self.cfg.seed},
             },
         })
@@ -288,6 +302,7 @@ class PPORun:
             self.learner.env_steps = int(counters["env_steps"])
             self.learner.anomalies = codec.decode(AnomalyState, c["anomalies"])
             self.learner.history = list(c["history"])
+            self.learner.episode_log = list(c.get("episode_log", []))  # absent before episodes.csv: log anew
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint does not match this run ({type(exc).__name__}: {exc})") from exc
         if self.learner.batch > self.rl.updates:
@@ -331,7 +346,9 @@ class PPORun:
         h = self.learner.history
         summary = {"run_id": self.run_id, "task": self.cfg.task, "controller": "ppo", "updates": self.learner.batch,
                    "episodes": self.learner.episodes, "env_steps": self.learner.env_steps,
-                   "first_updates": h[:3], "last_updates": h[-3:], "history": h, "run_dir": str(self.run_dir.path)}
+                   "first_updates": h[:3], "last_updates": h[-3:], "history": h,
+                   "return_correlation": return_correlation(self.learner.episode_log),
+                   "run_dir": str(self.run_dir.path)}
         self.run_dir.path.joinpath("rl_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         return summary
 
@@ -347,6 +364,8 @@ class PPORun:
         print(f"  mean episode return: first updates {mean(first, 'return'):+.3f}, last {mean(last, 'return'):+.3f}")
         print(f"  mean final accuracy: first updates {mean(first, 'final_acc'):.4f}, "
               f"last {mean(last, 'final_acc'):.4f}")
+        if "return_correlation" in summary:  # absent from an rl_summary.json written before it
+            print(f"  {describe_correlation(summary['return_correlation'])}")
         print(f"  policy: {summary['run_dir']}/{POLICY_FILE}")
 
 

@@ -19,7 +19,7 @@ import math
 import os
 import secrets
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ SLOT_COLUMNS = ("stage", "blueprint", "alpha", "contrib")
 LOCK_FILE = ".lock"
 # What a run writes into its directory: a start that left only these (and no checkpoint) may start afresh.
 RUN_FILES = frozenset({"config.json", "summary.json", "events.jsonl", "events.discarded.jsonl", "metrics.csv",
-                       "ppo.csv", "error.txt", "checkpoints", "tb", "wandb", "report", "rollouts", LOCK_FILE})
+                       "ppo.csv", "episodes.csv", "error.txt", "checkpoints", "tb", "wandb", "report", "rollouts",
+                       LOCK_FILE})
 _FAILED_RUN_ATTR = "esper_run_dir"
 
 
@@ -292,10 +293,11 @@ class RunDirectory:
             self._metrics = None
 
 
-def cut_back(run_dir: Path, steps: int, seq: int, result_csv: tuple[str, str]) -> None:
-    """The result CSV to the checkpoint's step, events.jsonl to its seq (cut lines kept aside in
-    events.discarded.jsonl): the resumed run appends what the uninterrupted one would have."""
-    cut_csv(run_dir / result_csv[0], result_csv[1], steps)
+def cut_back(run_dir: Path, steps: int, seq: int, result_csvs: Sequence[tuple[str, str]]) -> None:
+    """Each result CSV (file, step column) to the checkpoint's step, events.jsonl to its seq (cut lines
+    kept aside in events.discarded.jsonl): the resumed run appends what the uninterrupted one would have."""
+    for name, column in result_csvs:
+        cut_csv(run_dir / name, column, steps)
     events = run_dir / "events.jsonl"
     if events.exists():
         keep, cut = [], []

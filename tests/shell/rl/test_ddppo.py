@@ -145,9 +145,13 @@ def test_two_ranks_collect_the_one_rank_batch_and_update_alike(tmp_path: Path):
         gap = max((p0 - one["policy"][u][k]).abs().max().item() for k, p0 in two[0]["policy"][u].items())
         print(f"update {u + 1}: max |2 ranks - 1 rank| over the policy's parameters {gap:.1e}")
 
-    # Rank 0 alone wrote the run's results: one ppo.csv row per update, one rollout record per update.
+    # Rank 0 alone wrote the run's results: one ppo.csv row per update, one rollout record per update, one
+    # episodes.csv row per env of every rank; the first batch's rows are the one rank's (same envs, same policy).
     run = tmp_path / "two"
     assert len((run / "ppo.csv").read_text().splitlines()) == 3
+    episodes = (run / "episodes.csv").read_text().splitlines()
+    assert [line.split(",")[:2] for line in episodes[1:]] == [[str(u), str(e)] for u in (1, 2) for e in range(4)]
+    assert episodes[:5] == (tmp_path / "one" / "episodes.csv").read_text().splitlines()[:5]
     assert sorted(p.name for p in (run / "rollouts").iterdir()) == ["update-00001.npz", "update-00002.npz"]
 
 
@@ -238,3 +242,4 @@ def test_kill_9_of_the_whole_job_then_resume_ends_at_the_uninterrupted_policy(tm
     assert got.keys() == want.keys()
     assert all(torch.equal(got[k], want[k]) for k in want)
     assert len((killed / "ppo.csv").read_text().splitlines()) == 3  # header + updates 1, 2 (none repeated)
+    assert (killed / "episodes.csv").read_bytes() == (tmp_path / "whole" / "episodes.csv").read_bytes()

@@ -2,8 +2,10 @@
 rollout of N envs over the one epoch protocol, real updates, checkpoints, exact resume, rollback
 isolation, PBRS telescoping on the stored buffer, and the trained policy driving an ordinary run."""
 
+import csv
 import json
 import math
+from pathlib import Path
 
 import attrs
 import pytest
@@ -11,7 +13,8 @@ import torch
 
 from esper.core.rewards import pbrs_sum
 from esper.core.rl_config import RLConfig
-from esper.shell.checkpoint import read_checkpoint
+from esper.core.stats import pearson
+from esper.shell.checkpoint import read_checkpoint, write_atomic
 from esper.shell.cli import main
 from esper.shell.driver import load_data, train
 from esper.shell.rl.collect import collect_rollout
@@ -113,6 +116,32 @@ def test_a_rollback_in_one_env_leaves_the_others_bit_identical(data):
         assert torch.equal(getattr(poisoned, field)[1], getattr(clean, field)[1]), field
 
 
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _check_episode_records(run: Path, summary: dict, events: list[dict]) -> None:
+    """episodes.csv: one row per episode, its FLOPs those rl.rollout_done carried; ppo.csv's means of them;
+    rl_summary's correlation computed from them."""
+    episodes, ppo = _rows(run / "episodes.csv"), _rows(run / "ppo.csv")
+    assert [(int(r["update"]), int(r["env"])) for r in episodes] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    done = [e["fields"] for e in events if e["event"] == "rl.rollout_done"]
+    assert [int(r["train_flops"]) for r in episodes] == [f for d in done for f in d["train_flops"]]
+    assert all(int(r["train_flops"]) > 0 for r in episodes)
+    for u, row in enumerate(ppo):
+        mine = episodes[2 * u:2 * u + 2]
+        for col in ("germinations", "culls", "train_flops"):
+            assert float(row[f"mean_{col}"]) == pytest.approx(sum(float(r[col]) for r in mine) / 2)
+        assert float(row["mean_return"]) == pytest.approx(sum(float(r["return"]) for r in mine) / 2, abs=1e-6)
+    returns = [float(r["return"]) for r in episodes]
+    corr = summary["return_correlation"]
+    assert corr["episodes"] == 4
+    for key in ("final_acc", "train_flops"):
+        want = pearson(returns, [float(r[key]) for r in episodes])
+        assert corr[key] == (None if math.isnan(want) else pytest.approx(want))
+
+
 def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
     full = train(TINY, out=str(tmp_path / "full"))
     assert full["updates"] == 2 and full["episodes"] == 4
@@ -124,6 +153,7 @@ def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
     end = [e for e in events if e["event"] == "rl.run_ended"]
     assert len(end) == 1 and end[0]["fields"]["status"] == "ok" and end[0]["fields"]["updates"] == 2
     assert end[0]["fields"]["final_return"] == pytest.approx(full["last_updates"][-1]["return"])
+    _check_episode_records(tmp_path / "full", full, events)
     initial = build_learner((87, 3, 6), RLConfig(n_envs=2, episodes=4), TINY.seed, CPU).policy.state_dict()
     final = read_checkpoint(tmp_path / "full" / "policy.pt")["policy"]
     assert any(not torch.equal(initial[k], final[k]) for k in initial)
@@ -136,9 +166,24 @@ def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
     assert a["norms"] == b["norms"] and a["counters"] == b["counters"] and a["history"] == b["history"]
     ppo_csv = [(tmp_path / run / "ppo.csv").read_text().splitlines() for run in ("full", "cut")]
     assert len(ppo_csv[0]) == 3 and ppo_csv[0] == ppo_csv[1]  # header + one row per update
+    assert (tmp_path / "full" / "episodes.csv").read_bytes() == (tmp_path / "cut" / "episodes.csv").read_bytes()
+    resumed = json.loads((tmp_path / "cut" / "rl_summary.json").read_text())
+    assert resumed["return_correlation"] == full["return_correlation"]  # the episode log came back with the rest
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
     for key, state in a["optimizer"]["state"].items():
         assert all(torch.equal(state[n], b["optimizer"]["state"][key][n]) for n in state)
+
+
+def test_a_checkpoint_from_before_the_episode_log_resumes_and_correlates_the_later_episodes(tmp_path):
+    run = tmp_path / "run"
+    train(TINY, out=str(run), stop_after=1)
+    path = run / "checkpoints" / "update-00001.pt"
+    data = read_checkpoint(path)
+    del data["controller"]["episode_log"]  # as an esper before episodes.csv wrote it
+    write_atomic(path, data)
+    assert main(["train", "--controller", "ppo", "--resume", str(run)]) == 0
+    assert json.loads((run / "rl_summary.json").read_text())["return_correlation"]["episodes"] == 2  # update 2's
+    assert len((run / "episodes.csv").read_text().splitlines()) == 5  # the file still holds both updates'
 
 
 def test_the_trained_policy_runs_a_network_and_evaluate_reports_it(tmp_path, capsys):
@@ -147,6 +192,7 @@ def test_the_trained_policy_runs_a_network_and_evaluate_reports_it(tmp_path, cap
                  "--episodes", "2", "--train-size", "256", "--val-size", "128", "--batch-size", "64",
                  "--device", "cpu", "--telemetry-level", "minimal", "--no-progress", "--out", str(learned)]) == 0
     assert (learned / "policy.pt").exists() and (learned / "rl_summary.json").exists()
+    assert "return vs final accuracy r = " in capsys.readouterr().out  # the summary lines say how well it tracks
     assert {p.name for p in (learned / "report").iterdir()} == {"ppo.png", "report.png"}  # drawn at the end
     grown = tmp_path / "grown"
     assert main(["train", "--controller", "ppo", "--policy", str(learned), "--task", "synth-images", "--epochs", "3",

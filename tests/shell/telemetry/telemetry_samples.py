@@ -112,7 +112,7 @@ def _rl_events() -> list[ev.Event]:
                        truncated=(None, "governor_exhausted"), rollbacks=(0, 4), germinations=(2, 1),
                        fossilizations=(1, 0), culls=(0, 1), op_counts={"WAIT": 30, "GERMINATE": 3},
                        blueprint_counts={"conv_light": 2}, reward_components={"pbrs": 0.25}, seed_param_share=0.5,
-                       wall_s=12.5),
+                       wall_s=12.5, train_flops=(1_200_000_000, 640_000_000)),
         ev.RLRunEnded(status="interrupted", updates=3, episodes=24, env_steps=600, final_return=1.25,
                       final_acc=0.5, wall_s=30.5, run_dir="runs/ppo"),
         ev.EnvTruncated(env_index=1, step=12, reason="governor_exhausted", rank=1),
