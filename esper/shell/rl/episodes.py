@@ -22,10 +22,10 @@ from typing import Any
 from torch import Tensor
 
 from esper.core.stats import pearson
+from esper.shell.report_data import EPISODE_COLUMNS as EPISODE_COLUMNS  # written here, read by the report
 from esper.shell.rl.ddppo import EnvFacts
 
 EPISODES_CSV = "episodes.csv"
-EPISODE_COLUMNS = ("update", "env", "return", "final_acc", "train_flops", "germinations", "fossilizations", "culls")
 LOGGED = ("return", "final_acc", "train_flops")  # what the learner keeps of each episode for the correlation
 
 

@@ -36,6 +36,7 @@ from esper.core.errors import ConfigError
 from esper.core.events import EnvTruncated, Event, PPOUpdate, RLRunEnded, RLRunStarted
 from esper.core.observation import obs_dim
 from esper.core.rl_config import RLConfig
+from esper.shell import report_data
 from esper.shell.checkpoint import CheckpointError, write_atomic
 from esper.shell.data.taskdata import TaskData
 from esper.shell.dist import Ranks, digest, tensor_digest
@@ -70,9 +71,7 @@ PPO_CSV = "ppo.csv"
 PPO_RESUMABLE = ("episodes", "device", "compile", "telemetry_level", "profile", "events", "tensorboard", "progress",
                  "report", "checkpoint_every", "dist_timeout", "wandb", "wandb_project", "wandb_entity",
                  "data_budget", "data_workers")
-PPO_COLUMNS = ("update", "episodes", "env_steps", "mean_return", "mean_final_acc", "entropy_op", "entropy_slot",
-               "entropy_blueprint", "entropy_tempo", "approx_kl", "clip_frac_op", "explained_variance", "value_loss",
-               "policy_loss", "early_stopped", "mean_germinations", "mean_culls", "mean_train_flops")
+PPO_COLUMNS = (*report_data.PPO_COLUMNS, *report_data.PPO_OPTIONAL)  # ppo.csv's header: what the report reads
 
 
 @attrs.define
