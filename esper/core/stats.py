@@ -133,6 +133,13 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(ax, ay)[0, 1])  # numpy clips r to [−1, 1] against rounding
 
 
+def pearson_of_finite(x: Sequence[float], y: Sequence[float]) -> tuple[float, int]:
+    """(r, n): Pearson's r over the pairs (x_i, y_i) whose both values are finite, and the number n of those
+    pairs; for a training log, where one diverged episode's NaN must not void the statistic of the others."""
+    kept = [(a, b) for a, b in zip(x, y, strict=True) if math.isfinite(a) and math.isfinite(b)]
+    return pearson([a for a, _ in kept], [b for _, b in kept]), len(kept)
+
+
 def _zero_variance(diff: float, alpha: float) -> WelchResult:
     # se = 0: the t statistic is 0/0 or ±x/0, and scipy returns NaN for the former; decide it here.
     if diff == 0.0:

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from esper.core.stats import pearson
+from esper.core.stats import pearson_of_finite
 
 METRICS_REQUIRED = ("episode", "env", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "params",
                     "seed_params", "rollback")
@@ -177,8 +177,7 @@ def return_accuracy_r(episodes: Sequence[dict[str, np.ndarray]]) -> tuple[float,
     both values are finite, pooled; r is NaN under 3 episodes or for a constant series."""
     g = np.concatenate([e["return"] for e in episodes]) if episodes else np.zeros(0)
     acc = np.concatenate([e["final_acc"] for e in episodes]) if episodes else np.zeros(0)
-    kept = np.isfinite(g) & np.isfinite(acc)
-    return pearson(g[kept].tolist(), acc[kept].tolist()), int(kept.sum())
+    return pearson_of_finite(g.tolist(), acc.tolist())
 
 
 def _is_run_dir(path: Path) -> bool:

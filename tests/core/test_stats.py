@@ -6,7 +6,7 @@ import warnings
 import pytest
 from scipy import stats as sps
 
-from esper.core.stats import RunRecord, compare_groups, pearson, summarize, welch
+from esper.core.stats import RunRecord, compare_groups, pearson, pearson_of_finite, summarize, welch
 
 # ---------------------------------------------------------------- summarize
 
@@ -245,3 +245,13 @@ def test_pearson_is_nan_for_fewer_than_three_points_or_a_constant_series(x: list
 def test_pearson_refuses_unpaired_or_non_finite_input(x: list[float], y: list[float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         pearson(x, y)
+
+
+def test_pearson_of_finite_drops_each_pair_with_a_non_finite_value_and_counts_the_rest() -> None:
+    x = [1.0, 2.0, math.nan, 3.0, 4.0, 5.0]
+    y = [2.0, 4.1, 1.0, math.inf, 7.9, 10.2]
+    r, n = pearson_of_finite(x, y)
+    assert n == 4
+    assert r == pytest.approx(pearson([1.0, 2.0, 4.0, 5.0], [2.0, 4.1, 7.9, 10.2]))
+    assert math.isnan(pearson_of_finite([math.nan, 1.0], [0.0, 2.0])[0])
+    assert pearson_of_finite([], []) == (pytest.approx(math.nan, nan_ok=True), 0)

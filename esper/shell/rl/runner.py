@@ -215,12 +215,10 @@ class PPORun:
         learner.anomalies, anomalies = check_update(learner.anomalies, result, buffer, rl, update=learner.batch)
         for event in anomalies:
             hub.emit(event)
-        valid = buffer.valid > 0
+        returns = episode_returns(buffer.reward, buffer.valid)
         learner.history.append({"update": learner.batch, "final_acc": float(buffer.final_acc.mean()),
-                                "return": float((buffer.reward * valid).sum(1).mean()),
-                                "applied": result.applied})
-        rows = episode_rows(learner.batch, facts, episode_returns(buffer.reward, buffer.valid),
-                            buffer.final_acc.tolist())
+                                "return": math.fsum(returns) / len(returns), "applied": result.applied})
+        rows = episode_rows(learner.batch, facts, returns, buffer.final_acc.tolist())
         learner.episode_log.extend({k: row[k] for k in LOGGED} for row in rows)
         if self.ranks.main:  # every rank holds the same numbers; one writes them
             self.append_ppo_row(result, batch_means(facts))
