@@ -11,7 +11,14 @@ from lifecycle_helpers import fresh, make_rules, measure
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction, Op
-from esper.core.rewards import MISSING_CONTRIBUTION, RewardInputs, reward, reward_bound, reward_inputs
+from esper.core.rewards import (
+    MISSING_CONTRIBUTION,
+    RewardInputs,
+    bounded_attribution,
+    reward,
+    reward_bound,
+    reward_inputs,
+)
 from esper.core.rl_config import RLConfig
 from esper.core.seed import LifecycleState
 from esper.core.stages import Stage
@@ -37,6 +44,15 @@ def test_a_harmful_slots_claim_is_capped_below_at_minus_the_contribution_cap() -
     # ĉ = c = −0.2 (c ≤ g = 0.9) → clamp to −c_cap = −0.05 → w_c · −0.05 = −0.5, inside the total cap of 1.
     x = _inputs(1, contribution=[-0.2], measured=[1.0], acc=0.9)
     assert float(reward(x, RLConfig(), THETA).contribution) == pytest.approx(-0.5, abs=1e-12)
+
+
+def test_a_claim_equal_to_the_gain_is_kept_bit_for_bit_in_float32() -> None:
+    # ĉ = c for c ≤ g, the boundary included. Recomputing it there as sqrt(c · g) = sqrt(c²) is not the
+    # identity in float32 on torch's CPU kernels (1 ulp off for some values), and float32 is what the shell packs.
+    acc = torch.rand(1_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    claim = acc[:, None].clone()  # g = acc − 0 = c exactly
+    kept = bounded_attribution(claim, acc, torch.zeros_like(claim))
+    assert kept.dtype == torch.float32 and torch.equal(kept, claim)
 
 
 def test_the_sparse_score_is_clamped_at_plus_one_when_the_config_pays_for_parameters() -> None:
