@@ -39,6 +39,8 @@ def entropy_coef(update: int, total_updates: int, cfg: RLConfig) -> float:
     span = cfg.entropy_anneal_frac * max(total_updates, 1)
     progress = min(1.0, update / span)
     start, end = cfg.entropy_coef_start, cfg.entropy_coef_end
+    if progress >= 1.0:  # flat at c_end exactly: start − (start − end)·1 rounds to 0.010000000000000002 (defaults)
+        return end
     return max(end, start - (start - end) * progress)
 
 
