@@ -30,6 +30,13 @@ WAIT_S = 300
 WALL_COLUMNS = ("epoch_s",)  # wall time: the only metrics.csv column that differs between equal runs
 
 
+def sigint_as_at_a_terminal() -> None:
+    """preexec_fn of a child to be sent SIGINT: Ctrl-C's default disposition, whatever the test runner's. A shell
+    starts a background job (`make test &`, nohup, some CI runners) with SIGINT ignored and children inherit
+    that, so esper-run, rightly keeping an ignored SIGINT ignored, would never see the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "esper.shell.cli", *args]
 
@@ -57,7 +64,8 @@ def interrupt(run: Path, args: list[str], *, sig: int, after_rows: int, delay_s:
     """Start (or resume, with args `--resume RUN`) a run, wait until it has driven and written
     `after_rows` result rows, wait `delay_s` more, send `sig`, and return the finished process."""
     with (run.parent / f"{run.name}.stderr").open("w+") as err:
-        child = subprocess.Popen(_cli("train", *args), stdout=subprocess.DEVNULL, stderr=err, env=ENV, text=True)
+        child = subprocess.Popen(_cli("train", *args), stdout=subprocess.DEVNULL, stderr=err, env=ENV, text=True,
+                                 preexec_fn=sigint_as_at_a_terminal)
         try:
             deadline = time.monotonic() + WAIT_S
             while not (_started(run) and _rows(run / csv_name) >= after_rows):

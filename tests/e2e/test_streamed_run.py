@@ -11,7 +11,7 @@ import time
 import torch
 
 from esper.shell.cli import main
-from tests.e2e.test_interrupt import ENV, _cli, _rows, _started, assert_closed_as_interrupted
+from tests.e2e.test_interrupt import ENV, _cli, _rows, _started, assert_closed_as_interrupted, sigint_as_at_a_terminal
 from tests.e2e.test_train_cli import (
     SMALL,
     _final_tensors,
@@ -57,7 +57,8 @@ def test_ctrl_c_reaching_the_loader_s_workers_too_closes_the_run_as_interrupted(
     args = ["train", "--out", str(run), "--epochs", "6", *SMALL, "--no-report", "--data-budget", "0",
             "--data-workers", "1"]
     with (tmp_path / "stderr").open("w+") as err:
-        child = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=err, env=ENV, start_new_session=True)
+        child = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=err, env=ENV, start_new_session=True,
+                                 preexec_fn=sigint_as_at_a_terminal)
         deadline = time.monotonic() + 120
         while not (_started(run) and _rows(run / "metrics.csv") >= 2):
             assert child.poll() is None and time.monotonic() < deadline, "the run ended before its second row"
