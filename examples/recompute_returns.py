@@ -31,7 +31,7 @@ from torch.func import vmap
 
 from esper.core import gae, rewards
 from esper.core.rewards import RewardInputs
-from esper.shell.rl.record import INPUTS_PREFIX, ROLLOUTS, load_rollout_record
+from esper.shell.rl.record import INPUTS_PREFIX, load_rollout_record, record_inputs, record_paths
 
 try:
     import jax
@@ -46,9 +46,8 @@ Arrays = dict[str, np.ndarray]
 def recompute_torch(rec: dict[str, Any]) -> Arrays:
     """Rewards (and components), A, Â and G of one record with the core's torch functions."""
     cfg = rec["rl_config"]
-    inputs = RewardInputs(**{name: torch.from_numpy(rec[INPUTS_PREFIX + name]) for name in _input_names()})
     reward_fn = partial(rewards.reward, cfg=cfg, min_fossilize_contribution=rec["min_fossilize_contribution"])
-    comps = vmap(vmap(reward_fn))(inputs)  # over envs, then over steps
+    comps = vmap(vmap(reward_fn))(record_inputs(rec))  # over envs, then over steps
     value, valid, terminal = (torch.from_numpy(rec[k]) for k in ("value", "valid", "terminal"))
     scaled = (comps.total * torch.from_numpy(rec["reward_scale"])).clamp(-cfg.reward_clip, cfg.reward_clip)
     layout = vmap(partial(gae.episode_arrays, gamma=cfg.gamma, lam=cfg.gae_lambda))
@@ -122,13 +121,10 @@ class Comparison:
 
 
 def records(run_dir: Path) -> list[Path]:
-    if not run_dir.is_dir():
-        raise SystemExit(_user_error(f"{run_dir} is not a run directory"))
-    found = sorted((run_dir / ROLLOUTS).glob("update-*.npz"))
-    if not found:
-        raise SystemExit(_user_error(f"{run_dir} holds no {ROLLOUTS}/update-*.npz (not a PPO run, or one "
-                                     "written before runs recorded their rollouts)"))
-    return found
+    try:
+        return record_paths(run_dir)
+    except FileNotFoundError as exc:
+        raise SystemExit(_user_error(str(exc))) from None
 
 
 def _user_error(message: str) -> int:

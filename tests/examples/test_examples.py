@@ -11,11 +11,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
+from esper.core.rewards import MODES
+from esper.core.stats import pearson_of_finite
 from esper.shell.cli import main
+from esper.shell.report_data import read_episodes
+from esper.shell.rl.record import load_rollout_record
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--train-size", "256", "--val-size", "128", "--batch-size", "64", "--no-progress", "--no-report"]
@@ -40,11 +45,19 @@ def ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _script(name: str, run_dir: Path) -> subprocess.CompletedProcess:
+def _script(name: str, run_dir: Path, *options: str) -> subprocess.CompletedProcess:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "examples" / name), str(run_dir)], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=ROOT)
+    return subprocess.run([sys.executable, str(ROOT / "examples" / name), str(run_dir), *options],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+
+
+def _example_module(name: str) -> ModuleType:
+    """An example script imported in-process: its functions, and `main` without a subprocess's start-up."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _rewrite_events(run_dir: Path, edit) -> None:
@@ -119,3 +132,65 @@ def test_a_doctored_record_is_a_mismatch(ppo_run: Path, tmp_path: Path) -> None:
     assert "MISMATCH update 2 env 0 step 1: returns logged" in result.stdout
     assert "MISMATCH update 2 env 1 step 3: reward.total logged" in result.stdout
     assert result.stdout.strip().endswith("MISMATCH")
+
+
+# --- reward_modes.py --------------------------------------------------------------------------------
+
+
+def test_the_run_modes_row_is_the_correlation_of_episodes_csv(ppo_run: Path) -> None:
+    result = _script("reward_modes.py", ppo_run, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = json.loads(result.stdout)
+    assert (table["reward_mode"], table["updates"], table["episodes"]) == ("shaped", 2, 4)
+    rows = {row["return"]: row for row in table["rows"]}
+    components = ["contribution", "pbrs", "rent", "terminal", "governor", "early_cull"]
+    assert list(rows) == [*MODES, *(f"shaped.{k}" for k in components)]
+    logged = read_episodes(ppo_run / "episodes.csv")  # the join reproduces episodes.csv's own correlation
+    for outcome in ("final_acc", "train_flops"):
+        r, n = pearson_of_finite(logged["return"].tolist(), logged[outcome].tolist())
+        assert rows["shaped"][outcome]["n"] == n == 4
+        assert rows["shaped"][outcome]["r"] == pytest.approx(r, abs=1e-6)
+    assert rows["shaped.early_cull"]["final_acc"]["r"] is None  # shaped never pays it: a constant 0
+    text = _script("reward_modes.py", ppo_run).stdout
+    assert re.search(r"^shaped \*\s+[+-]\d\.\d{3}\s+4\s", text, re.M)
+    assert re.search(r"^shaped\.early_cull\s+n/a\s+4\s+n/a\s+4$", text, re.M)
+
+
+def test_a_sparse_return_is_its_formula_on_the_recorded_inputs(ppo_run: Path) -> None:
+    rec = load_rollout_record(ppo_run / "rollouts" / "update-00002.npz")
+    cfg, env = rec["rl_config"], 1
+    inputs = {k.removeprefix("inputs."): v[env].astype(np.float64) for k, v in rec.items() if k.startswith("inputs.")}
+    params = inputs["seed_params_before"].sum(-1)
+    score = np.clip(inputs["acc"] - cfg.sparse_param_weight * params / cfg.sparse_param_scale, -1.0, 1.0)
+    per_step = inputs["terminal"] * score - cfg.governor_penalty * inputs["rolled_back"]
+    by_hand = float((per_step * rec["valid"][env]).sum())
+    sums = _example_module("reward_modes").episode_sums(rec)
+    assert by_hand != 0.0 and sums["sparse"][env] == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_a_return_that_disagrees_with_episodes_csv_is_a_mismatch(ppo_run: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run = shutil.copytree(ppo_run, tmp_path / "doctored")
+    lines = (run / "episodes.csv").read_text().splitlines()
+    update, env, ret, *rest = lines[4].split(",")  # the last row: update 2, env 1
+    lines[4] = ",".join([update, env, str(float(ret) + 1e-3), *rest])
+    (run / "episodes.csv").write_text("\n".join(lines) + "\n")
+    assert _example_module("reward_modes").main([str(run)]) == 1
+    assert capsys.readouterr().err.startswith("reward_modes: MISMATCH update 2 env 1: episodes.csv return ")
+
+
+@pytest.mark.parametrize("broken", ["no directory", "no rollouts", "no episodes.csv"])
+def test_a_bad_run_dir_is_one_line_and_exit_2(broken: str, ppo_run: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "missing"
+    if broken != "no directory":
+        run = shutil.copytree(ppo_run, tmp_path / "run")
+        if broken == "no rollouts":
+            shutil.rmtree(run / "rollouts")
+        else:
+            (run / "episodes.csv").unlink()
+    assert _example_module("reward_modes").main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("reward_modes: error: ")
+    assert {"no directory": "is not a run directory", "no rollouts": "holds no rollouts/update-*.npz",
+            "no episodes.csv": "holds no episodes.csv"}[broken] in err

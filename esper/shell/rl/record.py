@@ -29,6 +29,7 @@ import attrs
 import numpy as np
 import torch
 
+from esper.core.rewards import RewardInputs
 from esper.core.rl_config import RLConfig
 from esper.shell.rl.envs import VecEnv
 from esper.shell.rl.rollout import COMPONENTS, RolloutBuffer
@@ -81,3 +82,20 @@ def load_rollout_record(path: str | Path) -> dict[str, Any]:
     out["rl_config"] = RLConfig(**json.loads(str(out["rl_config"])))
     out["min_fossilize_contribution"] = float(out["min_fossilize_contribution"])
     return out
+
+
+def record_paths(run_dir: Path) -> list[Path]:
+    """A run's records in update order; FileNotFoundError (a one-line message) when `run_dir` is not a
+    directory or holds none (not a PPO run, or one written before runs recorded their rollouts)."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory")
+    found = sorted((run_dir / ROLLOUTS).glob("update-*.npz"))
+    if not found:
+        raise FileNotFoundError(f"{run_dir} holds no {ROLLOUTS}/update-*.npz (not a PPO run, or one "
+                                "written before runs recorded their rollouts)")
+    return found
+
+
+def record_inputs(rec: dict[str, Any]) -> RewardInputs:
+    """The loaded record's `RewardInputs` [N, E, ·] as torch tensors (sharing the arrays' memory)."""
+    return RewardInputs(**{f.name: torch.from_numpy(rec[INPUTS_PREFIX + f.name]) for f in attrs.fields(RewardInputs)})
