@@ -3,7 +3,7 @@
 One compressed NumPy archive per update U (1-based, as in `ppo.csv` and `ppo.update`), holding what
 GAE consumed and produced for that update's batch of N envs × E steps, plus the `RewardInputs` each
 reward was computed from, so an analyst can recompute r_t → Â_t, G_t without torch or the run's code
-(`examples/recompute_returns.py`):
+(`examples/recompute_returns.py`), or any reward mode's return (`examples/reward_modes.py`):
 
     reward[N, E]          raw r_t (the components' sum; 0 beyond the kept prefix)
     components[N, E, 6]   signed components, in the order of `component_names`
