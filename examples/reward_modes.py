@@ -3,8 +3,8 @@ r"""Which reward mode's return tracks the goal? Every mode's return recomputed f
     esper-run train --controller ppo --out runs/ppo ...
     python examples/reward_modes.py runs/ppo [--json]
 
-Issue 21: a policy's return must track the episode's final held-out accuracy per unit of cost. A PPO run
-records the `RewardInputs` of every step (`rollouts/update-NNNNN.npz`, esper/shell/rl/record.py), so the
+A policy is worth training only if its return tracks the episode's final held-out accuracy per unit of
+cost. A PPO run records the `RewardInputs` of every step (`rollouts/update-NNNNN.npz`, esper/shell/rl/record.py), so the
 return every mode would have paid is recomputed without retraining, and `episodes.csv` holds each
 episode's outcome. For update U and env i of a record (N envs × E steps), with the pure core reward:
 
