@@ -35,6 +35,7 @@ def without_nproc(argv: Sequence[str]) -> list[str]:
 
 def launch(argv: Sequence[str], nproc: int, *, monitor_s: float = 1.0) -> int:
     """Run `esper-run <argv>` as `nproc` local ranks; the exit code is the first failed rank's (0: all ok)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -47,6 +48,8 @@ def launch(argv: Sequence[str], nproc: int, *, monitor_s: float = 1.0) -> int:
         elastic_launch(config, sys.executable)("-m", "esper.shell.cli", *without_nproc(argv))
     except ChildFailedError as exc:
         return _report(exc.failures, nproc)
+    except SignalException as exc:  # Ctrl-C or SIGTERM to the launcher: the agent has stopped every rank, and
+        return 128 + int(exc.sigval)  # each closed as interrupted and said so (docs/runtime.md §7)
     return 0
 
 

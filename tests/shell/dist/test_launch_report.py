@@ -13,7 +13,7 @@ import torch
 
 from esper.shell import cli
 from esper.shell.dist import lost_peer, process_group
-from esper.shell.launch import _report
+from esper.shell.launch import _report, launch
 from esper.testing.ranks import run_ranks
 
 
@@ -67,3 +67,20 @@ def test_a_lost_peer_exits_3_with_one_line_and_other_crashes_exit_1(monkeypatch,
         assert cli.main(["tasks"]) == code
         err = capsys.readouterr().err
         assert err.startswith(said) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_launcher_exits_128_plus_it_without_a_line(sig, monkeypatch, capsys):
+    # torch's agent turns the launcher's SIGINT/SIGTERM into SignalException after stopping the ranks, which
+    # closed as interrupted and said so themselves; the launcher only passes the exit status on.
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.launcher import api
+
+    def interrupted(config, entrypoint):
+        def run(*args):
+            raise SignalException(f"Process 1 got signal: {int(sig)}", sigval=sig)
+        return run
+
+    monkeypatch.setattr(api, "elastic_launch", interrupted)
+    assert launch(["train", "--nproc", "2"], 2) == 128 + int(sig)
+    assert capsys.readouterr().err == ""
