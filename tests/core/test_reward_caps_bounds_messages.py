@@ -8,12 +8,12 @@ import re
 import pytest
 import torch
 from lifecycle_helpers import fresh, make_rules, measure
+from reward_helpers import calm_inputs as _inputs
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction, Op
 from esper.core.rewards import (
     MISSING_CONTRIBUTION,
-    RewardInputs,
     bounded_attribution,
     reward,
     reward_bound,
@@ -26,18 +26,6 @@ from esper.core.stages import Stage
 F64 = torch.float64
 THETA = 0.01
 D, P, F = Stage.DORMANT, Stage.PROBATIONARY, Stage.FOSSILIZED
-
-
-def _inputs(n: int = 3, **overrides: object) -> RewardInputs:
-    """A calm float64 step (nothing measured, no seeds, not terminal); `overrides` are plain values."""
-    values: dict[str, object] = {
-        "stage_before": [0] * n, "stage_after": [0] * n, "contribution": [0.0] * n, "measured": [0.0] * n,
-        "acc_at_germination": [0.0] * n, "last_contribution": [0.0] * n, "seed_params_before": [0.0] * n,
-        "host_params": 10_000.0, "acc": 0.5, "op": 0, "slot": 0, "culled_age": 0.0, "terminal": 0.0,
-        "rolled_back": 0.0, **overrides,
-    }
-    ints = {"stage_before", "stage_after", "op", "slot"}
-    return RewardInputs(**{k: torch.tensor(v, dtype=torch.int64 if k in ints else F64) for k, v in values.items()})
 
 
 def test_a_harmful_slots_claim_is_capped_below_at_minus_the_contribution_cap() -> None:

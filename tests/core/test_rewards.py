@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.utils._pytree as torch_pytree
 from lifecycle_helpers import fresh, make_rules, measure, seed_state, state_with
+from reward_helpers import calm_inputs as _inputs
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction, Op
@@ -37,19 +38,6 @@ CFG = {mode: RLConfig(reward_mode=mode) for mode in MODES}
 GAMMA = CFG["shaped"].gamma
 THETA = 0.01
 D, T, B, P, F = Stage.DORMANT, Stage.TRAINING, Stage.BLENDING, Stage.PROBATIONARY, Stage.FOSSILIZED
-
-
-def _inputs(n: int = 3, **overrides: object) -> RewardInputs:
-    """A calm float64 step: nothing measured, no seeds, not terminal; `overrides` are plain values."""
-    values: dict[str, object] = {
-        "stage_before": [0] * n, "stage_after": [0] * n, "contribution": [0.0] * n, "measured": [0.0] * n,
-        "acc_at_germination": [0.0] * n, "last_contribution": [0.0] * n, "seed_params_before": [0.0] * n,
-        "host_params": 10_000.0, "acc": 0.5, "op": 0, "slot": 0, "culled_age": 0.0, "terminal": 0.0,
-        "rolled_back": 0.0, **overrides,
-    }
-    ints = {"stage_before", "stage_after", "op", "slot"}
-    return RewardInputs(**{k: torch.tensor(v, dtype=torch.int64 if k in ints else torch.float64)
-                           for k, v in values.items()})
 
 
 def _random_inputs(n_envs: int, n_slots: int, seed: int, dtype: torch.dtype = torch.float32) -> RewardInputs:
