@@ -5,6 +5,7 @@ governor constants (`min_cull_age`, `max_seeds`, G5's threshold, `max_rollbacks`
 configs; the reward reads G5's threshold from `LifecycleConfig.min_fossilize_contribution`.
 """
 
+import math
 from typing import Literal
 
 import attrs
@@ -47,6 +48,10 @@ class RLConfig:
     hidden: int = 128
     head_hidden: int = 64
     masked_logit: float = -1e4
+    # Initial bias of the op head's logits (WAIT, GERMINATE, CULL, FOSSILIZE): the untrained policy's prior
+    # over ops. Zeros: uniform over the legal ops. A negative CULL entry makes the irreversible cull rare at
+    # first, so that random exploration carries seeds to fossilization often enough to be credited.
+    op_prior: tuple[float, ...] = attrs.field(default=(0.0, 0.0, 0.0, 0.0), converter=tuple)
     # -- observation normaliser (docs/rl.md §2)
     obs_std_floor: float = 0.1
     obs_clip: float = 5.0
@@ -112,6 +117,8 @@ def _violations(cfg: RLConfig) -> list[str]:
         out.append(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {cfg.reward_mode!r}")
     if cfg.policy not in POLICY_TRUNKS:
         out.append(f"policy must be one of {', '.join(POLICY_TRUNKS)}, got {cfg.policy!r}")
+    if len(cfg.op_prior) != 4 or not all(math.isfinite(v) for v in cfg.op_prior):
+        out.append(f"op_prior needs 4 finite logits (WAIT, GERMINATE, CULL, FOSSILIZE), got {cfg.op_prior}")
     if len(cfg.potentials) != len(Stage):
         out.append(f"potentials needs one value per stage ({len(Stage)}), got {len(cfg.potentials)}")
     for name in ("clip_eps", "value_clip_eps", "max_grad_norm", "target_kl", "lr", "adam_eps", "obs_std_floor",

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.utils._pytree as torch_pytree
 from lifecycle_helpers import fresh, make_rules, measure
+from reward_helpers import random_inputs
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction, Op
@@ -32,23 +33,7 @@ SLOT_FIELDS = {"stage_before", "stage_after", "contribution", "measured", "acc_a
 
 def _random_batch(n_envs: int, n_slots: int, seed: int) -> RewardInputs:
     """float64 inputs [n_envs, n_slots] / [n_envs]: every other env terminal, seeds everywhere."""
-    g = torch.Generator().manual_seed(seed)
-
-    def u(*shape: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-        return torch.rand(*shape, generator=g, dtype=F64) * (hi - lo) + lo
-
-    def k(hi: int, *shape: int) -> torch.Tensor:
-        return torch.randint(0, hi, shape, generator=g)
-
-    shape = (n_envs, n_slots)
-    return RewardInputs(
-        stage_before=k(len(Stage), *shape), stage_after=k(len(Stage), *shape),
-        contribution=u(*shape, lo=-0.1, hi=0.2), measured=k(2, *shape).to(F64),
-        acc_at_germination=u(*shape, hi=0.8), last_contribution=u(*shape, lo=-0.05, hi=0.1),
-        seed_params_before=u(*shape, hi=400_000.0), host_params=u(n_envs, lo=1e5, hi=1e6), acc=u(n_envs),
-        op=k(4, n_envs), slot=k(n_slots, n_envs), culled_age=k(9, n_envs).to(F64),
-        terminal=(torch.arange(n_envs) % 2 == 0).to(F64), rolled_back=(u(n_envs) < 0.3).to(F64),
-    )
+    return random_inputs(n_envs, n_slots, seed, F64, continuous_params=True, host_low=1e5, alternate_terminal=True)
 
 
 def test_rewards_on_a_batch_equal_the_per_env_rewards() -> None:

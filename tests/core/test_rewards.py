@@ -11,6 +11,7 @@ import torch
 import torch.utils._pytree as torch_pytree
 from lifecycle_helpers import fresh, make_rules, measure, seed_state, state_with
 from reward_helpers import calm_inputs as _inputs
+from reward_helpers import random_inputs as _random_inputs
 
 from esper.core import lifecycle
 from esper.core.actions import FactoredAction, Op
@@ -38,26 +39,6 @@ CFG = {mode: RLConfig(reward_mode=mode) for mode in MODES}
 GAMMA = CFG["shaped"].gamma
 THETA = 0.01
 D, T, B, P, F = Stage.DORMANT, Stage.TRAINING, Stage.BLENDING, Stage.PROBATIONARY, Stage.FOSSILIZED
-
-
-def _random_inputs(n_envs: int, n_slots: int, seed: int, dtype: torch.dtype = torch.float32) -> RewardInputs:
-    g = torch.Generator().manual_seed(seed)
-
-    def u(*shape: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-        return (torch.rand(*shape, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
-
-    def k(hi: int, *shape: int) -> torch.Tensor:
-        return torch.randint(0, hi, shape, generator=g)
-
-    shape = (n_envs, n_slots)
-    return RewardInputs(
-        stage_before=k(len(Stage), *shape), stage_after=k(len(Stage), *shape),
-        contribution=u(*shape, lo=-0.1, hi=0.2), measured=k(2, *shape).to(dtype),
-        acc_at_germination=u(*shape, hi=0.8), last_contribution=u(*shape, lo=-0.05, hi=0.1),
-        seed_params_before=k(400_000, *shape).to(dtype), host_params=u(n_envs, lo=1e4, hi=1e6),
-        acc=u(n_envs), op=k(4, n_envs), slot=k(n_slots, n_envs), culled_age=k(9, n_envs).to(dtype),
-        terminal=k(2, n_envs).to(dtype), rolled_back=(u(n_envs) < 0.3).to(dtype),
-    )
 
 
 def _shaped(x: RewardInputs) -> RewardComponents:

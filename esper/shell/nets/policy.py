@@ -26,7 +26,8 @@ The policy always computes in float32 with autocast off.
 Init (deterministic from the passed generator; the global RNG is untouched): every Linear
 orthogonal with gain √2 and bias 0, the last layer of each policy head gain 0.01, the last value
 layer gain 1; LSTM weights orthogonal (gain 1), biases 0 except the forget-gate quarter [H:2H]
-of `bias_ih` = 1; LayerNorm weight 1, bias 0.
+of `bias_ih` = 1; LayerNorm weight 1, bias 0. The op head's last bias is `op_prior` (zeros by default),
+the untrained policy's log-prior over (WAIT, GERMINATE, CULL, FOSSILIZE).
 """
 
 import math
@@ -66,7 +67,8 @@ class PolicyNet(nn.Module):
 
     def __init__(self, obs_dim: int, n_slots: int, n_blueprints: int, n_tempo: int = 3, hidden: int = 128,
                  head_hidden: int = 64, masked_logit: float = -1e4,
-                 generator: torch.Generator | None = None, trunk: str = "lstm") -> None:
+                 generator: torch.Generator | None = None, trunk: str = "lstm",
+                 op_prior: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)) -> None:
         super().__init__()
         if trunk not in TRUNKS:
             raise ValueError(f"trunk must be one of {', '.join(TRUNKS)}, got {trunk!r}")
@@ -85,6 +87,8 @@ class PolicyNet(nn.Module):
         self.tempo_head = _mlp(hidden + n_slots + n_blueprints, head_hidden, n_tempo)
         self.value_head = _mlp(hidden, head_hidden, 1)
         self._initialise(generator)
+        with torch.no_grad():
+            self.op_head[-1].bias.copy_(torch.tensor(op_prior, dtype=torch.float32))
 
     # ------------------------------------------------------------------ init
 

@@ -49,7 +49,7 @@ class PolicyDecider:
         rl = codec.decode(RLConfig, saved["rl"])
         self.rl, self.n_blueprints = rl, k
         self.policy = PolicyNet(dims["obs_dim"], s, k, hidden=rl.hidden, head_hidden=rl.head_hidden,
-                                masked_logit=rl.masked_logit, trunk=rl.policy)
+                                masked_logit=rl.masked_logit, trunk=rl.policy, op_prior=rl.op_prior)
         self.policy.load_state_dict(saved["policy"])
         self.policy.eval()
         self.obs_norm = codec.decode(RunningStats, saved["obs_norm"])

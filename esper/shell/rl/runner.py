@@ -105,7 +105,7 @@ def build_learner(dims: tuple[int, int, int], rl: RLConfig, seed: int, device: t
     d, s, k = dims
     generator = torch.Generator().manual_seed(seed)
     policy = PolicyNet(d, s, k, hidden=rl.hidden, head_hidden=rl.head_hidden, masked_logit=rl.masked_logit,
-                       generator=generator, trunk=rl.policy).to(device)
+                       generator=generator, trunk=rl.policy, op_prior=rl.op_prior).to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=rl.lr, eps=rl.adam_eps, weight_decay=rl.weight_decay,
                                   fused=device.type == "cuda")
     return Learner(policy, optimizer, Normalisers.initial(d))

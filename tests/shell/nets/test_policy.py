@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 
 from esper.core.actions import Op
+from esper.core.errors import ConfigError
+from esper.core.rl_config import RLConfig
 from esper.core.sampling import MaskTensors, Noise, draw_noise, masked_logits, relevance
 from esper.shell.nets.policy import PolicyNet
 
@@ -87,6 +89,26 @@ def test_init_is_deterministic_and_leaves_the_global_rng_alone():
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
     assert not torch.equal(a.op_head[0].weight, c.op_head[0].weight)
+
+
+def test_op_prior_is_the_untrained_op_heads_log_prior_and_changes_nothing_else():
+    prior = (1.0, 0.0, -2.0, 0.5)
+    plain, primed = _net(3), _net(3, op_prior=prior)
+    assert torch.equal(primed.op_head[-1].bias, torch.tensor(prior))
+    for (name, x), y in zip(plain.state_dict().items(), primed.state_dict().values(), strict=True):
+        assert name == "op_head.2.bias" or torch.equal(x, y), name
+    obs, _ = _batch(5)
+    with torch.no_grad():
+        h, _ = primed._memory(obs, None)
+        probs = torch.softmax(primed.op_head(h), -1)
+    # The last layer's gain is 0.01, so the untrained logits are the prior give or take a few hundredths.
+    assert torch.allclose(probs, torch.softmax(torch.tensor(prior), -1).expand_as(probs), atol=0.02)
+
+
+def test_op_prior_must_be_four_finite_logits():
+    for bad in ((0.0, 0.0, -2.0), (0.0, math.inf, 0.0, 0.0)):
+        with pytest.raises(ConfigError, match="op_prior needs 4 finite logits"):
+            RLConfig(op_prior=bad)
 
 
 def test_initial_state_is_zero():

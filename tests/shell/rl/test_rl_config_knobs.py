@@ -295,6 +295,7 @@ PROBES: dict[str, Probe] = {
     "hidden": Probe(16, _param_count),
     "head_hidden": Probe(8, _param_count),
     "masked_logit": Probe(-1.0, _masked_logp),
+    "op_prior": Probe((1.0, 0.0, -2.0, 0.0), _masked_logp),
     # observation normaliser: std 0.01 is below the 0.1 floor; 10σ is beyond the clip of 5
     "obs_std_floor": Probe(0.01, _normalised(0.02, 1e-4)),
     "obs_clip": Probe(2.0, _normalised(10.0, 1.0)),
