@@ -24,7 +24,7 @@ import attrs
 
 from esper.core.stats import RunRecord, compare_groups
 from esper.shell.compare import MATCH_TOLERANCE
-from esper.shell.compare_table import HEADERS, markdown_table, match_note
+from esper.shell.compare_table import HEADERS, controller_notes, markdown_table, match_note
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_LINE = re.compile(r"^source: `([^`]+)`")
@@ -184,7 +184,7 @@ def recompute_compare_md(folder: Path) -> str:
                         device=meta["device"], data_source=meta["data_source"], command=meta["command"])
     for name in meta["matches"]:
         md += f"\n{match_note(name, *_matched(name, records, on_disk))}\n"
-    return md
+    return md + controller_notes(records)
 
 
 def _matched(name: str, records: list[RunRecord],

@@ -31,7 +31,7 @@ from esper.core.errors import ConfigError, HostConfigError
 from esper.core.stats import RunRecord, compare_groups
 from esper.core.tasks import task_preset
 from esper.shell.compare_jobs import RunJob, run_jobs
-from esper.shell.compare_table import compare_json, console_table, markdown_table, match_note
+from esper.shell.compare_table import compare_json, console_table, controller_notes, markdown_table, match_note
 from esper.shell.data.taskdata import TaskData
 from esper.shell.driver import draw_report, load_data, resolve_device
 from esper.shell.nets.hosts import HostConfig, host_config
@@ -146,6 +146,7 @@ def compare(base: RunConfig, *, controllers: Sequence[str], seeds: int, out: str
     md = markdown_table(stats, task=meta["task"], epochs=meta["epochs"], device=meta["device"],
                         data_source=meta["data_source"], command=command)
     md += "".join(f"\n{match_note(name, m.width, m.value, m.target, m.within)}\n" for name, m in matches.items())
+    md += controller_notes(records)
     (folder / "compare.md").write_text(md, encoding="utf-8")
     Console().print(console_table(stats))
     print(f"compare: {folder}/compare.md")

@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from esper.core import codec
-from esper.core.stats import GroupStats, RunRecord, Summary, WelchResult
+from esper.core.stats import DEFAULT_ALPHA, GroupStats, RunRecord, Summary, WelchResult, welch
 
 HEADERS = ("group", "n", "final val acc (mean ± std, min–max)", "best val acc", "params", "train FLOPs", "wall s",
            "fossilized", "culled", "vs static (Δ, p, verdict)")
@@ -110,6 +110,28 @@ def match_note(name: str, width: int, value: float, target: float, within: bool)
     (params or training FLOPs) against the grown runs' mean, and whether it came within 5 %."""
     verdict = "within" if within else "outside"
     return f"{name}: host width {width} ({value:.4g} vs grown mean {target:.4g}, {verdict} 5 %)"
+
+
+def controller_notes(records: Sequence[RunRecord], alpha: float = DEFAULT_ALPHA) -> str:
+    """compare.md's head-to-head lines when two or more controllers grow (e.g. heuristic, ppo): each later
+    controller against each earlier one, Welch's t of final val acc (Δ = later − earlier) and the ratio of
+    their mean training FLOPs. Empty for a compare of one controller."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in records:
+        if not r.group.startswith("static"):
+            groups.setdefault(r.group, []).append(r)
+    names, lines = list(groups), []
+    for j, later in enumerate(names):
+        for earlier in names[:j]:
+            w = welch([r.final_val_acc for r in groups[later]], [r.final_val_acc for r in groups[earlier]], alpha)
+            flops = _mean_flops(groups[later]) / _mean_flops(groups[earlier])
+            lines.append(f"\n{later} vs {earlier} (Welch's t of final val acc): {welch_cell(w)}; "
+                         f"train FLOPs {flops:.2f}× {earlier}'s\n")
+    return "".join(lines)
+
+
+def _mean_flops(records: Sequence[RunRecord]) -> float:
+    return sum(r.train_flops for r in records) / len(records)
 
 
 def console_table(stats: list[GroupStats]) -> Table:

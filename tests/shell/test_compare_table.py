@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from esper.core.stats import RunRecord, compare_groups
-from esper.shell.compare_table import HEADERS, compare_json, console_table, eng, markdown_table
+from esper.shell.compare_table import HEADERS, compare_json, console_table, controller_notes, eng, markdown_table
 
 
 def rec(group: str, seed: int, final: float, params: int, flops: int, fossilized: int = 0) -> RunRecord:
@@ -103,3 +103,21 @@ def test_console_table_renders_rows() -> None:
     Console(file=buf, width=400, color_system=None).print(table)
     text = buf.getvalue()
     assert "heuristic" in text and "82.00 ± 2.00 (80.00–84.00)" in text and "1.23e12" in text
+
+
+def test_controller_notes_put_each_later_controller_against_each_earlier_one() -> None:
+    ppo = [rec("ppo", s, acc, 1200, 1_107_000_000_000) for s, acc in enumerate((0.81, 0.83, 0.85))]
+    records = [*RECORDS, *ppo, rec("static-param", 0, 0.9, 1200, 3_000_000_000_000)]
+    # ppo − heuristic = +1 point on equal spreads (std 0.02, n 3): t = 0.01 / sqrt(2 * 0.02**2 / 3) = 0.61.
+    assert controller_notes(records) == (
+        "\nppo vs heuristic (Welch's t of final val acc): Δ +1.00 pp, p = 0.573, within noise; "
+        "train FLOPs 0.90× heuristic's\n")
+    assert controller_notes(RECORDS) == ""  # one controller: nothing head to head
+
+
+def test_controller_notes_follow_the_controllers_order() -> None:
+    rand = [rec("random", s, 0.6, 1000, 2_460_000_000_000) for s in range(3)]
+    notes = controller_notes([*RECORDS, *rand, *[rec("ppo", s, 0.8, 1000, 1_230_000_000_000) for s in range(3)]])
+    assert [line.split(" (")[0] for line in notes.split("\n") if line] == [
+        "random vs heuristic", "ppo vs heuristic", "ppo vs random"]
+    assert "train FLOPs 0.50× random's" in notes
