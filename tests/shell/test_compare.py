@@ -57,6 +57,23 @@ def test_compare_runs_every_group_and_writes_the_table(tmp_path, capsys):
     assert {load_config_file(out / f"{g}-s{s}" / "config.json")["seed"] == s for g in groups for s in (3, 4)} == {True}
 
 
+def test_compare_judges_a_trained_policy_beside_the_heuristic(tmp_path, capsys):
+    """`--controllers heuristic,ppo --policy RUN` (it was refused as "--policy needs --controller ppo"): the ppo
+    group runs the policy, the others do not, and compare.md puts ppo against the heuristic."""
+    learned = tmp_path / "learned"
+    assert main(["train", "--controller", "ppo", "--n-envs", "2", "--episodes", "2", "--out", str(learned), *TINY]) == 0
+    out = tmp_path / "cmp"
+    assert main(["compare", "--controllers", "heuristic,ppo", "--policy", str(learned), "--seeds", "2",
+                 "--out", str(out), *TINY]) == 0, capsys.readouterr().err
+    data = json.loads((out / "compare.json").read_text())
+    assert [g["group"] for g in data["groups"]] == ["static", "heuristic", "ppo", "static-param", "static-flop"]
+    policies = {d.name: load_config_file(d / "config.json")["policy"] for d in out.iterdir() if d.name != "report"
+                and d.is_dir()}
+    assert {name for name, policy in policies.items() if policy == str(learned)} == {"ppo-s0", "ppo-s1"}
+    assert {policy for name, policy in policies.items() if not name.startswith("ppo")} == {None}
+    assert "\nppo vs heuristic (Welch's t of final val acc): Δ " in (out / "compare.md").read_text()
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--seeds", "1"], "--seeds must be >= 2"),
     (["--first-seed", "-1"], "--first-seed must be >= 0"),
