@@ -97,7 +97,8 @@ class StaticFlops:
     real counting step per width (a static run trains the same structure every epoch)."""
 
     def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device) -> None:
-        self.cfg, self.data, self.device = attrs.evolve(cfg, controller="static", policy=None), data, device
+        static = attrs.evolve(cfg, controller="static", policy=None, policy_act="greedy")
+        self.cfg, self.data, self.device = static, data, device
         self._cache: dict[int, float] = {}
 
     def __call__(self, width: int) -> float:
@@ -173,7 +174,9 @@ def group_jobs(base: RunConfig, group: str, seeds: Sequence[int], folder: Path, 
     controller = "static" if group.startswith("static") else group
     progress = base.progress if jobs == 1 else False
     return [RunJob(group, attrs.evolve(base, controller=controller, seed=seed, report=False,  # one report
-                                       policy=base.policy if controller == "ppo" else None, progress=progress),
+                                       policy=base.policy if controller == "ppo" else None,
+                                       policy_act=base.policy_act if controller == "ppo" else "greedy",
+                                       progress=progress),
                    str(folder / f"{group}-s{seed}")) for seed in seeds]
 
 

@@ -28,6 +28,7 @@ from esper.shell import rl_settings
 
 CONTROLLERS = ("heuristic", "static", "ppo")
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead")  # --compile (esper.shell.compiled)
+POLICY_ACTS = ("greedy", "sample")  # --policy-act: how a trained policy picks its action (esper.shell.rl.policy_run)
 SECTIONS = ("train", "data", "optim", "heuristic", "ppo", "governor", "telemetry", "checkpoint", "dist", "rl")
 
 
@@ -86,6 +87,7 @@ class RunConfig:
     episodes: int | None = attrs.field(default=None, metadata=_section("ppo"))
     reward: str = attrs.field(default="shaped", metadata=_section("ppo"))
     policy: str | None = attrs.field(default=None, metadata=_section("ppo"))
+    policy_act: str = attrs.field(default="greedy", metadata=_section("ppo"))
     # [governor]
     governor: bool = attrs.field(default=True, metadata=_section("governor"))
     max_rollbacks: int = attrs.field(default=3, metadata=_section("governor"))
@@ -158,6 +160,7 @@ def _violations(c: RunConfig) -> list[str]:
         one_of("optimizer", (None, "sgd", "adamw")),
         one_of("lr_schedule", (None, *SCHEDULES)),
         one_of("germination", (None, *GERMINATION_MODES)),
+        one_of("policy_act", POLICY_ACTS),
         one_of("telemetry_level", ("off", "minimal", "normal", "debug")),
         one_of("profile", ("minimal", "standard", "diagnostic", "research")),
         *(positive(n) for n in ("epochs", "train_size", "val_size", "train_batches", "batch_size",
@@ -172,6 +175,7 @@ def _violations(c: RunConfig) -> list[str]:
         (not c.static_seeds or c.controller == "static",
          "static_seeds (--static-seeds) needs --controller static"),
         (c.policy is None or c.controller == "ppo", "--policy needs --controller ppo"),
+        (c.policy_act == "greedy" or c.policy is not None, "--policy-act sample needs --policy RUN_DIR"),
         (bool(c.wandb_project.strip()), "wandb_project (--wandb-project) must not be empty"),
         (bool(c.text_column.strip()), "text_column (--text-column) must not be empty"),
         (all(s.count(":") == 1 for s in c.static_seeds),
@@ -280,6 +284,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--episodes",), "episodes", int, "ppo: total training episodes (updates = episodes / n-envs)"),
     Flag(("--reward",), "reward", str, "ppo: reward mode", ("shaped", "sparse", "minimal")),
     Flag(("--policy",), "policy", str, "ppo: run the trained policy of RUN_DIR without learning"),
+    Flag(("--policy-act",), "policy_act", str, "ppo --policy: the argmax action (default), or one sampled as "
+         "in training, from the run seed and epoch", POLICY_ACTS),
     Flag(("--no-governor",), "governor", None, "disable the divergence governor", value=False),
     Flag(("--max-rollbacks",), "max_rollbacks", int, "governor rollbacks before giving up"),
     Flag(("--telemetry-level",), "telemetry_level", str, "what is emitted",

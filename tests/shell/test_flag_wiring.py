@@ -31,6 +31,7 @@ VALUES = {
     "events": ("/tmp/e.jsonl", "/tmp/e.jsonl"), "checkpoint_every": ("2", 2), "keep_checkpoints": ("1", 1),
     "nproc": ("2", 2), "dist_timeout": ("60", 60.0),
     "n_envs": ("4", 4), "episodes": ("16", 16), "reward": ("sparse", "sparse"), "policy": ("runs/x", "runs/x"),
+    "policy_act": ("sample", "sample"),
     "wandb_project": ("growth", "growth"), "wandb_entity": ("lab", "lab"),
     "text_column": ("body", "body"),
     "dataset": ("user/pets", "user/pets"), "image_column": ("photo", "photo"), "label_column": ("kind", "kind"),
@@ -66,11 +67,14 @@ def test_each_flag_changes_its_key(flag):
         argv += ["--controller", "static"]
     if flag.key == "policy":
         argv += ["--controller", "ppo"]
+    if flag.key == "policy_act":
+        argv += ["--controller", "ppo", "--policy", "runs/x"]
     if flag.key in ("image_column", "image_size", "channels"):
         argv += ["--task", "images"]
     cfg = _cfg(*argv)
     assert getattr(cfg, flag.key) == expected != default
-    needed = ("controller", "task") if flag.key in ("image_column", "image_size", "channels") else ("controller",)
+    needed = ("controller", "task") if flag.key in ("image_column", "image_size", "channels") else (
+        ("controller", "policy") if flag.key == "policy_act" else ("controller",))
     others = {k: getattr(cfg, k) for k in field_names() if k not in (flag.key, *needed)}
     assert others == {k: getattr(RunConfig(), k) for k in others}, "a flag changed another key"
 
@@ -101,7 +105,7 @@ class Recording:
 NOT_TRAINER_KEYS = {"device", "data_dir", "data_seed", "train_size", "val_size", "tokenizer", "telemetry_level",
                     "data_budget", "data_workers",  # data loading's (tests/shell/data/test_streamed_path.py)
                     "profile", "events", "tensorboard", "progress", "checkpoint_every", "keep_checkpoints",
-                    "task", "n_envs", "episodes", "reward", "policy", "report", "deterministic", "rl",
+                    "task", "n_envs", "episodes", "reward", "policy", "policy_act", "report", "deterministic", "rl",
                     "nproc", "dist_timeout",  # the driver's (tests/shell/dist)
                     "wandb", "wandb_project", "wandb_entity",
                     "text_column",  # --task text's loader (tests/shell/data/test_text_files.py)

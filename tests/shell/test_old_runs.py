@@ -116,5 +116,6 @@ def test_old_ppo_records_decode_and_encode_back() -> None:
     assert codec.encode(codec.decode(AnomalyState, old["anomalies"])) == old["anomalies"]
     assert codec.encode(codec.decode(type(norms.obs), old["obs_norm"])) == old["obs_norm"]
     rl = codec.decode(RLConfig, old["rl"])  # policy.pt's config: attrs.asdict wrote potentials as a tuple
-    added_since = {"weight_decay": 0.0, "policy": "lstm"}  # RLConfig fields added after the fixture, at defaults
+    # RLConfig fields added after the fixture, at their defaults:
+    added_since = {"weight_decay": 0.0, "policy": "lstm", "op_prior": [0.0, 0.0, 0.0, 0.0]}
     assert codec.encode(rl) == {**old["rl"], "potentials": list(old["rl"]["potentials"]), **added_since}
