@@ -22,8 +22,9 @@ def _figure_tables() -> list:
 def test_the_readme_quotes_both_compares_and_the_growth_table():
     sources = [t.source for t in _figure_tables()]
     assert sources == ["results/<task>/compare/<controller>-s<seed>/summary.json",
-                       "results/synth-images/compare/compare.md", "results/fashion-mnist/compare/compare.md"]
-    assert [len(t.rows) for t in _figure_tables()] == [2, 4, 4]
+                       "results/synth-images/compare/compare.md", "results/fashion-mnist/compare/compare.md",
+                       "results/ppo-fashion-mnist/compare/compare.md"]
+    assert [len(t.rows) for t in _figure_tables()] == [2, 4, 4, 5]
 
 
 def test_every_readme_table_row_is_its_source_row():
