@@ -172,16 +172,22 @@ def _violations(c: RunConfig) -> list[str]:
         *(finite_positive(n) for n in ("host_lr", "seed_lr", "dist_timeout")),
         (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"),
          f"device must be auto, cpu, cuda or cuda:N; got {c.device!r}"),
-        (not c.static_seeds or c.controller == "static",
-         "static_seeds (--static-seeds) needs --controller static"),
-        (c.policy is None or c.controller == "ppo", "--policy needs --controller ppo"),
-        (c.policy_act == "greedy" or c.policy is not None, "--policy-act sample needs --policy RUN_DIR"),
+        *_controller_rules(c),
         (bool(c.wandb_project.strip()), "wandb_project (--wandb-project) must not be empty"),
         (bool(c.text_column.strip()), "text_column (--text-column) must not be empty"),
         (all(s.count(":") == 1 for s in c.static_seeds),
          f"static_seeds entries must be SLOT:BLUEPRINT, got {list(c.static_seeds)}"),
     ]
     return [message for ok, message in rules if not ok]
+
+
+def _controller_rules(c: RunConfig) -> list[tuple[bool, str]]:
+    """Keys that only one controller reads: set under another, they would be silently ignored."""
+    return [
+        (not c.static_seeds or c.controller == "static", "static_seeds (--static-seeds) needs --controller static"),
+        (c.policy is None or c.controller == "ppo", "--policy needs --controller ppo"),
+        (c.policy_act == "greedy" or c.policy is not None, "--policy-act sample needs --policy RUN_DIR"),
+    ]
 
 
 def _image_rules(c: RunConfig) -> list[tuple[bool, str]]:
