@@ -117,9 +117,9 @@ def _compare(args: argparse.Namespace) -> int:
     from esper.shell.compare import compare
 
     command = "esper-run " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "esper-run compare"
-    if "ppo" in args.controllers and getattr(args, "policy", None) is not None:  # unset flags are absent
-        # The base config carries --policy for the ppo group (group_jobs sets each group's controller and
-        # keeps the policy only there); as the config of a run it must say ppo, or it is refused as invalid.
+    if "ppo" in args.controllers:
+        # The base config carries --policy for the ppo group (compare.as_controller gives each group its
+        # controller and keeps the policy only there); as a run's config it must say ppo to be valid.
         args.controller = "ppo"
     compare(config_from_args(args), controllers=args.controllers, seeds=args.seeds, out=args.out, command=command,
             jobs=args.jobs, first_seed=args.first_seed)

@@ -97,8 +97,7 @@ class StaticFlops:
     real counting step per width (a static run trains the same structure every epoch)."""
 
     def __init__(self, cfg: RunConfig, data: TaskData, device: torch.device) -> None:
-        static = attrs.evolve(cfg, controller="static", policy=None, policy_act="greedy")
-        self.cfg, self.data, self.device = static, data, device
+        self.cfg, self.data, self.device = as_controller(cfg, "static"), data, device
         self._cache: dict[int, float] = {}
 
     def __call__(self, width: int) -> float:
@@ -171,13 +170,17 @@ def _matches(base: RunConfig, records: Sequence[RunRecord]) -> dict[str, WidthMa
 
 def group_jobs(base: RunConfig, group: str, seeds: Sequence[int], folder: Path, jobs: int) -> list[RunJob]:
     """One run per seed of a group; parallel runs show no live progress (N displays on one terminal)."""
-    controller = "static" if group.startswith("static") else group
+    cfg = as_controller(base, "static" if group.startswith("static") else group)
     progress = base.progress if jobs == 1 else False
-    return [RunJob(group, attrs.evolve(base, controller=controller, seed=seed, report=False,  # one report
-                                       policy=base.policy if controller == "ppo" else None,
-                                       policy_act=base.policy_act if controller == "ppo" else "greedy",
-                                       progress=progress),
+    return [RunJob(group, attrs.evolve(cfg, seed=seed, report=False, progress=progress),  # one report
                    str(folder / f"{group}-s{seed}")) for seed in seeds]
+
+
+def as_controller(base: RunConfig, controller: str) -> RunConfig:
+    """The compare's base config as one group's: the trained policy and how it acts stay with ppo only."""
+    if controller == "ppo":
+        return attrs.evolve(base, controller=controller)
+    return attrs.evolve(base, controller=controller, policy=None, policy_act="greedy")
 
 
 def _data_source(folder: Path, records: Sequence[RunRecord]) -> str:
