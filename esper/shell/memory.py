@@ -4,7 +4,7 @@
               read_memory(device)  at collect, after the epoch's one device→host fetch (step 3)
 
     host_rss_mb       = resident pages now × page size            (/proc/self/statm; None where absent)
-    host_peak_rss_mb  = ru_maxrss, the process's peak since start  (KiB on Linux, bytes on macOS)
+    host_peak_rss_mb  = max(ru_maxrss, host_rss_mb), the peak since start  (ru_maxrss: KiB on Linux, bytes on macOS)
     cuda_peak_*_mb    = torch.cuda.max_memory_{allocated,reserved}(device) since the reset at e's launch
 
 The CUDA counters are the caching allocator's host-side bookkeeping: reading or resetting them
@@ -43,9 +43,14 @@ def host_rss_mb() -> float | None:
 
 
 def host_peak_rss_mb() -> float:
-    """The process's peak RSS since it started (getrusage cannot reset it)."""
+    """The process's peak RSS since it started (getrusage cannot reset it).
+
+    Linux folds each thread's cached RSS count into the high-water mark lazily, so ru_maxrss can
+    trail statm's current RSS by a few pages; a peak below the current value is never reported.
+    """
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024.0
+    peak_mb = peak / MIB if sys.platform == "darwin" else peak / 1024.0
+    return max(peak_mb, host_rss_mb() or 0.0)
 
 
 def reset_peaks(device: torch.device) -> None:

@@ -43,8 +43,11 @@ def test_host_numbers_are_the_process_own():
     after = memory.host_rss_mb()
     ballast.close()
     assert before is not None and after is not None and after - before > 32
-    assert memory.host_peak_rss_mb() >= after
+    # The kernel's high-water mark reads approximate (per-CPU) RSS counters: it may trail statm by a
+    # few pages (CI saw 0.15 MiB), never by the 64 MiB ballast.
+    assert memory.host_peak_rss_mb() >= after - 1.0
     reading = memory.read_memory(torch.device("cpu"))
+    assert reading.host_rss_mb is not None and reading.host_peak_rss_mb >= reading.host_rss_mb
     assert reading.cuda_peak_allocated_mb is None and reading.cuda_peak_reserved_mb is None
 
 
@@ -75,3 +78,11 @@ def test_a_cuda_run_reports_the_allocator_peaks(tmp_path):
         assert validate(record, schema) == []
         assert fields["host_rss_mb"] > 0
         assert 0 < fields["cuda_peak_allocated_mb"] <= fields["cuda_peak_reserved_mb"]
+
+
+def test_a_lagging_high_water_mark_never_reports_a_peak_below_the_current_rss(monkeypatch):
+    # CI once read ru_maxrss 0.15 MiB under statm's current RSS: the peak must be at least the current value.
+    monkeypatch.setattr(memory, "host_rss_mb", lambda: 1e9)
+    assert memory.host_peak_rss_mb() == 1e9
+    monkeypatch.setattr(memory, "host_rss_mb", lambda: None)
+    assert 0 < memory.host_peak_rss_mb() < 1e9
