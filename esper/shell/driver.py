@@ -264,12 +264,13 @@ def open_resume(cfg: RunConfig, target: Path,
             saved = resolve(load_config_file(target / "config.json"), {})
             run_id = str(RunDirectory(target, resume=True, create=False).read_config()["run_id"])
             return merge_resume(saved, cfg, program_kind(saved).RESUMABLE), None, run_id, target
-    kind = program_kind(cfg)
-    point = ResumePoint(*load_run_checkpoint(target, kind.FORMAT))
+    point = ResumePoint(*load_run_checkpoint(target, (EpochRun.FORMAT, PPORun.FORMAT)))
+    saved = resolve(point.config_values(), {})
+    kind = program_kind(saved)  # the run's own kind: `--resume RUN` needs no --controller
     if not target.is_dir():
         require_config(point.run_dir)
         held.enter_context(locked(point.run_dir))
-    merged = merge_resume(resolve(point.config_values(), {}), cfg, kind.RESUMABLE)
+    merged = merge_resume(saved, cfg, kind.RESUMABLE)
     return merged, point, point.data["run"]["run_id"], point.run_dir
 
 

@@ -164,11 +164,13 @@ def resolve_checkpoint(target: Path) -> Path:
     return target
 
 
-def load_run_checkpoint(target: Path, expected_format: str = FORMAT) -> tuple[Path, dict[str, Any]]:
+def load_run_checkpoint(target: Path, expected_format: str | tuple[str, ...] = FORMAT) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint (a file, or a run directory's latest) and its payload, of one of the expected formats."""
+    formats = (expected_format,) if isinstance(expected_format, str) else expected_format
     path = resolve_checkpoint(target)
     data = read_checkpoint(path)
-    if data.get("format") != expected_format:
-        what = "a PPO training run's" if expected_format != FORMAT else "an esper run"
+    if data.get("format") not in formats:
+        what = "an esper run" if FORMAT in formats else "a PPO training run's"
         raise CheckpointError(f"{path} is not {what} checkpoint (format {data.get('format')!r})")
     if not isinstance(data.get("schema_version"), int) or data["schema_version"] > SCHEMA_VERSION:
         raise CheckpointError(f"{path} has schema {data.get('schema_version')}; this esper reads <= {SCHEMA_VERSION}")

@@ -159,7 +159,8 @@ def test_end_to_end_finite_changes_the_policy_and_resumes_exactly(tmp_path):
     assert any(not torch.equal(initial[k], final[k]) for k in initial)
 
     train(TINY, out=str(tmp_path / "cut"), stop_after=1)
-    assert main(["train", "--controller", "ppo", "--resume", str(tmp_path / "cut")]) == 0  # the saved config
+    # No --controller: the run directory's own config makes it a PPO run (the flag once was needed).
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "update-00002.pt")["controller"]
     b = read_checkpoint(tmp_path / "cut" / "checkpoints" / "update-00002.pt")["controller"]
     assert all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
@@ -181,7 +182,7 @@ def test_a_checkpoint_from_before_the_episode_log_resumes_and_correlates_the_lat
     data = read_checkpoint(path)
     del data["controller"]["episode_log"]  # as an esper before episodes.csv wrote it
     write_atomic(path, data)
-    assert main(["train", "--controller", "ppo", "--resume", str(run)]) == 0
+    assert main(["train", "--resume", str(path)]) == 0  # a checkpoint file names its run's kind too
     assert json.loads((run / "rl_summary.json").read_text())["return_correlation"]["episodes"] == 2  # update 2's
     assert len((run / "episodes.csv").read_text().splitlines()) == 5  # the file still holds both updates'
 
