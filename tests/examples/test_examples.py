@@ -1,10 +1,11 @@
 """The analysis scripts of `examples/` on tiny real runs: a heuristic run whose seed germinates, moves
 through its stages and is culled, and a two-update PPO run. Each script runs as a user would run it (a
 subprocess of this interpreter, the repository on PYTHONPATH); a doctored run must make it report the
-mismatch and exit 1."""
+mismatch (exit 1), or, for learning_curve.py, show the doctored numbers."""
 
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -194,3 +195,61 @@ def test_a_bad_run_dir_is_one_line_and_exit_2(broken: str, ppo_run: Path, tmp_pa
     assert err.count("\n") == 1 and err.startswith("reward_modes: error: ")
     assert {"no directory": "is not a run directory", "no rollouts": "holds no rollouts/update-*.npz",
             "no episodes.csv": "holds no episodes.csv"}[broken] in err
+
+
+# --- learning_curve.py ------------------------------------------------------------------------------
+
+
+def test_the_learning_curve_is_the_run_s_episodes_and_its_recorded_advantages(ppo_run: Path) -> None:
+    result = _script("learning_curve.py", ppo_run, "--window", "1", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    curve, logged = json.loads(result.stdout), read_episodes(ppo_run / "episodes.csv")
+    assert (curve["updates"], curve["episodes"], curve["window"]) == (2, 4, 1)
+    first, last = logged["update"] == 1, logged["update"] == 2
+    for column in ("return", "final_acc", "culls"):
+        assert curve["means"][column]["first"] == pytest.approx(logged[column][first].mean())
+        assert curve["means"][column]["last"] == pytest.approx(logged[column][last].mean())
+    change = logged["final_acc"][last].mean() - logged["final_acc"][first].mean()
+    assert curve["final_acc_change"]["diff"] == pytest.approx(change)
+    assert sum(row["episodes"] for row in curve["by_fossils"]) == 4
+    r, _ = pearson_of_finite(logged["return"].tolist(), logged["final_acc"].tolist())
+    assert curve["return_r"]["final_acc"] == pytest.approx(r)
+    records = [load_rollout_record(p) for p in sorted((ppo_run / "rollouts").iterdir())]
+    valid = sum(int((rec["valid"] > 0).sum()) for rec in records)
+    assert [row["op"] for row in curve["op_advantage"]] == ["WAIT", "GERMINATE", "CULL", "FOSSILIZE"]
+    assert sum(row["steps"] for row in curve["op_advantage"]) == valid == 16  # 2 updates x 2 envs x 4 epochs
+    text = _script("learning_curve.py", ppo_run, "--window", "1").stdout
+    assert "final accuracy, last - first: " in text and re.search(r"^WAIT\s+\d+\s+[+-]\d\.\d{3} ± ", text, re.M)
+
+
+def test_the_per_op_signal_is_read_from_the_records(ppo_run: Path, tmp_path: Path) -> None:
+    run = shutil.copytree(ppo_run, tmp_path / "doctored")
+    for path in (run / "rollouts").iterdir():
+        with np.load(path) as archive:
+            arrays = dict(archive)
+        arrays["advantages_normalized"][arrays["inputs.op"] == 0] = 2.0  # every WAIT step's advantage
+        np.savez_compressed(path, **arrays)
+    rows = {row["op"]: row for row in _example_module("learning_curve").op_advantages(run)}
+    assert rows["WAIT"]["steps"] > 1 and rows["WAIT"]["mean"] == 2.0 and rows["WAIT"]["se"] == 0.0
+
+
+def test_a_policy_that_ends_better_shows_a_real_change() -> None:
+    curve = _example_module("learning_curve")
+    update = np.repeat(np.arange(1, 7), 4).astype(float)
+    acc = np.where(update >= 5, 0.85, 0.80) + np.tile([0.0, 0.01, -0.01, 0.005], 6)
+    fossils = (update >= 5).astype(float)
+    episodes = {"update": update, "return": acc, "final_acc": acc, "train_flops": np.full(24, 1e9),
+                "germinations": fossils + 1, "fossilizations": fossils, "culls": 1 - fossils}
+    result = curve.first_vs_last(episodes, window=2)
+    assert result["final_acc_change"]["diff"] == pytest.approx(0.05) and result["final_acc_change"]["p"] < 0.01
+    assert result["means"]["fossilizations"] == {"first": 0.0, "last": 1.0}
+    by_fossils = curve.accuracy_by_fossils(episodes)
+    assert [(row["fossils"], row["episodes"]) for row in by_fossils] == [(0, 16), (1, 8)]
+    assert curve.without_nan({"op": [{"mean": math.nan}]}) == {"op": [{"mean": None}]}
+
+
+@pytest.mark.parametrize("window", ["2", "0"])
+def test_a_window_the_run_cannot_fill_is_one_line_and_exit_2(window: str, ppo_run: Path) -> None:
+    result = _script("learning_curve.py", ppo_run, "--window", window)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"learning_curve: --window {window} needs 1 <= K <= U/2; the run has U = 2 updates\n"
