@@ -12,6 +12,7 @@ from readme_evidence import ROOT, check_readme, group_summaries, readme_tables, 
 
 README = ROOT / "README.md"
 COMPARES = sorted(ROOT.glob("results/*/compare/compare.md"))
+ALL_COMPARES = sorted(ROOT.glob("results/**/compare/compare.md"))  # an ablation's own compare too
 
 
 def _figure_tables() -> list:
@@ -37,7 +38,7 @@ def test_each_experiment_has_its_run_script():
         assert (compare.parent.parent / "run.sh").exists(), f"{compare} has no run.sh beside it"
 
 
-@pytest.mark.parametrize("compare", COMPARES, ids=lambda p: p.parent.parent.name)
+@pytest.mark.parametrize("compare", ALL_COMPARES, ids=lambda p: str(p.parent.parent.relative_to(ROOT / "results")))
 def test_each_committed_compare_md_is_what_its_runs_give(compare):
     assert recompute_compare_md(compare.parent) == compare.read_text(encoding="utf-8")
 

@@ -35,7 +35,7 @@ from esper.shell.telemetry.rundir import RunDirectory, atomic_write_json
 ROOT = Path(__file__).parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 OLD_RUN = FIXTURES / "old_run"
-RESULT_RUNS = sorted(p.parent for p in ROOT.glob("results/*/compare/*/summary.json"))
+RESULT_RUNS = sorted(p.parent for p in ROOT.glob("results/**/compare/*/summary.json"))
 
 
 def rewritten(tmp_path: Path, value: object) -> str:
@@ -64,7 +64,10 @@ def test_summary_and_config_decode_and_encode_to_the_same_bytes(run: Path, tmp_p
     assert resolve(load_config_file(run / "config.json"), {}).task == summary.task
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("results/*/compare/compare.json")), ids=lambda p: p.parts[-3])
+RESULT_COMPARES = sorted(ROOT.glob("results/**/compare/compare.json"))
+
+
+@pytest.mark.parametrize("path", RESULT_COMPARES, ids=lambda p: "/".join(p.parts[-4:-2]))
 def test_compare_json_decodes_and_encodes_to_the_same_bytes(path: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     groups = codec.decode(list[GroupStats], data["groups"])
