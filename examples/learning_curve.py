@@ -10,6 +10,8 @@ germinations, fossilizations, culls):
     per column c:  mean_A(c), mean_B(c)
     Δ, p = Welch(B.final_acc, A.final_acc)                   did the last updates end better than the first?
     acc(f) = mean final_acc over the episodes with f fossilizations, f = 0, 1, 2, …   (every update)
+    spread = mean over updates of the std (n − 1) of final_acc among that update's episodes
+    slope  = least-squares d final_acc / d fossilizations over every episode, with its r
     r(return, final_acc), r(return, train_flops)             over every episode (pearson_of_finite)
 
 **Per-op signal** (`rollouts/update-UUUUU.npz`, each update's N envs × E steps: the op taken
@@ -83,6 +85,19 @@ def accuracy_by_fossils(episodes: dict[str, np.ndarray]) -> list[dict[str, float
              "final_acc": float(np.nanmean(episodes["final_acc"][fossils == f]))} for f in np.unique(fossils)]
 
 
+def outcome_noise(episodes: dict[str, np.ndarray]) -> dict[str, float]:
+    """How far one update's episodes spread in final accuracy, against what one more fossil is worth."""
+    update, acc, fossils = episodes["update"].astype(int), episodes["final_acc"], episodes["fossilizations"]
+    kept = np.isfinite(acc)
+    spreads = [float(np.std(acc[kept & (update == u)], ddof=1)) for u in np.unique(update)
+               if (kept & (update == u)).sum() > 1]
+    if np.ptp(fossils[kept]) == 0:
+        return {"spread": float(np.mean(spreads)) if spreads else math.nan, "slope": math.nan, "r": math.nan}
+    slope = float(np.polyfit(fossils[kept], acc[kept], 1)[0])
+    r, _ = pearson_of_finite(fossils[kept].tolist(), acc[kept].tolist())
+    return {"spread": float(np.mean(spreads)) if spreads else math.nan, "slope": slope, "r": r}
+
+
 def return_tracking(episodes: dict[str, np.ndarray]) -> dict[str, float | None]:
     """Pearson's r of the return against final accuracy and training FLOPs (None when undefined)."""
     out: dict[str, float | None] = {}
@@ -116,7 +131,8 @@ def op_advantages(run_dir: Path) -> list[dict[str, float]]:
 def analyse(run_dir: Path, window: int) -> dict[str, Any]:
     episodes = read_run_episodes(run_dir)
     return {"run": str(run_dir), **first_vs_last(episodes, window), "by_fossils": accuracy_by_fossils(episodes),
-            "return_r": return_tracking(episodes), "op_advantage": op_advantages(run_dir)}
+            "noise": outcome_noise(episodes), "return_r": return_tracking(episodes),
+            "op_advantage": op_advantages(run_dir)}
 
 
 def _r(value: float | None) -> str:
@@ -134,6 +150,9 @@ def print_result(result: dict[str, Any]) -> None:
           f"({change['verdict']})")
     print("final accuracy by fossils per episode: " + ", ".join(
         f"{row['fossils']}: {100 * row['final_acc']:.2f} % ({row['episodes']})" for row in result["by_fossils"]))
+    noise = result["noise"]
+    print(f"within an update final accuracy spreads {100 * noise['spread']:.2f} points (std); one more fossil: "
+          f"{100 * noise['slope']:+.2f} points (least squares, r = {noise['r']:+.2f})")
     r = result["return_r"]
     print(f"return vs final accuracy r = {_r(r['final_acc'])}; vs training FLOPs r = {_r(r['train_flops'])}")
     print(f"{'op':<11}{'steps':>7}  mean normalised advantage ± s.e.")

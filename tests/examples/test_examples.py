@@ -212,6 +212,8 @@ def test_the_learning_curve_is_the_run_s_episodes_and_its_recorded_advantages(pp
     change = logged["final_acc"][last].mean() - logged["final_acc"][first].mean()
     assert curve["final_acc_change"]["diff"] == pytest.approx(change)
     assert sum(row["episodes"] for row in curve["by_fossils"]) == 4
+    spreads = [np.std(logged["final_acc"][rows], ddof=1) for rows in (first, last)]
+    assert curve["noise"]["spread"] == pytest.approx(np.mean(spreads))
     r, _ = pearson_of_finite(logged["return"].tolist(), logged["final_acc"].tolist())
     assert curve["return_r"]["final_acc"] == pytest.approx(r)
     records = [load_rollout_record(p) for p in sorted((ppo_run / "rollouts").iterdir())]
@@ -245,6 +247,10 @@ def test_a_policy_that_ends_better_shows_a_real_change() -> None:
     assert result["means"]["fossilizations"] == {"first": 0.0, "last": 1.0}
     by_fossils = curve.accuracy_by_fossils(episodes)
     assert [(row["fossils"], row["episodes"]) for row in by_fossils] == [(0, 16), (1, 8)]
+    noise = curve.outcome_noise(episodes)
+    assert noise["spread"] == pytest.approx(np.std([0.0, 0.01, -0.01, 0.005], ddof=1))  # the same in every update
+    assert noise["slope"] == pytest.approx(0.05) and 0.9 < noise["r"] < 1.0
+    assert math.isnan(curve.outcome_noise({**episodes, "fossilizations": np.zeros(24)})["slope"])
     assert curve.without_nan({"op": [{"mean": math.nan}]}) == {"op": [{"mean": None}]}
 
 
