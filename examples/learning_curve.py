@@ -91,20 +91,17 @@ def outcome_noise(episodes: dict[str, np.ndarray]) -> dict[str, float]:
     kept = np.isfinite(acc)
     spreads = [float(np.std(acc[kept & (update == u)], ddof=1)) for u in np.unique(update)
                if (kept & (update == u)).sum() > 1]
-    if np.ptp(fossils[kept]) == 0:
-        return {"spread": float(np.mean(spreads)) if spreads else math.nan, "slope": math.nan, "r": math.nan}
-    slope = float(np.polyfit(fossils[kept], acc[kept], 1)[0])
-    r, _ = pearson_of_finite(fossils[kept].tolist(), acc[kept].tolist())
-    return {"spread": float(np.mean(spreads)) if spreads else math.nan, "slope": slope, "r": r}
-
-
-def return_tracking(episodes: dict[str, np.ndarray]) -> dict[str, float | None]:
-    """Pearson's r of the return against final accuracy and training FLOPs (None when undefined)."""
-    out: dict[str, float | None] = {}
-    for outcome in ("final_acc", "train_flops"):
-        r, _ = pearson_of_finite(episodes["return"].tolist(), episodes[outcome].tolist())
-        out[outcome] = None if math.isnan(r) else r
+    out = {"spread": float(np.mean(spreads)) if spreads else math.nan, "slope": math.nan, "r": math.nan}
+    if np.ptp(fossils[kept]) > 0:  # a least-squares slope needs fossil counts that vary
+        out["slope"] = float(np.polyfit(fossils[kept], acc[kept], 1)[0])
+        out["r"], _ = pearson_of_finite(fossils[kept].tolist(), acc[kept].tolist())
     return out
+
+
+def return_tracking(episodes: dict[str, np.ndarray]) -> dict[str, float]:
+    """Pearson's r of the return against final accuracy and training FLOPs (NaN when undefined)."""
+    return {outcome: pearson_of_finite(episodes["return"].tolist(), episodes[outcome].tolist())[0]
+            for outcome in ("final_acc", "train_flops")}
 
 
 def op_advantages(run_dir: Path) -> list[dict[str, float]]:
@@ -135,8 +132,8 @@ def analyse(run_dir: Path, window: int) -> dict[str, Any]:
             "op_advantage": op_advantages(run_dir)}
 
 
-def _r(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.2f}"
+def _r(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:+.2f}"
 
 
 def print_result(result: dict[str, Any]) -> None:
@@ -152,7 +149,7 @@ def print_result(result: dict[str, Any]) -> None:
         f"{row['fossils']}: {100 * row['final_acc']:.2f} % ({row['episodes']})" for row in result["by_fossils"]))
     noise = result["noise"]
     print(f"within an update final accuracy spreads {100 * noise['spread']:.2f} points (std); one more fossil: "
-          f"{100 * noise['slope']:+.2f} points (least squares, r = {noise['r']:+.2f})")
+          f"{100 * noise['slope']:+.2f} points (least squares, r = {_r(noise['r'])})")
     r = result["return_r"]
     print(f"return vs final accuracy r = {_r(r['final_acc'])}; vs training FLOPs r = {_r(r['train_flops'])}")
     print(f"{'op':<11}{'steps':>7}  mean normalised advantage ± s.e.")
@@ -161,7 +158,7 @@ def print_result(result: dict[str, Any]) -> None:
 
 
 def without_nan(value: Any) -> Any:
-    """The result with every NaN as None (JSON's null): an op never taken has no mean."""
+    """The result with every NaN as None (JSON's null): an op never taken has no mean, a constant series no r."""
     if isinstance(value, dict):
         return {k: without_nan(v) for k, v in value.items()}
     if isinstance(value, list):
